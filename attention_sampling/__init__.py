@@ -1,0 +1,1 @@
+"""Attention sampling (Katharopoulos & Fleuret, 2019) built on the nn/ layer library."""

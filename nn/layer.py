@@ -1,0 +1,63 @@
+"""The interface every layer keeps: forward caches, backward consumes, params and grads share keys."""
+import numpy as np
+
+
+class Layer:
+    """A differentiable function with parameters.
+
+    `forward(x, training)` returns the output and caches what `backward` needs;
+    `backward(grad_out)` returns dL/dx and fills `grads` (same keys as `params`).
+    `buffers` hold state that is saved but not trained (e.g. batch-norm running statistics).
+    """
+
+    def __init__(self):
+        self.params = {}
+        self.grads = {}
+        self.buffers = {}
+
+    def forward(self, x, training=True):
+        raise NotImplementedError
+
+    def backward(self, grad_out):
+        raise NotImplementedError
+
+    def __call__(self, x, training=True):
+        return self.forward(x, training)
+
+    def zero_grads(self):
+        for key, value in self.params.items():
+            self.grads[key] = np.zeros_like(value)
+
+    def astype(self, dtype):
+        """Cast parameters and buffers in place (float64 for gradient checks); returns self."""
+        for store in (self.params, self.buffers):
+            for key in store:
+                store[key] = store[key].astype(dtype)
+        self.zero_grads()
+        return self
+
+    def num_parameters(self):
+        return int(sum(p.size for p in self.params.values()))
+
+    def state_dict(self):
+        """Flat dict of arrays: parameters under 'params/', buffers under 'buffers/'."""
+        state = {f"params/{k}": v for k, v in self.params.items()}
+        state.update({f"buffers/{k}": v for k, v in self.buffers.items()})
+        return state
+
+    def load_state_dict(self, state):
+        """Copy arrays into this layer, checking that every key and shape matches."""
+        expected = self.state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise ValueError(f"state does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        for key, target in expected.items():
+            value = np.asarray(state[key])
+            if value.shape != target.shape:
+                raise ValueError(f"state '{key}' has shape {value.shape}, the model expects {target.shape}")
+            # Copy in place so optimisers and containers that hold references keep seeing the same arrays.
+            target[...] = value
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"

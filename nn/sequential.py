@@ -1,0 +1,49 @@
+"""A chain of layers."""
+from .layer import Layer
+
+
+class Sequential(Layer):
+    """Applies its layers in order; parameters are exposed flat as '<index>.<name>'."""
+
+    def __init__(self, *layers):
+        # No super().__init__(): params, grads and buffers are views built from the layers below.
+        self.layers = list(layers)
+
+    def forward(self, x, training=True):
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def backward(self, grad_out):
+        for layer in reversed(self.layers):
+            grad_out = layer.backward(grad_out)
+        return grad_out
+
+    def _flat(self, attribute):
+        return {f"{i}.{key}": value
+                for i, layer in enumerate(self.layers)
+                for key, value in getattr(layer, attribute).items()}
+
+    # Built on every access from the layers' own dicts, so there is one source of truth.
+    params = property(lambda self: self._flat("params"))
+    grads = property(lambda self: self._flat("grads"))
+    buffers = property(lambda self: self._flat("buffers"))
+
+    def zero_grads(self):
+        for layer in self.layers:
+            layer.zero_grads()
+
+    def astype(self, dtype):
+        for layer in self.layers:
+            layer.astype(dtype)
+        return self
+
+    def __getitem__(self, index):
+        return self.layers[index]
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __repr__(self):
+        inner = ",\n  ".join(repr(layer) for layer in self.layers)
+        return f"Sequential(\n  {inner}\n)"
