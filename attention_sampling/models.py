@@ -1,0 +1,108 @@
+"""The two networks of attention sampling, composed from nn/ layers, and the model that holds both."""
+import numpy as np
+
+import nn
+
+NEGATIVE_SLOPE = 0.01
+
+
+class AttentionNetwork(nn.Sequential):
+    """(N, H, W, 3) full-resolution images -> (N, H // c, W // c) log attention, summing to one over h x w.
+
+    a(x): average-pool by the scale factor c, 3 x [conv 3x3, BN, leaky ReLU], a 1x1 linear conv to one
+    logit per cell, and a log-softmax over all cells together. The pooling stays outside the layer chain:
+    nothing is learned below it, so its (image-sized) input gradient is never computed.
+    """
+
+    def __init__(self, scale, in_channels=3, hidden=8, depth=3, rng=None, dtype=np.float32):
+        rng = nn.init.default_rng(rng)
+        layers = []
+        channels = in_channels
+        for _ in range(depth):
+            layers += [nn.Conv2d(channels, hidden, 3, rng=rng, negative_slope=NEGATIVE_SLOPE, dtype=dtype),
+                       nn.BatchNorm2d(hidden, dtype=dtype),
+                       nn.LeakyReLU(NEGATIVE_SLOPE)]
+            channels = hidden
+        layers += [nn.Conv2d(channels, 1, 1, rng=rng, dtype=dtype), nn.SpatialLogSoftmax()]
+        super().__init__(*layers)
+        self.scale = scale
+        self.pool = nn.AvgPool2d(scale)
+
+    def forward(self, images, training=True):
+        low_resolution = self.pool.forward(images, training)
+        return super().forward(low_resolution, training)[..., 0]
+
+    def backward(self, grad_log_attention):
+        """(N, h, w) dL/dlog a -> fills grads; returns nothing (images need no gradient)."""
+        super().backward(grad_log_attention[..., None])
+
+
+class FeatureNetwork(nn.Sequential):
+    """(M, S, S, 3) patches -> (M, C) unit-length class vectors.
+
+    f: 4 x [conv 3x3 "same", leaky ReLU], global max pool, dense to C, L2-normalise.
+    """
+
+    def __init__(self, n_classes, in_channels=3, hidden=16, depth=4, rng=None, dtype=np.float32):
+        rng = nn.init.default_rng(rng)
+        layers = []
+        channels = in_channels
+        for _ in range(depth):
+            layers += [nn.Conv2d(channels, hidden, 3, rng=rng, negative_slope=NEGATIVE_SLOPE, dtype=dtype),
+                       nn.LeakyReLU(NEGATIVE_SLOPE)]
+            channels = hidden
+        layers += [nn.GlobalMaxPool2d(), nn.Dense(channels, n_classes, rng=rng, dtype=dtype), nn.L2Normalize()]
+        super().__init__(*layers)
+
+
+class AttentionSamplingModel:
+    """Both networks and the sampling settings: scale c, patch size S, patches per image P.
+
+    `params`, `grads` and `buffers` are flat dicts prefixed 'attention.' and 'features.', so one Adam
+    walks both networks and one .npz holds the whole model.
+    """
+
+    def __init__(self, n_classes, scale=4, patch_size=50, n_patches=20, in_channels=3, seed=0,
+                 dtype=np.float32):
+        rng = np.random.default_rng(seed)
+        self.config = dict(n_classes=int(n_classes), scale=int(scale), patch_size=int(patch_size),
+                           n_patches=int(n_patches), in_channels=int(in_channels))
+        self.attention = AttentionNetwork(scale, in_channels, rng=rng, dtype=dtype)
+        self.features = FeatureNetwork(n_classes, in_channels, rng=rng, dtype=dtype)
+
+    n_classes = property(lambda self: self.config["n_classes"])
+    scale = property(lambda self: self.config["scale"])
+    patch_size = property(lambda self: self.config["patch_size"])
+    n_patches = property(lambda self: self.config["n_patches"])
+
+    def _merged(self, attribute):
+        merged = {f"attention.{k}": v for k, v in getattr(self.attention, attribute).items()}
+        merged.update({f"features.{k}": v for k, v in getattr(self.features, attribute).items()})
+        return merged
+
+    params = property(lambda self: self._merged("params"))
+    grads = property(lambda self: self._merged("grads"))
+    buffers = property(lambda self: self._merged("buffers"))
+
+    def state_dict(self):
+        state = {f"params/{k}": v for k, v in self.params.items()}
+        state.update({f"buffers/{k}": v for k, v in self.buffers.items()})
+        return state
+
+    def load_state_dict(self, state):
+        prefixes = {"attention.": self.attention, "features.": self.features}
+        for prefix, network in prefixes.items():
+            network_state = {}
+            for key, value in state.items():
+                kind, _, name = key.partition("/")
+                if name.startswith(prefix):
+                    network_state[f"{kind}/{name[len(prefix):]}"] = value
+            network.load_state_dict(network_state)
+
+    def parameter_counts(self):
+        return {"attention": self.attention.num_parameters(), "features": self.features.num_parameters()}
+
+    def astype(self, dtype):
+        self.attention.astype(dtype)
+        self.features.astype(dtype)
+        return self
