@@ -1,0 +1,50 @@
+"""The default data set: generated once, deterministically, into a cache folder as PNG files.
+
+Three classes of mega-pixel images whose label is the period-2 texture of a few small spots, among
+flat distractor spots that look the same at low resolution (see synthetic.py). No download needed.
+"""
+import os
+import shutil
+
+import imageio.v3 as iio
+import numpy as np
+
+from .synthetic import CLASS_NAMES, make_image
+
+VERSION = "spots-v1"
+SETTINGS = dict(n_per_class=40, height=768, width=1024, n_spots=4, spot_size=12, n_distractors=4, seed=2019)
+
+
+def cache_root():
+    """$ATTENTION_SAMPLING_CACHE, else $XDG_CACHE_HOME/attention-sampling-numpy, else ~/.cache/..."""
+    if os.environ.get("ATTENTION_SAMPLING_CACHE"):
+        return os.environ["ATTENTION_SAMPLING_CACHE"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "attention-sampling-numpy")
+
+
+def ensure_default_dataset(root=None, progress=None, **overrides):
+    """Generate the data set under root (default: the cache) unless it is already complete; return its folder.
+
+    Written into a temporary folder and renamed when complete, so an interrupted generation never
+    leaves a half data set that later runs would take for whole.
+    """
+    settings = {**SETTINGS, **overrides}
+    folder = os.path.join(root or cache_root(), VERSION if not overrides else f"{VERSION}-custom")
+    if os.path.isdir(folder):
+        return folder
+    temporary = folder + ".partial"
+    shutil.rmtree(temporary, ignore_errors=True)
+    rng = np.random.default_rng(settings["seed"])
+    total = settings["n_per_class"] * len(CLASS_NAMES)
+    for i in range(total):
+        label = i % len(CLASS_NAMES)
+        pixels, _ = make_image(label, settings["height"], settings["width"], settings["n_spots"],
+                               settings["spot_size"], settings["n_distractors"], rng)
+        class_folder = os.path.join(temporary, CLASS_NAMES[label])
+        os.makedirs(class_folder, exist_ok=True)
+        iio.imwrite(os.path.join(class_folder, f"{i // len(CLASS_NAMES):04d}.png"), pixels)
+        if progress is not None:
+            progress(i + 1, total)
+    os.replace(temporary, folder)
+    return folder
