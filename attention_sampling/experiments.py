@@ -1,0 +1,131 @@
+"""Experiments over many training runs, resumable row by row.
+
+    python -m attention_sampling.experiments paper-table --data ROOT --out runs/paper-table
+
+paper-table trains the grid of the paper, (patch size S, patches P) in (50,1) (50,5) (50,20) (20,5),
+with 5 seeds each, and prints mean ± std of train and test accuracy and of training time. Each finished
+run is appended to results.csv at once; a killed command resumes: finished rows are skipped and an
+unfinished run continues from its own checkpoint.
+"""
+import argparse
+import csv
+import os
+import sys
+
+import numpy as np
+
+from .data import ImageFolder
+from .embedded import ensure_default_dataset
+from .errors import AttentionSamplingError
+from .evaluation import predict_dataset
+
+PAPER_GRID = ((50, 1), (50, 5), (50, 20), (20, 5))
+RESULT_COLUMNS = ("size", "patches", "seed", "epochs", "train_accuracy", "test_accuracy", "seconds")
+
+
+def read_results(path):
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def append_result(path, row):
+    new = not os.path.exists(path)
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=RESULT_COLUMNS, lineterminator="\n")
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def train_one(dataset, run_dir, config, log):
+    """Train (or resume) one run to the end -> its result row."""
+    from .trainer import Trainer
+
+    resume = os.path.exists(os.path.join(run_dir, "checkpoint.npz"))
+    trainer = Trainer(dataset, run_dir, config if not resume else {"epochs": config["epochs"]},
+                      resume=resume, log=log, progress=False)
+    history = trainer.fit()
+    shape = tuple(trainer.config["image_shape"])
+    train_probabilities = predict_dataset(trainer.model, dataset, trainer.train_indices, shape,
+                                          config["batch_size"], seed=config["seed"])
+    train_accuracy = float(np.mean(train_probabilities.argmax(1) == dataset.labels[trainer.train_indices]))
+    return {"size": config["size"], "patches": config["patches"], "seed": config["seed"],
+            "epochs": config["epochs"], "train_accuracy": round(train_accuracy, 4),
+            "test_accuracy": round(history[-1]["test_accuracy"], 4),
+            "seconds": round(sum(row["seconds"] for row in history), 1)}
+
+
+def summarise(rows, grid):
+    """-> table text in the paper's layout: one line per (S, P) with mean ± std over seeds."""
+    lines = [f"{'S':>4} {'P':>4} {'runs':>5}  {'train accuracy':>16}  {'test accuracy':>16}  {'time (s)':>14}"]
+    for size, patches in grid:
+        chosen = [r for r in rows if int(r["size"]) == size and int(r["patches"]) == patches]
+        if not chosen:
+            continue
+
+        def stat(key, digits):
+            values = np.array([float(r[key]) for r in chosen])
+            return f"{values.mean():.{digits}f} ± {values.std():.{digits}f}"
+
+        lines.append(f"{size:>4} {patches:>4} {len(chosen):>5}  {stat('train_accuracy', 3):>16}  "
+                     f"{stat('test_accuracy', 3):>16}  {stat('seconds', 0):>14}")
+    return "\n".join(lines)
+
+
+def paper_table(args):
+    data = args.data or ensure_default_dataset()
+    dataset = ImageFolder.scan(data)
+    os.makedirs(args.out, exist_ok=True)
+    results_path = os.path.join(args.out, "results.csv")
+    done = {(int(r["size"]), int(r["patches"]), int(r["seed"])) for r in read_results(results_path)}
+    height, width = dataset.image_shape()
+    for size, patches in PAPER_GRID:
+        for seed in range(args.seeds):
+            if (size, patches, seed) in done:
+                continue
+            config = dict(data=os.path.abspath(data), classes=dataset.classes, image_shape=[height, width],
+                          patches=patches, size=size, scale=args.scale, epochs=args.epochs,
+                          batch_size=args.batch_size, replicas=args.replicas, lr=args.lr, entropy=args.entropy,
+                          seed=seed, test_fraction=args.test_fraction, augment=not args.no_augment)
+            run_dir = os.path.join(args.out, f"S{size}-P{patches}-seed{seed}")
+            print(f"training S={size} P={patches} seed={seed} -> {run_dir}", file=sys.stderr)
+            row = train_one(dataset, run_dir, config, log=lambda line: print("  " + line, file=sys.stderr))
+            append_result(results_path, row)
+    table = summarise(read_results(results_path), PAPER_GRID)
+    print(table)
+    with open(os.path.join(args.out, "table.txt"), "w") as handle:
+        handle.write(table + "\n")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m attention_sampling.experiments",
+                                     description="Experiments over many resumable training runs.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    table = commands.add_parser("paper-table", help="the paper's grid of patch size x patches, several seeds")
+    table.add_argument("--data", help="image folder ROOT/<class>/<images> (default: the embedded data set)")
+    table.add_argument("--out", default="runs/paper-table", help="folder for the runs and results.csv")
+    table.add_argument("--seeds", type=int, default=5, help="random trials per setting (default 5)")
+    table.add_argument("--epochs", type=int, default=300, help="epochs per run (default 300, as the paper)")
+    table.add_argument("--scale", type=int, default=4, help="down-scaling factor c (default 4)")
+    table.add_argument("--batch-size", type=int, default=8, help="images per step (default 8)")
+    table.add_argument("--replicas", type=int, default=4, help="samples of each image per step (default 4)")
+    table.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    table.add_argument("--entropy", type=float, default=0.01, help="entropy bonus weight (default 0.01)")
+    table.add_argument("--test-fraction", type=float, default=0.3, help="held-out share (default 0.3)")
+    table.add_argument("--no-augment", action="store_true", help="turn off flips, contrast and zoom")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "paper-table":
+            paper_table(args)
+    except AttentionSamplingError as error:
+        print(f"experiments: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
