@@ -80,22 +80,25 @@ def sample_cells(attention, n_samples, rng, replace=True):
     if replace:
         indices = _sample_with_replacement(flat, uniforms)
     else:
-        if n_samples > h * w:
-            raise ValueError(f"cannot draw {n_samples} distinct cells from a {h}x{w} attention map")
+        available = int(np.count_nonzero(flat, axis=1).min())
+        if n_samples > available:
+            # Past the non-zero cells the remaining mass is 0 and every draw would repeat the last cell.
+            raise ValueError(f"cannot draw {n_samples} distinct cells: an attention map has only "
+                             f"{available} cells of non-zero probability (of {h}x{w})")
         indices = _sample_without_replacement(flat, uniforms)
     return np.stack(np.divmod(indices, w), axis=-1)
 
 
 def sample_cells_numpy(attention, n_samples, rng):
-    """The vectorised NumPy equivalent of sample_cells (for benchmarks): one searchsorted over all rows.
+    """The NumPy equivalent of sample_cells (for benchmarks): cumsum and searchsorted, vectorised per image.
 
-    Offsetting row i's cdf by i makes the concatenated cdfs one sorted array.
+    Each image searches its own cdf: shifting all cdfs into one sorted array would round u + i up to
+    i + 1 for u within 2^-53 of 1 and land in the next image.
     """
     n, h, w = attention.shape
     uniforms = rng.random((n, n_samples))
     cdf = np.cumsum(attention.reshape(n, h * w), axis=1, dtype=np.float64)
-    cdf /= cdf[:, -1:]
-    offsets = np.arange(n)[:, None]
-    flat = np.searchsorted((cdf + offsets).ravel(), (uniforms + offsets).ravel(), side="right")
-    indices = np.minimum(flat.reshape(n, n_samples) - offsets * h * w, h * w - 1)
+    indices = np.empty((n, n_samples), dtype=np.int64)
+    for row in range(n):
+        indices[row] = np.searchsorted(cdf[row], uniforms[row] * cdf[row, -1], side="right")
     return np.stack(np.divmod(indices, w), axis=-1)

@@ -1,0 +1,173 @@
+"""extract_patches and patch_boxes against the mapping written in patches.py's module docstring.
+
+Cell (r, q) of the map pooled by c gives the S x S patch whose top-left pixel is
+    top = r c + floor((c - S) / 2),   left = q c + floor((c - S) / 2),
+with zeros wherever the patch leaves the image. The reference below applies that sentence pixel by pixel.
+"""
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from attention_sampling.patches import extract_patches, patch_boxes, patch_offset
+from tests.strategies import seeds
+
+IMAGE_DTYPES = [np.float32, np.uint8]
+
+
+# ----------------------------------------------------------------------------- strategies
+
+@dataclass(frozen=True)
+class PatchCase:
+    images: np.ndarray  # (N, H, W, C), no zero pixels, so padding is told apart from image content
+    cells: np.ndarray   # (N, P, 2) in the pooled grid of h = H // scale rows, w = W // scale columns
+    patch_size: int
+    scale: int
+
+
+def image_values(seed, shape, dtype):
+    """Non-zero pixels: 1..255 for uint8, [1, 2) for float32."""
+    rng = np.random.default_rng(seed)
+    if dtype == np.uint8:
+        return rng.integers(1, 256, size=shape, dtype=np.uint8)
+    return (1.0 + rng.random(shape)).astype(dtype)
+
+
+@st.composite
+def patch_cases(draw, max_scale=5, max_cells_per_side=4, max_patches=4):
+    """Images of any size (H, W not always multiples of c), patches smaller, equal or larger than a cell.
+
+    Cell coordinates are drawn with the extremes 0 and h - 1 (w - 1) as explicit choices, so corner and
+    border patches appear in most examples, not only when Hypothesis happens to find them.
+    """
+    scale = draw(st.integers(1, max_scale), label="scale")
+    h, w = draw(st.integers(1, max_cells_per_side)), draw(st.integers(1, max_cells_per_side))
+    height = h * scale + draw(st.integers(0, scale - 1))  # leftover rows pooling drops
+    width = w * scale + draw(st.integers(0, scale - 1))
+    patch_size = draw(st.integers(1, 2 * scale + 3), label="patch_size")
+    n, p = draw(st.integers(1, 2)), draw(st.integers(1, max_patches))
+    channels = draw(st.sampled_from([1, 3]))
+    dtype = draw(st.sampled_from(IMAGE_DTYPES))
+
+    def coordinate(size):
+        return st.one_of(st.sampled_from([0, size - 1]), st.integers(0, size - 1))
+
+    cells = np.array([[[draw(coordinate(h)), draw(coordinate(w))] for _ in range(p)] for _ in range(n)],
+                     dtype=np.int64).reshape(n, p, 2)
+    images = image_values(draw(seeds), (n, height, width, channels), dtype)
+    return PatchCase(images, cells, patch_size, scale)
+
+
+# ----------------------------------------------------------------------------- reference
+
+def reference_extract_patches(images, cells, patch_size, scale):
+    """The docstring's mapping, one pixel at a time: (N, H, W, C), (N, P, 2) -> (N, P, S, S, C)."""
+    n, height, width, channels = images.shape
+    offset = math.floor((scale - patch_size) / 2)
+    patches = np.zeros((n, cells.shape[1], patch_size, patch_size, channels), dtype=images.dtype)
+    for image in range(n):
+        for draw, (row, column) in enumerate(cells[image].tolist()):
+            top, left = row * scale + offset, column * scale + offset
+            for i in range(patch_size):
+                for j in range(patch_size):
+                    if 0 <= top + i < height and 0 <= left + j < width:
+                        patches[image, draw, i, j, :] = images[image, top + i, left + j, :]
+    return patches
+
+
+# ----------------------------------------------------------------------------- extract_patches
+
+@settings(max_examples=60)
+@given(case=patch_cases())
+def test_extract_patches_equals_pixel_loop_reference(case):
+    """Any H, W, c, odd or even S (smaller or larger than c), corner cells, 1 or 3 channels, float32 or uint8."""
+    patches = extract_patches(case.images, case.cells, case.patch_size, case.scale)
+    n, p = case.cells.shape[:2]
+    assert patches.shape == (n, p, case.patch_size, case.patch_size, case.images.shape[3])
+    assert patches.dtype == case.images.dtype
+    np.testing.assert_array_equal(patches, reference_extract_patches(case.images, case.cells,
+                                                                     case.patch_size, case.scale))
+
+
+def test_hand_worked_examples():
+    """Three patches worked out on paper from the docstring, on a 5x7 image whose pixel (y, x) holds 10 y + x.
+
+    c = 2, S = 4: offset floor(-1) = -1. Cell (0, 0) starts at (-1, -1): one zero row and column, then
+    pixels 0..2. Cell (1, 2) starts at (1, 3): wholly inside. The pooled grid is 2x3; cell (1, 2) covers
+    pixels (2..3, 4..5), so the leftover row 4 and column 6 enter the patch although no cell covers them.
+    c = 3, S = 1: offset 1, the centre pixel of each 3x3 cell.
+    """
+    image = (10 * np.arange(5)[:, None] + np.arange(7)[None, :]).astype(np.float32)[None, :, :, None]
+
+    corner, inside = extract_patches(image, np.array([[[0, 0], [1, 2]]]), patch_size=4, scale=2)[0, :, :, :, 0]
+    expected_corner = np.zeros((4, 4), dtype=np.float32)
+    expected_corner[1:, 1:] = [[0, 1, 2], [10, 11, 12], [20, 21, 22]]
+    np.testing.assert_array_equal(corner, expected_corner)
+    np.testing.assert_array_equal(inside, [[13, 14, 15, 16], [23, 24, 25, 26], [33, 34, 35, 36],
+                                           [43, 44, 45, 46]])
+
+    centres = extract_patches(image, np.array([[[0, 0], [0, 1]]]), patch_size=1, scale=3)[0, :, 0, 0, 0]
+    np.testing.assert_array_equal(centres, [11, 14])
+
+
+def test_patch_larger_than_the_image_is_the_image_framed_by_zeros():
+    """A 1x1-cell image with S = 3c + 2: the whole image sits inside the patch, everything else is zero."""
+    scale, patch_size = 2, 8
+    images = image_values(0, (1, 2, 2, 3), np.uint8)
+    patch = extract_patches(images, np.zeros((1, 1, 2), dtype=np.int64), patch_size, scale)[0, 0]
+    offset = patch_offset(patch_size, scale)  # -3
+    expected = np.zeros((patch_size, patch_size, 3), dtype=np.uint8)
+    expected[-offset:-offset + 2, -offset:-offset + 2] = images[0]
+    np.testing.assert_array_equal(patch, expected)
+
+
+@settings(max_examples=50)
+@given(patch_size=st.integers(1, 64), scale=st.integers(1, 64))
+def test_patch_offset_centres_the_patch_on_the_cell(patch_size, scale):
+    """offset = floor((c - S) / 2): the patch centre top + S/2 is the cell centre r c + c/2 when S and c
+    have the same parity (the docstring says so for even S and c; it holds for odd ones too), and half
+    a pixel up and left of it when they do not."""
+    offset = patch_offset(patch_size, scale)
+    assert offset == math.floor((scale - patch_size) / 2)
+    shift = scale / 2 - (offset + patch_size / 2)
+    assert shift == (0.0 if (scale - patch_size) % 2 == 0 else 0.5)
+
+
+# ----------------------------------------------------------------------------- patch_boxes
+
+@settings(max_examples=40)
+@given(case=patch_cases())
+def test_patch_boxes_agree_with_extract_patches(case):
+    """Box (top, left, bottom, right), bottom and right exclusive: its in-image part is the patch's
+    non-padded part, pixel for pixel, and the rest of the patch is zero."""
+    images, size = case.images, case.patch_size
+    boxes = patch_boxes(case.cells, size, case.scale)
+    patches = extract_patches(images, case.cells, size, case.scale)
+    assert boxes.shape == case.cells.shape[:2] + (4,)
+    height, width = images.shape[1:3]
+    for image in range(case.cells.shape[0]):
+        for draw in range(case.cells.shape[1]):
+            top, left, bottom, right = boxes[image, draw].tolist()
+            assert bottom - top == size and right - left == size
+            y0, y1 = max(top, 0), min(bottom, height)
+            x0, x1 = max(left, 0), min(right, width)
+            patch = patches[image, draw]
+            inside = np.zeros(patch.shape[:2], dtype=bool)
+            if y0 < y1 and x0 < x1:
+                inside[y0 - top:y1 - top, x0 - left:x1 - left] = True
+                np.testing.assert_array_equal(patch[y0 - top:y1 - top, x0 - left:x1 - left],
+                                              images[image, y0:y1, x0:x1])
+            assert np.all(patch[~inside] == 0)
+
+
+@pytest.mark.parametrize("leading", [(), (5,), (2, 3)])
+def test_patch_boxes_keeps_leading_axes(leading):
+    """(..., 2) -> (..., 4) for any leading shape, each box the cell's top-left pixel plus the offset."""
+    cells = np.arange(2 * int(np.prod(leading, dtype=int))).reshape(leading + (2,))
+    boxes = patch_boxes(cells, patch_size=5, scale=4)
+    assert boxes.shape == leading + (4,)
+    top_left = cells * 4 + math.floor((4 - 5) / 2)
+    np.testing.assert_array_equal(boxes, np.concatenate([top_left, top_left + 5], axis=-1))
