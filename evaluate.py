@@ -1,6 +1,218 @@
-"""Evaluate a trained attention-sampling run (not implemented yet)."""
+"""Evaluate a trained run: accuracy, per-class precision and recall, the confusion matrix, and pictures.
+
+    python evaluate.py runs/S50-P20-seed0                   # the held-out test images, best checkpoint
+    python evaluate.py RUN --json                           # the same numbers as one JSON object
+    python evaluate.py RUN --data ROOT --split all          # every image of another folder, same classes
+    python evaluate.py RUN --checkpoint last --examples 4   # the last epoch; 4 pictures per class
+
+Pictures go into the run folder: curves.png (loss and accuracy per epoch) and attention/<class>_<i>.png
+(where the model looked in a few images, and the patches it saw there).
+"""
+import argparse
+import csv
+import json
+import os
 import sys
 
+import numpy as np
+
+from attention_sampling.errors import AttentionSamplingError
+
+CHECKPOINT_FILES = {"best": "best.npz", "last": "checkpoint.npz"}
+
+
+def non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Evaluate a run of train.py: accuracy, per-class precision and recall, confusion matrix; "
+                    "draws curves.png and attention/<class>_<i>.png into the run folder.")
+    parser.add_argument("run", metavar="RUN", help="run folder written by train.py")
+    parser.add_argument("--data", metavar="ROOT", help="images in ROOT/<class>/ (default: the run's folder)")
+    parser.add_argument("--split", choices=("test", "train", "all"), default="test",
+                        help="test: held out in training (default); train; all")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    parser.add_argument("--checkpoint", choices=tuple(CHECKPOINT_FILES), default="best",
+                        help="best: best.npz (default); last: checkpoint.npz")
+    parser.add_argument("--examples", type=non_negative_int, default=2, metavar="K",
+                        help="attention pictures per class (default 2; 0: none)")
+    parser.add_argument("--seed", type=int, default=None, metavar="N",
+                        help="seed of the patch sampling (default: as in training)")
+    return parser.parse_args(argv)
+
+
+def load_run(run_dir, which):
+    """-> (config, model, epoch, checkpoint path) of the run's best or last checkpoint."""
+    if not os.path.isdir(run_dir):
+        raise AttentionSamplingError(f"{run_dir}: no such run folder")
+    path = os.path.join(run_dir, CHECKPOINT_FILES[which])
+    if which == "best" and not os.path.isfile(path) and os.path.isfile(os.path.join(run_dir, "checkpoint.npz")):
+        raise AttentionSamplingError(f"{path}: no such file (has an epoch finished?); try --checkpoint last")
+    # Imported here, not at the top, so --help and the errors above answer at once.
+    from attention_sampling.checkpoint import load_checkpoint
+    from attention_sampling.trainer import build_model
+
+    state = load_checkpoint(path)
+    try:
+        config = state["meta"]["config"]
+        model = build_model(config)
+        model.load_state_dict(state["model"])
+        epoch = int(state["meta"]["epoch"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise AttentionSamplingError(
+            f"{path}: holds no model of this program ({type(error).__name__}: {error})") from None
+    return config, model, epoch, path
+
+
+def open_data(data, config):
+    """The run's image folder (or --data), checked to hold the classes the run was trained on."""
+    from attention_sampling.data import ImageFolder
+
+    where = f"--data {data}"
+    if data is None:
+        data = config["data"]
+        where = f"{data} (the run's data)"
+        if not os.path.isdir(data):
+            raise AttentionSamplingError(f"{data}: the run's image folder is gone; point --data at its images")
+    dataset = ImageFolder.scan(data)
+    if dataset.classes != list(config["classes"]):
+        raise AttentionSamplingError(f"{where}: classes {dataset.classes} differ from the run's "
+                                     f"{list(config['classes'])}")
+    return dataset
+
+
+def example_positions(labels, n_classes, per_class):
+    """The first `per_class` positions of each class in `labels` -> {position: (class, i)}."""
+    chosen = {}
+    for label in range(n_classes):
+        for i, position in enumerate(np.flatnonzero(labels == label)[:per_class]):
+            chosen[int(position)] = (label, i)
+    return chosen
+
+
+def evaluate(args):
+    """-> (result dict, what the pictures need)."""
+    from attention_sampling.data import stratified_split
+    from attention_sampling.evaluation import classification_report, cross_entropy, predict_dataset
+
+    config, model, epoch, checkpoint = load_run(args.run, args.checkpoint)
+    dataset = open_data(args.data, config)
+    classes = list(config["classes"])
+    train, test = stratified_split(dataset.labels, config["test_fraction"], config["seed"])
+    indices = {"test": test, "train": train, "all": np.arange(len(dataset))}[args.split]
+    if len(indices) == 0:
+        raise AttentionSamplingError(f"--split {args.split}: no images in it")
+    # The trainer scored epoch e (1-based) with seed + e - 1: the same draws reproduce metrics.csv.
+    seed = args.seed if args.seed is not None else config["seed"] + max(epoch - 1, 0)
+    labels = dataset.labels[indices]
+    examples = example_positions(labels, len(classes), args.examples)
+    shape = tuple(config["image_shape"])
+    print(f"predicting {len(indices)} images ...", file=sys.stderr)
+    probabilities, kept = predict_dataset(model, dataset, indices, shape, config["batch_size"], seed=seed,
+                                          keep=set(examples))
+    predictions = probabilities.argmax(axis=1)
+    report = classification_report(labels, predictions, len(classes))
+    confusion = report["confusion"]
+    result = {
+        "run": args.run, "checkpoint": checkpoint, "epoch": epoch, "data": dataset.root, "split": args.split,
+        "seed": seed, "images": int(len(indices)), "classes": classes,
+        "accuracy": report["accuracy"], "loss": cross_entropy(probabilities, labels),
+        "per_class": {name: {"precision": float(report["precision"][c]), "recall": float(report["recall"][c]),
+                             "images": int(confusion[c].sum()), "predicted": int(confusion[:, c].sum())}
+                      for c, name in enumerate(classes)},
+        "confusion": confusion.tolist(),
+    }
+    pictures = {"dataset": dataset, "indices": indices, "examples": examples, "kept": kept, "config": config}
+    return result, pictures
+
+
+def format_report(result):
+    """The result as the tables a person reads."""
+    classes = result["classes"]
+    name_width = max(len("class"), *(len(name) for name in classes))
+    lines = [f"run {result['run']}: {os.path.basename(result['checkpoint'])} (epoch {result['epoch']}), "
+             f"{result['split']} split, {result['images']} images, sampling seed {result['seed']}",
+             f"accuracy {result['accuracy']:.4f}   loss {result['loss']:.4f}",
+             "",
+             f"{'class':<{name_width}}  precision  recall  images  predicted"]
+    for name in classes:
+        row = result["per_class"][name]
+        lines.append(f"{name:<{name_width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  "
+                     f"{row['images']:6d}  {row['predicted']:9d}")
+    lines += ["", "confusion matrix (rows: true class, columns: predicted class)"]
+    widths = [max(len(name), 5) for name in classes]
+    lines.append(" " * name_width + "".join(f"  {name:>{w}}" for name, w in zip(classes, widths)))
+    for name, counts in zip(classes, result["confusion"]):
+        lines.append(f"{name:<{name_width}}" + "".join(f"  {count:>{w}d}" for count, w in zip(counts, widths)))
+    return "\n".join(lines)
+
+
+def read_metrics(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def draw_pictures(run_dir, pictures):
+    """curves.png and attention/<class>_<i>.png in the run folder -> paths written ([] without matplotlib)."""
+    try:
+        from attention_sampling import figures
+    except ImportError:
+        print("evaluate.py: note: matplotlib is not installed (pip install matplotlib): no pictures drawn",
+              file=sys.stderr)
+        return []
+    from attention_sampling.data import load_batch
+
+    written = []
+    metrics = os.path.join(run_dir, "metrics.csv")
+    curves = os.path.join(run_dir, "curves.png")
+    try:
+        if not os.path.isfile(metrics):
+            print(f"evaluate.py: note: {metrics} not found (no epoch finished): no curves drawn", file=sys.stderr)
+        else:
+            try:
+                rows = read_metrics(metrics)
+                figures.plot_curves(rows, curves)
+                written.append(curves)
+            except (KeyError, ValueError) as error:
+                print(f"evaluate.py: note: {metrics}: unreadable ({error!r}): no curves drawn", file=sys.stderr)
+        config, dataset, classes = pictures["config"], pictures["dataset"], pictures["config"]["classes"]
+        if pictures["examples"]:
+            os.makedirs(os.path.join(run_dir, "attention"), exist_ok=True)
+        for position, (label, i) in sorted(pictures["examples"].items()):
+            index = pictures["indices"][position]
+            # The image exactly as the model saw it: brought to the run's size, not augmented.
+            image = load_batch(dataset, [index], tuple(config["image_shape"]))[0]
+            path = os.path.join(run_dir, "attention", f"{classes[label]}_{i}.png")
+            figures.plot_explanation(image, pictures["kept"][position], classes, label, config["scale"],
+                                     config["size"], path, title=os.path.relpath(dataset.paths[index], dataset.root))
+            written.append(path)
+    except OSError as error:
+        raise AttentionSamplingError(
+            f"{error.filename or run_dir}: cannot write picture ({error.strerror or error})") from None
+    return written
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        result, pictures = evaluate(args)
+        result["pictures"] = draw_pictures(args.run, pictures)
+    except AttentionSamplingError as error:
+        print(f"evaluate.py: error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_report(result))
+        if result["pictures"]:
+            print(f"pictures: {', '.join(result['pictures'])}", file=sys.stderr)
+    return 0
+
+
 if __name__ == "__main__":
-    print("evaluate.py: not implemented yet", file=sys.stderr)
-    sys.exit(1)
+    sys.exit(main())

@@ -16,7 +16,8 @@ IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 
 def to_rgb8(pixels, path="image"):
     """(H, W[, C]) any integer or float dtype -> (H, W, 3) uint8: grey is repeated, alpha dropped,
-    16-bit scaled down by 257 (65535 -> 255), floats taken as [0, 1]."""
+    16-bit scaled down by 257 (65535 -> 255), wider integers within 0..65535 taken as 16-bit,
+    floats taken as [0, 1]."""
     pixels = np.asarray(pixels)
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
@@ -27,6 +28,11 @@ def to_rgb8(pixels, path="image"):
     pixels = pixels[:, :, :3]
     if pixels.dtype == np.uint8:
         return np.ascontiguousarray(pixels)
+    if (np.issubdtype(pixels.dtype, np.integer) and pixels.dtype.itemsize > 2 and pixels.size
+            and pixels.min() >= 0 and pixels.max() <= 65535):
+        # Pillow's "I" mode widens 16-bit files to int32 (older Pillow opens every 16-bit grey PNG
+        # that way); scaled by the int32 maximum they would come out black.
+        pixels = pixels.astype(np.uint16)
     if pixels.dtype == np.uint16:
         return (pixels // 257).astype(np.uint8)
     if np.issubdtype(pixels.dtype, np.floating):

@@ -1,0 +1,134 @@
+"""Pictures of a run: learning curves (the paper's Fig. 5-6) and where the model looked (Fig. 7-8).
+
+Drawn with matplotlib's object interface on its Agg canvas (Figure.savefig): no pyplot, no window, no
+global backend switch, so importing this module changes nothing for the rest of the program.
+"""
+import math
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
+
+from .patches import patch_boxes
+
+ATTENTION_COLORMAP = "inferno"
+BOX_COLORMAP = "cool"
+PATCHES_PER_ROW = 10
+MIN_COLUMNS = 6
+
+
+def plot_curves(history_rows, path):
+    """Loss and accuracy per epoch, train and test, in two panels -> PNG at `path`.
+
+    `history_rows` are metrics.csv rows (dicts; values may be the CSV's strings).
+    """
+    def column(key):
+        return np.array([float(row[key]) for row in history_rows])
+
+    epochs = column("epoch")
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    loss_axes, accuracy_axes = figure.subplots(1, 2)
+    marker = "o" if len(epochs) <= 30 else None
+    for axes, metric in ((loss_axes, "loss"), (accuracy_axes, "accuracy")):
+        for split in ("train", "test"):
+            axes.plot(epochs, column(f"{split}_{metric}"), marker=marker, markersize=4, label=split)
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(metric)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(alpha=0.3)
+        axes.legend()
+    loss_axes.set_title("cross-entropy loss")
+    accuracy_axes.set_title("accuracy")
+    accuracy_axes.set_ylim(-0.02, 1.02)
+    test_accuracy = column("test_accuracy")
+    if np.isfinite(test_accuracy).any():
+        # The epoch best.npz holds: the first one with the highest test accuracy.
+        best = int(np.nanargmax(test_accuracy))
+        accuracy_axes.axvline(epochs[best], color="grey", linestyle=":", linewidth=1)
+        accuracy_axes.annotate(f"best {test_accuracy[best]:.3f}", (epochs[best], test_accuracy[best]),
+                               textcoords="offset points", xytext=(4, -12), fontsize=8, color="grey")
+    figure.savefig(path, dpi=100)
+
+
+def upsample_attention(attention, scale):
+    """(h, w) attention -> (h c, w c): each cell's value spread over the c x c pixels it summarises."""
+    return np.kron(attention, np.ones((scale, scale), dtype=attention.dtype))
+
+
+def plot_explanation(image, prediction, class_names, label, scale, patch_size, path, title=None):
+    """One image's explanation -> PNG at `path`: what an expert checks (the paper's Fig. 7-8).
+
+    Top: the (H, W, 3) image, the attention map over it (each cell drawn over its c x c pixels, more
+    opaque where the attention is higher) and a box around every sampled patch, wider and pinker the
+    larger its attention weight; the number on a box is its place in the strip. Below: the sampled
+    S x S patches at full resolution, titled with their weight a_i.
+    `prediction` holds one image's probabilities (C,), attention (h, w), cells (P, 2), weights (P,)
+    and patches (P, S, S, 3), as evaluation.predict_dataset(..., keep=...) returns it.
+    """
+    image = np.asarray(image)
+    height, width = image.shape[:2]
+    attention = np.asarray(prediction["attention"], dtype=np.float64)
+    cells, weights, patches = prediction["cells"], np.asarray(prediction["weights"]), prediction["patches"]
+    probabilities = np.asarray(prediction["probabilities"])
+    predicted = int(probabilities.argmax())
+
+    n_patches = len(cells)
+    # At least MIN_COLUMNS slots, so a few patches are not blown up to the figure's width.
+    columns = min(max(n_patches, MIN_COLUMNS), PATCHES_PER_ROW)
+    strip_rows = math.ceil(n_patches / columns)
+    figure_width = 10.0
+    # The colour bar takes about 1.3 in of the width; the image keeps its aspect in the rest.
+    main_height = min((figure_width - 1.3) * height / width, 12.0)
+    patch_height = figure_width / columns * 1.2  # room for the title above each patch
+    figure = Figure(figsize=(figure_width, main_height + 0.6 + strip_rows * patch_height), layout="constrained")
+    grid = figure.add_gridspec(1 + strip_rows, columns, height_ratios=[main_height] + [patch_height] * strip_rows)
+
+    main = figure.add_subplot(grid[0, :])
+    # Pixel (i, j) covers [j, j + 1) x [i, i + 1), so cells and patch boxes land on exact pixel edges.
+    main.imshow(image, extent=(0, width, height, 0), interpolation="nearest")
+    upsampled = upsample_attention(attention, scale)
+    norm = Normalize(vmin=0, vmax=attention.max())
+    overlay = colormaps[ATTENTION_COLORMAP](norm(upsampled))
+    # Opacity grows with attention, so the image stays visible where the model does not look.
+    overlay[..., 3] = 0.75 * upsampled / attention.max()
+    main.imshow(overlay, extent=(0, upsampled.shape[1], upsampled.shape[0], 0), interpolation="nearest")
+    figure.colorbar(ScalarMappable(norm, ATTENTION_COLORMAP), ax=main, shrink=0.8, label="attention per cell")
+
+    boxes = patch_boxes(np.asarray(cells), patch_size, scale)
+    relative = weights / weights.max()
+    box_colors = colormaps[BOX_COLORMAP](0.2 + 0.8 * relative)
+    # Sampling is with replacement: a cell drawn twice gets one box listing both draws.
+    draws = {}
+    for k, cell in enumerate(map(tuple, np.asarray(cells))):
+        draws.setdefault(cell, []).append(k)
+    for ks in draws.values():
+        k = ks[0]
+        top, left, bottom, right = boxes[k]
+        main.add_patch(Rectangle((left, top), right - left, bottom - top, fill=False,
+                                 edgecolor=box_colors[k], linewidth=1 + 2.5 * relative[k]))
+        main.text(max(left, 0), max(top, 0), ",".join(str(j + 1) for j in ks), color="white", fontsize=7,
+                  va="top", ha="left", clip_on=True,
+                  bbox=dict(boxstyle="square,pad=0.1", facecolor=box_colors[k], edgecolor="none", alpha=0.8))
+    main.set_xlim(0, width)
+    main.set_ylim(height, 0)
+    main.set_xticks([])
+    main.set_yticks([])
+    verdict = "right" if predicted == label else "WRONG"
+    heading = (f"true: {class_names[label]}   predicted: {class_names[predicted]} "
+               f"(p = {probabilities[predicted]:.2f}, {verdict})")
+    main.set_title(heading if title is None else f"{title}\n{heading}", fontsize=10)
+
+    for k in range(n_patches):
+        axes = figure.add_subplot(grid[1 + k // columns, k % columns])
+        axes.imshow(patches[k], interpolation="nearest", vmin=0, vmax=1 if patches[k].dtype.kind == "f" else 255)
+        axes.set_title(f"{k + 1}: a={weights[k]:.3g}", fontsize=7)
+        for spine in axes.spines.values():
+            spine.set_edgecolor(box_colors[k])
+            spine.set_linewidth(1 + 2.5 * relative[k])
+        axes.set_xticks([])
+        axes.set_yticks([])
+    figure.savefig(path, dpi=110)

@@ -1,0 +1,103 @@
+"""The numbers a person reads off predictions, checked against hand counts; and seeded prediction."""
+import math
+
+import numpy as np
+import pytest
+
+from attention_sampling.evaluation import classification_report, confusion_matrix, cross_entropy, predict_dataset
+from attention_sampling.models import AttentionSamplingModel
+
+# Ten images of three classes. Counting by hand, (true, predicted):
+#   class 0: (0,0) (0,0) (0,1) (0,2)      -> 4 images, 2 right
+#   class 1: (1,1) (1,1) (1,1)            -> 3 images, 3 right
+#   class 2: (2,0) (2,1) (2,2)            -> 3 images, 1 right
+LABELS = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 2])
+PREDICTIONS = np.array([0, 0, 1, 2, 1, 1, 1, 0, 1, 2])
+
+
+def test_confusion_matrix_counts_true_rows_and_predicted_columns():
+    expected = np.array([[2, 1, 1],
+                         [0, 3, 0],
+                         [1, 1, 1]])
+    np.testing.assert_array_equal(confusion_matrix(LABELS, PREDICTIONS, 3), expected)
+
+
+def test_classification_report_matches_a_hand_count():
+    report = classification_report(LABELS, PREDICTIONS, 3)
+    # 2 + 3 + 1 right out of 10.
+    assert report["accuracy"] == pytest.approx(6 / 10)
+    # Precision: right / predicted as the class; column sums are 3, 5, 2.
+    np.testing.assert_allclose(report["precision"], [2 / 3, 3 / 5, 1 / 2])
+    # Recall: right / images of the class; row sums are 4, 3, 3.
+    np.testing.assert_allclose(report["recall"], [2 / 4, 3 / 3, 1 / 3])
+    assert report["confusion"].sum() == 10
+
+
+def test_classification_report_is_zero_for_a_class_never_predicted_or_absent():
+    # (true, predicted) = (0,0) (0,1) (2,0): class 2 is never predicted (precision 0, not NaN),
+    # class 1 never occurs (recall 0, not NaN).
+    report = classification_report(np.array([0, 0, 2]), np.array([0, 1, 0]), 3)
+    np.testing.assert_allclose(report["precision"], [1 / 2, 0, 0])
+    np.testing.assert_allclose(report["recall"], [1 / 2, 0, 0])
+    assert report["accuracy"] == pytest.approx(1 / 3)
+
+
+def test_cross_entropy_is_the_mean_negative_log_probability_of_the_label():
+    probabilities = np.array([[0.5, 0.5, 0.0],
+                              [0.1, 0.2, 0.7],
+                              [0.25, 0.25, 0.5]])
+    labels = np.array([0, 2, 1])
+    expected = -(math.log(0.5) + math.log(0.7) + math.log(0.25)) / 3
+    assert cross_entropy(probabilities, labels) == pytest.approx(expected)
+
+
+def test_cross_entropy_of_a_confident_mistake_stays_finite():
+    assert cross_entropy(np.array([[1.0, 0.0]]), np.array([1])) == pytest.approx(-math.log(1e-12))
+    assert cross_entropy(np.array([[0.0, 1.0]]), np.array([1])) == 0.0
+
+
+class InMemoryImages:
+    """The two things predict_dataset asks of a data set: read(index) and labels."""
+
+    def __init__(self, images, labels):
+        self.images, self.labels = images, labels
+
+    def read(self, index):
+        return self.images[index]
+
+
+@pytest.fixture(scope="module")
+def tiny_model_and_images():
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (5, 24, 32, 3), dtype=np.uint8)
+    model = AttentionSamplingModel(3, scale=4, patch_size=8, n_patches=3, seed=1)
+    return model, InMemoryImages(images, np.array([0, 1, 2, 0, 1]))
+
+
+def test_predict_dataset_is_reproducible_from_its_seed(tiny_model_and_images):
+    model, dataset = tiny_model_and_images
+    indices = np.array([4, 0, 2, 3])
+    first = predict_dataset(model, dataset, indices, (24, 32), batch_size=3, seed=7)
+    again = predict_dataset(model, dataset, indices, (24, 32), batch_size=3, seed=7)
+    assert first.shape == (4, 3)
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_allclose(first.sum(axis=1), 1, rtol=1e-6)
+
+
+def test_predict_dataset_keeps_the_explanation_of_chosen_positions(tiny_model_and_images):
+    model, dataset = tiny_model_and_images
+    indices = np.array([4, 0, 2, 3])
+    plain = predict_dataset(model, dataset, indices, (24, 32), batch_size=3, seed=7)
+    probabilities, kept = predict_dataset(model, dataset, indices, (24, 32), batch_size=3, seed=7, keep={1, 3})
+    # Keeping explanations changes no number; positions straddle the two batches.
+    np.testing.assert_array_equal(probabilities, plain)
+    assert set(kept) == {1, 3}
+    for position, explanation in kept.items():
+        np.testing.assert_array_equal(explanation["probabilities"], probabilities[position])
+        assert explanation["attention"].shape == (6, 8)
+        np.testing.assert_allclose(explanation["attention"].sum(), 1, rtol=1e-5)
+        assert explanation["cells"].shape == (3, 2)
+        assert explanation["weights"].shape == (3,)
+        assert explanation["patches"].shape == (3, 8, 8, 3)
+        cells = explanation["cells"]
+        np.testing.assert_allclose(explanation["weights"], explanation["attention"][cells[:, 0], cells[:, 1]])

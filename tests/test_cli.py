@@ -1,0 +1,256 @@
+"""The real command lines, run as subprocesses on tiny generated images: train, evaluate, resume, errors."""
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from attention_sampling.checkpoint import load_checkpoint
+from attention_sampling.data import ImageFolder, stratified_split
+from attention_sampling.embedded import ensure_default_dataset
+from attention_sampling.evaluation import predict_dataset
+from attention_sampling.trainer import build_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(ROOT, "train.py")
+EVALUATE = os.path.join(ROOT, "evaluate.py")
+TINY = ["--patches", "3", "--size", "12", "--scale", "4", "--replicas", "2", "--batch-size", "4", "--quiet"]
+METRIC_COLUMNS = ["epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "entropy", "reward",
+                  "seconds"]
+TRAIN_FLAGS = ["--data", "--out", "--patches", "--size", "--scale", "--epochs", "--batch-size", "--replicas", "--lr",
+               "--entropy", "--seed", "--test-fraction", "--resume", "--no-augment", "--quiet"]
+EVALUATE_FLAGS = ["--data", "--split", "--json", "--checkpoint", "--examples", "--seed"]
+
+
+def environment(tmp):
+    # The embedded data set must never be generated into the user's cache by a test.
+    return {**os.environ, "ATTENTION_SAMPLING_CACHE": str(tmp), "PYTHONWARNINGS": "ignore"}
+
+
+def run(script, *args, cwd, timeout=180):
+    return subprocess.run([sys.executable, script, *map(str, args)], cwd=cwd, env=environment(cwd),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def ok(result):
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stderr}"
+    return result
+
+
+def read_metrics(run_dir):
+    with open(os.path.join(run_dir, "metrics.csv"), newline="") as handle:
+        reader = csv.DictReader(handle)
+        return reader.fieldnames, list(reader)
+
+
+def without_seconds(rows):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    return tmp_path_factory.mktemp("cli")
+
+
+@pytest.fixture(scope="module")
+def data_root(workspace):
+    return ensure_default_dataset(str(workspace / "data"), n_per_class=4, height=64, width=80, spot_size=8,
+                                  n_spots=2, n_distractors=1)
+
+
+@pytest.fixture(scope="module")
+def two_epoch_run(workspace, data_root):
+    """A finished 2-epoch run; tests that change a run work on a copy."""
+    ok(run(TRAIN, "--data", data_root, "--out", "run2", "--epochs", 2, *TINY, cwd=workspace))
+    return workspace / "run2"
+
+
+@pytest.fixture(scope="module")
+def three_epoch_run(workspace, data_root):
+    ok(run(TRAIN, "--data", data_root, "--out", "run3", "--epochs", 3, *TINY, cwd=workspace))
+    return workspace / "run3"
+
+
+def copy_run(run_dir, tmp_path):
+    return shutil.copytree(run_dir, tmp_path / "run")
+
+
+def test_training_writes_metrics_checkpoints_and_config(two_epoch_run, data_root):
+    for name in ("metrics.csv", "checkpoint.npz", "best.npz", "config.json"):
+        assert (two_epoch_run / name).is_file(), name
+    columns, rows = read_metrics(two_epoch_run)
+    assert columns == METRIC_COLUMNS
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    for row in rows:
+        assert all(np.isfinite(float(row[key])) for key in METRIC_COLUMNS)
+        assert 0 <= float(row["test_accuracy"]) <= 1
+    config = json.loads((two_epoch_run / "config.json").read_text())
+    assert (config["patches"], config["size"], config["scale"], config["epochs"]) == (3, 12, 4, 2)
+    assert config["classes"] == ["checkerboard", "horizontal", "vertical"]
+    assert os.path.samefile(config["data"], data_root)
+    last = load_checkpoint(str(two_epoch_run / "checkpoint.npz"))["meta"]
+    assert last["epoch"] == 2 and last["config"] == config and len(last["history"]) == 2
+    assert 1 <= load_checkpoint(str(two_epoch_run / "best.npz"))["meta"]["epoch"] <= 2
+
+
+def test_evaluate_prints_the_tables_and_draws_the_pictures(two_epoch_run, tmp_path):
+    run_dir = copy_run(two_epoch_run, tmp_path)
+    result = ok(run(EVALUATE, run_dir, cwd=tmp_path))
+    out = result.stdout
+    assert "accuracy" in out and "precision" in out and "recall" in out
+    lines = out.splitlines()
+    heading = next(i for i, line in enumerate(lines) if line.startswith("confusion matrix"))
+    assert lines[heading + 1].split() == ["checkerboard", "horizontal", "vertical"]
+    matrix = [line.split() for line in lines[heading + 2:heading + 5]]
+    assert [row[0] for row in matrix] == ["checkerboard", "horizontal", "vertical"]
+    counts = np.array([[int(v) for v in row[1:]] for row in matrix])
+    # The test split holds round(4 * 0.3) = 1 image of each class.
+    np.testing.assert_array_equal(counts.sum(axis=1), [1, 1, 1])
+
+    curves = iio.imread(run_dir / "curves.png")
+    assert curves.ndim == 3 and min(curves.shape[:2]) > 200
+    # --examples 2 asks for two per class, but the test split has one image of each.
+    pictures = sorted(os.listdir(run_dir / "attention"))
+    assert pictures == ["checkerboard_0.png", "horizontal_0.png", "vertical_0.png"]
+    picture = iio.imread(run_dir / "attention" / pictures[0])
+    assert picture.shape[0] > 300 and picture.shape[1] > 300
+    assert picture[..., :3].std() > 10  # something was drawn
+
+
+def test_evaluate_json_matches_predictions_made_in_process(two_epoch_run, tmp_path):
+    run_dir = copy_run(two_epoch_run, tmp_path)
+    result = json.loads(ok(run(EVALUATE, run_dir, "--json", "--examples", 0, cwd=tmp_path)).stdout)
+
+    state = load_checkpoint(str(run_dir / "best.npz"))
+    config = state["meta"]["config"]
+    model = build_model(config)
+    model.load_state_dict(state["model"])
+    dataset = ImageFolder.scan(config["data"])
+    _, test = stratified_split(dataset.labels, config["test_fraction"], config["seed"])
+    epoch = state["meta"]["epoch"]
+    probabilities = predict_dataset(model, dataset, test, tuple(config["image_shape"]), config["batch_size"],
+                                    seed=result["seed"])
+    accuracy = float(np.mean(probabilities.argmax(axis=1) == dataset.labels[test]))
+    assert result["accuracy"] == accuracy
+    assert result["epoch"] == epoch and result["images"] == len(test)
+    assert result["classes"] == config["classes"] == list(result["per_class"])
+    assert np.sum(result["confusion"]) == len(test)
+    # By default the sampling seed is the one training scored that epoch with: the numbers match metrics.csv.
+    _, rows = read_metrics(run_dir)
+    assert result["accuracy"] == float(rows[epoch - 1]["test_accuracy"])
+    assert result["loss"] == float(rows[epoch - 1]["test_loss"])
+
+
+def test_evaluate_other_splits_and_the_last_checkpoint(two_epoch_run, tmp_path):
+    run_dir = copy_run(two_epoch_run, tmp_path)
+    result = json.loads(ok(run(EVALUATE, run_dir, "--json", "--split", "all", "--checkpoint", "last",
+                               "--examples", 1, "--seed", 5, cwd=tmp_path)).stdout)
+    assert (result["images"], result["epoch"], result["seed"]) == (12, 2, 5)
+    assert len(os.listdir(run_dir / "attention")) == 3
+
+
+def test_resume_repeats_an_uninterrupted_run(two_epoch_run, three_epoch_run, tmp_path):
+    run_dir = copy_run(two_epoch_run, tmp_path)
+    ok(run(TRAIN, "--resume", run_dir, "--epochs", 3, "--quiet", cwd=tmp_path))
+    _, resumed = read_metrics(run_dir)
+    _, uninterrupted = read_metrics(three_epoch_run)
+    assert len(resumed) == 3
+    assert without_seconds(resumed) == without_seconds(uninterrupted)
+
+
+def test_a_killed_run_resumes_to_the_same_numbers(data_root, three_epoch_run, tmp_path):
+    """SIGKILL as soon as the first epoch's checkpoint exists; what is on disk must carry on exactly."""
+    command = [sys.executable, TRAIN, "--data", data_root, "--out", "killed", "--epochs", "3", *TINY]
+    process = subprocess.Popen(command, cwd=tmp_path, env=environment(tmp_path), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "killed" / "checkpoint.npz"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    assert checkpoint.exists()
+    ok(run(TRAIN, "--resume", "killed", "--epochs", 3, "--quiet", cwd=tmp_path))
+    _, resumed = read_metrics(tmp_path / "killed")
+    _, uninterrupted = read_metrics(three_epoch_run)
+    assert without_seconds(resumed) == without_seconds(uninterrupted)
+
+
+@pytest.mark.parametrize("script, flags", [(TRAIN, TRAIN_FLAGS), (EVALUATE, EVALUATE_FLAGS)],
+                         ids=["train", "evaluate"])
+def test_help_explains_every_flag(tmp_path, script, flags):
+    result = ok(run(script, "--help", cwd=tmp_path))
+    for flag in flags:
+        assert flag in result.stdout, flag
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--patches", "0"], "--patches"),
+    (["--size", "2", "--scale", "4"], "--size"),
+    (["--test-fraction", "1.5"], "--test-fraction"),
+    (["--batch-size", "0"], "--batch-size"),
+])
+def test_train_refuses_bad_flags(tmp_path, args, flag):
+    result = run(TRAIN, *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert flag in result.stderr and "Traceback" not in result.stderr
+    assert not os.listdir(tmp_path)  # nothing generated, nothing written
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--split", "validation"], "--split"),
+    (["--examples", "-1"], "--examples"),
+    (["--checkpoint", "first"], "--checkpoint"),
+])
+def test_evaluate_refuses_bad_flags(tmp_path, args, flag):
+    result = run(EVALUATE, tmp_path, *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert flag in result.stderr and "Traceback" not in result.stderr
+
+
+def assert_one_line_error(result, *names):
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("evaluate.py: error: "), result.stderr
+    for name in names:
+        assert name in lines[0]
+
+
+def test_evaluate_on_a_missing_folder_is_one_line(tmp_path):
+    assert_one_line_error(run(EVALUATE, tmp_path / "no-such-run", cwd=tmp_path), "no-such-run")
+
+
+def test_evaluate_on_a_broken_checkpoint_names_the_file(two_epoch_run, tmp_path):
+    run_dir = copy_run(two_epoch_run, tmp_path)
+    (run_dir / "best.npz").write_bytes(b"this is not a checkpoint")
+    assert_one_line_error(run(EVALUATE, run_dir, cwd=tmp_path), "best.npz")
+    (run_dir / "checkpoint.npz").unlink()
+    assert_one_line_error(run(EVALUATE, run_dir, "--checkpoint", "last", cwd=tmp_path), "checkpoint.npz")
+
+
+def test_evaluate_refuses_data_with_other_classes(two_epoch_run, data_root, tmp_path):
+    other = shutil.copytree(data_root, tmp_path / "other")
+    os.rename(other / "vertical", other / "diagonal")
+    assert_one_line_error(run(EVALUATE, two_epoch_run, "--data", other, "--examples", 0, cwd=tmp_path),
+                          "--data", "diagonal")
+
+
+def test_evaluate_without_matplotlib_still_prints_the_numbers(two_epoch_run, tmp_path):
+    run_dir = copy_run(two_epoch_run, tmp_path)
+    # None in sys.modules makes `import matplotlib` fail, as if it were not installed.
+    code = ("import runpy, sys; sys.modules['matplotlib'] = None; "
+            f"sys.argv = ['evaluate.py', {str(run_dir)!r}]; sys.path.insert(0, {ROOT!r}); "
+            f"runpy.run_path({EVALUATE!r}, run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=environment(tmp_path),
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert "accuracy" in result.stdout and "confusion matrix" in result.stdout
+    assert "matplotlib" in result.stderr
+    assert not (run_dir / "curves.png").exists() and not (run_dir / "attention").exists()
