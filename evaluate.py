@@ -114,7 +114,8 @@ def evaluate(args):
     shape = tuple(config["image_shape"])
     print(f"predicting {len(indices)} images ...", file=sys.stderr)
     probabilities, kept = predict_dataset(model, dataset, indices, shape, config["batch_size"], seed=seed,
-                                          keep=set(examples))
+                                          keep=set(examples), estimator=config.get("estimator", "reinforce"),
+                                          replace=config.get("sampling", "with") == "with")
     predictions = probabilities.argmax(axis=1)
     report = classification_report(labels, predictions, len(classes))
     confusion = report["confusion"]

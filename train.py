@@ -45,40 +45,51 @@ def fraction(text):
     return value
 
 
+# Flags whose value is stored with the run. They default to None on the command line so that a resumed
+# run can tell a typed value (compared with the saved one) from a default (taken from the run).
+DEFAULTS = dict(patches=20, size=50, scale=4, batch_size=8, replicas=4, lr=1e-3, entropy=0.01, seed=0,
+                test_fraction=0.3, estimator="reinforce", sampling="with")
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description="Train attention sampling: an attention net picks where to look in the down-scaled image, "
-                    "a feature net classifies full-resolution patches from there.")
-    parser.add_argument("--data", help="image folder ROOT/<class>/<images>; default: the embedded generated data set")
-    parser.add_argument("--out", help="run folder for checkpoints and metrics; default runs/S<size>-P<patches>-seed<seed>")
-    parser.add_argument("--patches", type=positive_int, help="patches P sampled per image (default 20)")
-    parser.add_argument("--size", type=positive_int, help="patch side S in full-resolution pixels (default 50)")
-    parser.add_argument("--scale", type=positive_int, help="down-scaling factor c of the attention view (default 4)")
-    parser.add_argument("--epochs", type=positive_int, default=None,
-                        help=f"epochs to train (default {PAPER_EPOCHS}, as the paper; {EMBEDDED_EPOCHS} on the embedded data)")
-    parser.add_argument("--batch-size", type=positive_int, default=8, help="images per training step (default 8)")
-    parser.add_argument("--replicas", type=positive_int, default=4, help="fresh samples of each image per step (default 4)")
-    parser.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    parser.add_argument("--entropy", type=non_negative_float, default=0.01,
-                        help="weight lambda of the attention-entropy bonus (default 0.01)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split, the model and the sampling (default 0)")
-    parser.add_argument("--test-fraction", type=fraction, default=0.3, help="share of each class held out (default 0.3)")
-    parser.add_argument("--resume", metavar="RUN", help="continue the run in folder RUN where it stopped")
-    parser.add_argument("--no-augment", action="store_true", help="turn off flips, contrast and zoom")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+                    "a feature net classifies full-resolution patches from there.",
+        formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=28, width=110))
+    add = parser.add_argument
+    add("--data", metavar="ROOT", help="image folder ROOT/<class>/<images> (default: the embedded data set)")
+    add("--out", metavar="RUN", help="run folder (default runs/S<size>-P<patches>-seed<seed>)")
+    add("--patches", type=positive_int, metavar="P", help="patches P sampled per image (default 20)")
+    add("--size", type=positive_int, metavar="S", help="patch side S in full-resolution pixels (default 50)")
+    add("--scale", type=positive_int, metavar="C", help="down-scaling factor c of the attention view (default 4)")
+    add("--epochs", type=positive_int, metavar="N",
+        help=f"epochs (default {PAPER_EPOCHS} as the paper, {EMBEDDED_EPOCHS} on the embedded data)")
+    add("--batch-size", type=positive_int, metavar="N", help="images per training step (default 8)")
+    add("--replicas", type=positive_int, metavar="R", help="fresh samples of each image per step (default 4)")
+    add("--lr", type=positive_float, metavar="LR", help="Adam learning rate (default 1e-3)")
+    add("--entropy", type=non_negative_float, metavar="LAMBDA", help="weight lambda of the attention-entropy bonus (default 0.01)")
+    add("--seed", type=int, metavar="N", help="seed of the split, the model and the sampling (default 0)")
+    add("--test-fraction", type=fraction, metavar="F", help="share of each class held out for testing (default 0.3)")
+    add("--estimator", choices=("reinforce", "expectation"),
+        help="attention gradient: reinforce (the paper, default) or expectation (unbiased, no reward)")
+    add("--sampling", choices=("with", "without"), help="draw patches with (default) or without replacement")
+    add("--resume", metavar="RUN", help="continue the run in folder RUN where it stopped")
+    add("--no-augment", action="store_true", help="turn off random flips, contrast and zoom")
+    add("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    # Architecture flags keep None when not typed, so --resume can tell a request from a default.
-    args.typed = {key: getattr(args, key) for key in ("patches", "size", "scale") if getattr(args, key) is not None}
-    args.patches = args.patches or 20
-    args.size = args.size or 50
-    args.scale = args.scale or 4
+    args.typed = {key: getattr(args, key) for key in DEFAULTS if getattr(args, key) is not None}
+    if args.no_augment:
+        args.typed["augment"] = False
+    for key, value in DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     if args.size <= args.scale:
         parser.error(f"--size ({args.size}) must be larger than --scale ({args.scale}): "
                      "a patch must cover more than its attention cell")
     return args
 
 
-def open_dataset(data, args):
+def open_dataset(data, size, scale):
     """The user's image folder, or the embedded one generated on first use."""
     if data is None:
         print("using the embedded data set (generated once, about a minute the first time)", file=sys.stderr)
@@ -86,9 +97,9 @@ def open_dataset(data, args):
         print(f"data: {data}", file=sys.stderr)
     dataset = ImageFolder.scan(data)
     height, width = dataset.image_shape()
-    if min(height, width) < args.size or min(height, width) < args.scale:
+    if min(height, width) < size or min(height, width) < scale:
         raise AttentionSamplingError(f"{dataset.paths[0]}: image of {height}x{width} is smaller than "
-                                     f"--size {args.size} or --scale {args.scale}")
+                                     f"--size {size} or --scale {scale}")
     return dataset
 
 
@@ -100,20 +111,18 @@ def main(argv=None):
         if args.resume:
             run_dir = args.resume
             saved = saved_config(run_dir)
-            dataset = open_dataset(args.data or saved["data"], args)
+            dataset = open_dataset(args.data or saved["data"], saved["size"], saved["scale"])
             # Only what was typed is compared with the saved run; the rest comes from it.
             config = {**args.typed, "classes": dataset.classes, "image_shape": list(dataset.image_shape())}
             if args.epochs:
                 config["epochs"] = args.epochs
         else:
-            dataset = open_dataset(args.data, args)
+            dataset = open_dataset(args.data, args.size, args.scale)
             epochs = args.epochs or (PAPER_EPOCHS if args.data else EMBEDDED_EPOCHS)
             run_dir = args.out or os.path.join("runs", f"S{args.size}-P{args.patches}-seed{args.seed}")
             config = dict(data=os.path.abspath(dataset.root), classes=dataset.classes,
-                          image_shape=list(dataset.image_shape()), patches=args.patches, size=args.size,
-                          scale=args.scale, epochs=epochs, batch_size=args.batch_size, replicas=args.replicas,
-                          lr=args.lr, entropy=args.entropy, seed=args.seed, test_fraction=args.test_fraction,
-                          augment=not args.no_augment)
+                          image_shape=list(dataset.image_shape()), epochs=epochs, augment=not args.no_augment,
+                          **{key: getattr(args, key) for key in DEFAULTS})
         trainer = Trainer(dataset, run_dir, config, resume=bool(args.resume),
                           log=lambda line: print(line, file=sys.stderr), progress=not args.quiet)
         counts = trainer.model.parameter_counts()

@@ -5,7 +5,8 @@ from .data import load_batch
 from .training import predict
 
 
-def predict_dataset(model, dataset, indices, shape, batch_size=8, seed=0, keep=None):
+def predict_dataset(model, dataset, indices, shape, batch_size=8, seed=0, keep=None, estimator="reinforce",
+                    replace=True):
     """Predict every image in `indices` with a generator seeded by `seed` (reproducible test numbers).
 
     Returns probabilities (N, C); with `keep` a set of positions, also {position: Prediction of that image}.
@@ -15,7 +16,8 @@ def predict_dataset(model, dataset, indices, shape, batch_size=8, seed=0, keep=N
     kept = {}
     for start in range(0, len(indices), batch_size):
         batch_indices = indices[start:start + batch_size]
-        prediction = predict(model, load_batch(dataset, batch_indices, shape), rng)
+        prediction = predict(model, load_batch(dataset, batch_indices, shape), rng, estimator=estimator,
+                             replace=replace)
         probabilities[start:start + len(batch_indices)] = prediction.probabilities
         for offset in range(len(batch_indices)):
             if keep is not None and start + offset in keep:

@@ -51,7 +51,8 @@ def train_one(dataset, run_dir, config, log):
     history = trainer.fit()
     shape = tuple(trainer.config["image_shape"])
     train_probabilities = predict_dataset(trainer.model, dataset, trainer.train_indices, shape,
-                                          config["batch_size"], seed=config["seed"])
+                                          config["batch_size"], seed=config["seed"], estimator=trainer.estimator,
+                                          replace=trainer.replace)
     train_accuracy = float(np.mean(train_probabilities.argmax(1) == dataset.labels[trainer.train_indices]))
     return {"size": config["size"], "patches": config["patches"], "seed": config["seed"],
             "epochs": config["epochs"], "train_accuracy": round(train_accuracy, 4),

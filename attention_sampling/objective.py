@@ -42,19 +42,19 @@ def standardised_advantage(rewards, eps=1e-6):
     return (rewards - mean) / (std + eps)
 
 
-def reinforce_gradient(advantage, cells, map_shape):
+def reinforce_gradient(advantage, cells, map_shape, draw_weights=None):
     """(N, K) advantages, (N, K, 2) sampled cells -> (N, h, w) gradient of the surrogate wrt log a.
 
     The expected reward R = E_{i ~ a}[r_i] has gradient E[r_i d log a_i] (the score-function identity
     d a_i = a_i d log a_i). Minimising the surrogate  -1/K sum_k adv_k log a_{i_k}  follows that
     gradient's Monte-Carlo estimate; its gradient wrt log a is -adv_k / K at each drawn cell, summed
     over repeated draws of the same cell.
+
+    `draw_weights` (N, K), P times the estimator weights of each draw within its look of P draws
+    (all ones with replacement), make the average unbiased for draws without replacement.
     """
-    n, k = advantage.shape
-    grad = np.zeros((n,) + tuple(map_shape), dtype=advantage.dtype)
-    rows = np.repeat(np.arange(n), k)
-    np.add.at(grad, (rows, cells[..., 0].ravel(), cells[..., 1].ravel()), -advantage.ravel() / k)
-    return grad
+    scaled = advantage if draw_weights is None else advantage * draw_weights
+    return scatter_to_cells(-scaled / advantage.shape[1], cells, map_shape)
 
 
 def attention_entropy(log_attention):
@@ -70,3 +70,55 @@ def entropy_gradient(log_attention):
     """
     attention = np.exp(log_attention)
     return -attention * (log_attention + 1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The expectation estimator (Katharopoulos & Fleuret, 2019): the model is E_{i ~ a}[f_i], estimated from
+# the sampled patches and differentiated directly; no reward, no baseline.
+
+
+def estimator_weights(attention_values, replace=True):
+    """(M, P) attention a of the P cells drawn for each look -> (M, P) weights w with E[sum_m w_m v_{i_m}]
+    = sum_k a_k v_k for any per-cell values v: the unbiased estimate of an expectation over a.
+
+    With replacement the draws are i.i.d. from a, so w_m = 1 / P.
+
+    Without replacement, draw m (0-based) comes from a renormalised over the cells not yet drawn, whose
+    remaining mass is 1 - S_m with S_m = sum_{j<m} a_{i_j}. For each m,
+        sum_{j<m} a_{i_j} v_{i_j} + (1 - S_m) v_{i_m}
+    is unbiased (the known part exactly, the rest by importance), and so is their mean over m. Collecting
+    the coefficient of each v_{i_m}: w_m = ((1 - S_m) + (P - 1 - m) a_{i_m}) / P.
+    """
+    m, p = attention_values.shape
+    if replace:
+        return np.full((m, p), 1.0 / p, dtype=attention_values.dtype)
+    drawn_before = np.cumsum(attention_values, axis=1) - attention_values
+    later_draws = (p - 1 - np.arange(p)).astype(attention_values.dtype)
+    return ((1 - drawn_before) + later_draws * attention_values) / p
+
+
+def expectation_logits(features, weights):
+    """(M, P, C) features, (M, P) estimator weights -> (M, C) estimate of E_{i ~ a}[f_i]."""
+    return np.einsum("mp,mpc->mc", weights, features)
+
+
+def expectation_backward(grad_logits, features, weights):
+    """Gradients of the loss through the estimate: -> (dL/df (M, P, C), dL/dlog a_i (M, P)).
+
+    dL/df_m = w_m g. For the attention, d E_a[f] = sum_k f_k d a_k = sum_k a_k (f_k d log a_k): again an
+    expectation over a, of f_k d log a_k, so the same weights estimate it without bias:
+        dL/dlog a_{i_m} = w_m (g . f_m)
+    with g = dL/dlogits and the weights held constant.
+    """
+    grad_features = weights[:, :, None] * grad_logits[:, None, :]
+    grad_log_attention = weights * np.einsum("mc,mpc->mp", grad_logits, features)
+    return grad_features, grad_log_attention
+
+
+def scatter_to_cells(values, cells, map_shape):
+    """(N, K) per-draw values, (N, K, 2) cells -> (N, h, w) sums per cell (repeated draws add up)."""
+    n, k = values.shape
+    h, w = map_shape
+    flat = np.bincount((np.arange(n)[:, None] * (h * w) + cells[..., 0] * w + cells[..., 1]).ravel(),
+                       weights=values.ravel(), minlength=n * h * w)
+    return flat.reshape(n, h, w).astype(values.dtype)

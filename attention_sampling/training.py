@@ -4,8 +4,9 @@ from dataclasses import dataclass
 import numpy as np
 
 import nn
-from .objective import (attention_entropy, entropy_gradient, expected_logits, expected_logits_backward,
-                        patch_rewards, reinforce_gradient, standardised_advantage)
+from .objective import (attention_entropy, entropy_gradient, estimator_weights, expectation_backward,
+                        expectation_logits, expected_logits, expected_logits_backward, patch_rewards,
+                        reinforce_gradient, scatter_to_cells, standardised_advantage)
 from .patches import extract_patches
 from .sampling import sample_cells
 
@@ -20,12 +21,18 @@ class Sampled:
     patches: np.ndarray        # (N, K, S, S, C)
 
 
-def look(model, images, rng, n_samples, training):
-    """(N, H, W, C) images -> Sampled: the attention net once per image, then K cells and their patches."""
+def look(model, images, rng, n_looks, training, replace=True):
+    """(N, H, W, C) images -> Sampled with K = n_looks * P draws per image: the attention net once per
+    image, then n_looks independent looks of P cells each (distinct within a look when replace=False)."""
+    p = model.n_patches
     log_attention = model.attention.forward(images, training)
     attention = np.exp(log_attention)
-    cells = sample_cells(attention, n_samples, rng)
     n = images.shape[0]
+    if replace:
+        cells = sample_cells(attention, n_looks * p, rng)
+    else:
+        cells = sample_cells(np.repeat(attention, n_looks, axis=0), p, rng, replace=False)
+        cells = cells.reshape(n, n_looks * p, 2)
     weights = attention[np.arange(n)[:, None], cells[..., 0], cells[..., 1]]
     patches = extract_patches(images, cells, model.patch_size, model.scale)
     return Sampled(log_attention, cells, weights, patches)
@@ -46,35 +53,55 @@ def feature_loss_backward(model, features, weights, labels, loss_fn):
     model.features.backward(grad_features.reshape(m * p, c))
 
 
-def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight=0.01):
+def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight=0.01,
+               estimator="reinforce", replace=True):
     """One update of both networks on (N, H, W, C) images with (N,) integer labels -> dict of metrics.
 
     Each image is looked at `replicas` times with fresh samples (P each); the attention network runs
-    once per image, and its REINFORCE baseline is taken over all replicas' patches of that image.
+    once per image. estimator="reinforce" (the paper): eq. 1 with weights a_i / sum a, REINFORCE for the
+    attention with a per-image baseline over all replicas' patches. estimator="expectation": the
+    unbiased estimate of E_a[f] differentiated directly (objective.expectation_backward).
     """
+    if estimator not in ("reinforce", "expectation"):
+        raise ValueError(f"estimator must be 'reinforce' or 'expectation', got {estimator!r}")
     n = images.shape[0]
     p = model.n_patches
     labels = np.asarray(labels, dtype=np.int64)
-    sampled = look(model, images, rng, replicas * p, training=True)
-
-    # Feature network: cross-entropy of eq. 1 per (image, replica), by backprop.
-    replica_labels = np.repeat(labels, replicas)
-    weights = sampled.weights.reshape(n * replicas, p)
-    patches = sampled.patches.reshape((n * replicas, p) + sampled.patches.shape[2:])
-    features, logits = classify_patches(model, patches, weights, training=True)
-    loss_fn = nn.CrossEntropyLoss()
-    loss = loss_fn.forward(logits, replica_labels)
-    feature_loss_backward(model, features, weights, replica_labels, loss_fn)
-
-    # Attention network: REINFORCE with a per-image baseline, plus the entropy bonus.
-    rewards = patch_rewards(features, replica_labels).reshape(n, replicas * p)
-    advantage = standardised_advantage(rewards)
+    sampled = look(model, images, rng, replicas, training=True, replace=replace)
     map_shape = sampled.log_attention.shape[1:]
-    grad_log_attention = reinforce_gradient(advantage, sampled.cells, map_shape)
+
+    replica_labels = np.repeat(labels, replicas)
+    attention_values = sampled.weights.reshape(n * replicas, p)
+    patches = sampled.patches.reshape((n * replicas, p) + sampled.patches.shape[2:])
+    draw_weights = estimator_weights(attention_values, replace)
+    loss_fn = nn.CrossEntropyLoss()
+
+    if estimator == "reinforce":
+        # Feature network: cross-entropy of eq. 1 per (image, replica), by backprop.
+        features, logits = classify_patches(model, patches, attention_values, training=True)
+        loss = loss_fn.forward(logits, replica_labels)
+        feature_loss_backward(model, features, attention_values, replica_labels, loss_fn)
+        # Attention network: REINFORCE with a per-image baseline.
+        rewards = patch_rewards(features, replica_labels).reshape(n, replicas * p)
+        advantage = standardised_advantage(rewards)
+        # The attention loss is the surrogate's mean over the n images.
+        grad_log_attention = reinforce_gradient(advantage, sampled.cells, map_shape,
+                                                None if replace else (p * draw_weights).reshape(n, -1)) / n
+    else:
+        m = n * replicas
+        features = model.features.forward(patches.reshape((m * p,) + patches.shape[2:]), True).reshape(m, p, -1)
+        logits = expectation_logits(features, draw_weights)
+        loss = loss_fn.forward(logits, replica_labels)
+        grad_features, grad_per_draw = expectation_backward(loss_fn.backward(), features, draw_weights)
+        model.features.backward(grad_features.reshape(m * p, -1))
+        rewards = patch_rewards(features, replica_labels).reshape(n, replicas * p)
+        # The cross-entropy is already a mean over the n * replicas looks: its gradient needs no scaling.
+        grad_log_attention = scatter_to_cells(grad_per_draw.reshape(n, -1), sampled.cells, map_shape)
+
     entropy = attention_entropy(sampled.log_attention)
     # Minimise -lambda H(a): spreading the attention is rewarded, so it does not collapse early.
-    grad_log_attention -= entropy_weight * entropy_gradient(sampled.log_attention)
-    model.attention.backward((grad_log_attention / n).astype(sampled.log_attention.dtype))
+    grad_log_attention -= entropy_weight * entropy_gradient(sampled.log_attention) / n
+    model.attention.backward(grad_log_attention.astype(sampled.log_attention.dtype))
 
     optimizer.step(model.params, model.grads)
 
@@ -98,10 +125,29 @@ class Prediction:
     patches: np.ndarray        # (N, P, S, S, C)
 
 
-def predict(model, images, rng, n_patches=None):
-    """(N, H, W, C) images -> Prediction, with batch-norm running statistics (evaluation mode)."""
-    p = n_patches or model.n_patches
-    sampled = look(model, images, rng, p, training=False)
-    _, logits = classify_patches(model, sampled.patches, sampled.weights, training=False)
+def predict(model, images, rng, n_patches=None, estimator="reinforce", replace=True):
+    """(N, H, W, C) images -> Prediction, with batch-norm running statistics (evaluation mode).
+
+    The classification follows the estimator the model was trained with: eq. 1 (weights a_i / sum a)
+    for REINFORCE, the unbiased expectation weights for the expectation estimator.
+    """
+    if n_patches is not None and n_patches != model.n_patches:
+        model = _with_patches(model, n_patches)
+    sampled = look(model, images, rng, 1, training=False, replace=replace)
+    if estimator == "expectation":
+        weights = estimator_weights(sampled.weights, replace)
+        m, p = weights.shape
+        features = model.features.forward(sampled.patches.reshape((m * p,) + sampled.patches.shape[2:]), False)
+        logits = expectation_logits(features.reshape(m, p, -1), weights)
+    else:
+        _, logits = classify_patches(model, sampled.patches, sampled.weights, training=False)
     return Prediction(nn.softmax(logits, axis=-1), np.exp(sampled.log_attention), sampled.cells,
                       sampled.weights, sampled.patches)
+
+
+def _with_patches(model, n_patches):
+    """A shallow copy of the model that samples a different number of patches (same networks)."""
+    copy = object.__new__(type(model))
+    copy.__dict__.update(model.__dict__)
+    copy.config = {**model.config, "n_patches": int(n_patches)}
+    return copy

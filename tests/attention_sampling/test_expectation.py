@@ -1,0 +1,114 @@
+"""The expectation estimator (Katharopoulos & Fleuret, 2019), with and without replacement: the estimate of
+E_a[f] and its gradient with respect to the attention logits are unbiased."""
+import itertools
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import nn
+from attention_sampling.objective import estimator_weights, expectation_backward, expectation_logits, scatter_to_cells
+from attention_sampling.sampling import sample_cells
+
+problems = st.tuples(st.integers(1, 3), st.integers(2, 3), st.integers(1, 3), st.integers(0, 2**31 - 1))
+
+
+def outcomes(attention, p, replace):
+    """Every ordered sequence of P cells with its probability, under the sequential definition."""
+    cells = [(r, c) for r in range(attention.shape[0]) for c in range(attention.shape[1])]
+    for sequence in itertools.product(cells, repeat=p):
+        if not replace and len(set(sequence)) < p:
+            continue
+        probability, removed = 1.0, 0.0
+        for cell in sequence:
+            probability *= attention[cell] / (1.0 if replace else 1.0 - removed)
+            removed += attention[cell]
+        yield np.array(sequence), probability
+
+
+def draw_gradient(logits, cells, features, grad_logits, replace):
+    """One estimate of d(g . E_a[f])/dlogits for the drawn cells: (1, h, w)."""
+    attention = nn.softmax(logits, axis=(1, 2))
+    values = attention[0][cells[:, 0], cells[:, 1]][None]
+    weights = estimator_weights(values, replace)
+    drawn = features[cells[:, 0], cells[:, 1]][None]
+    _, per_draw = expectation_backward(grad_logits[None], drawn, weights)
+    layer = nn.SpatialLogSoftmax()
+    layer.forward(logits)
+    return layer.backward(scatter_to_cells(per_draw, cells[None], logits.shape[1:]))
+
+
+def exact_gradient(logits, features, grad_logits):
+    """d/dz sum_k a_k (g . f_k) = a_k (v_k - sum_j a_j v_j) with v = g . f."""
+    attention = nn.softmax(logits, axis=(1, 2))
+    values = features @ grad_logits
+    return attention * (values - np.sum(attention[0] * values))
+
+
+@settings(max_examples=25)
+@given(problems, st.booleans())
+def test_estimate_of_the_expectation_is_unbiased(problem, replace):
+    """Summed over every outcome with its probability, sum_m w_m f_{i_m} equals sum_k a_k f_k exactly."""
+    h, w, p, seed = problem
+    p = min(p, h * w)
+    rng = np.random.default_rng(seed)
+    attention = nn.softmax(rng.standard_normal((h, w)) * 2, axis=(0, 1))
+    features = rng.standard_normal((h, w, 3))
+    expected = np.zeros(3)
+    for cells, probability in outcomes(attention, p, replace):
+        values = attention[cells[:, 0], cells[:, 1]][None]
+        expected += probability * expectation_logits(features[cells[:, 0], cells[:, 1]][None],
+                                                     estimator_weights(values, replace))[0]
+    np.testing.assert_allclose(expected, np.einsum("hw,hwc->c", attention, features), atol=1e-12)
+
+
+@settings(max_examples=25)
+@given(problems, st.booleans())
+def test_gradient_estimate_enumerated_equals_exact_gradient(problem, replace):
+    """The expected gradient estimate equals the exact gradient of g . E_a[f] wrt the attention logits."""
+    h, w, p, seed = problem
+    p = min(p, h * w)
+    rng = np.random.default_rng(seed)
+    logits = rng.standard_normal((1, h, w))
+    features = rng.standard_normal((h, w, 3))
+    grad_logits = rng.standard_normal(3)
+    attention = nn.softmax(logits, axis=(1, 2))[0]
+    expected = np.zeros_like(logits)
+    for cells, probability in outcomes(attention, p, replace):
+        expected += probability * draw_gradient(logits, cells, features, grad_logits, replace)
+    np.testing.assert_allclose(expected, exact_gradient(logits, features, grad_logits), atol=1e-12)
+
+
+@settings(max_examples=6)
+@given(problems, st.booleans())
+def test_gradient_monte_carlo_mean_within_standard_error(problem, replace):
+    """Averaged over draws of the real sampler, the gradient estimate lands within 4.5 standard errors."""
+    h, w, p, seed = problem
+    p = min(p, h * w)
+    rng = np.random.default_rng(seed)
+    logits = rng.standard_normal((1, h, w))
+    features = rng.standard_normal((h, w, 3))
+    grad_logits = rng.standard_normal(3)
+    draws = 8000
+    attention = nn.softmax(logits, axis=(1, 2))
+    cells = sample_cells(np.repeat(attention, draws, axis=0), p, rng, replace=replace)
+    values = attention[0][cells[..., 0], cells[..., 1]]
+    weights = estimator_weights(values, replace)
+    _, per_draw = expectation_backward(np.tile(grad_logits, (draws, 1)), features[cells[..., 0], cells[..., 1]],
+                                       weights)
+    layer = nn.SpatialLogSoftmax()
+    layer.forward(np.repeat(logits, draws, axis=0))
+    estimates = layer.backward(scatter_to_cells(per_draw, cells, (h, w)))
+    mean = estimates.mean(axis=0)
+    standard_error = estimates.std(axis=0) / np.sqrt(draws)
+    exact = exact_gradient(logits, features, grad_logits)[0]
+    assert np.all(np.abs(mean - exact) <= 4.5 * standard_error + 1e-12), (mean, exact, standard_error)
+
+
+def test_with_replacement_weights_are_uniform():
+    np.testing.assert_array_equal(estimator_weights(np.array([[0.2, 0.5, 0.2]])), [[1 / 3] * 3])
+
+
+def test_without_replacement_weights_worked_example():
+    """a = (0.5, 0.3) drawn in that order, P = 2: w_0 = (1 + 0.5) / 2, w_1 = (1 - 0.5) / 2."""
+    np.testing.assert_allclose(estimator_weights(np.array([[0.5, 0.3]]), replace=False), [[0.75, 0.25]])
