@@ -90,13 +90,17 @@ class AttentionSamplingModel:
         return state
 
     def load_state_dict(self, state):
-        prefixes = {"attention.": self.attention, "features.": self.features}
-        for prefix, network in prefixes.items():
+        """Load both networks, or neither: both are checked before either is touched."""
+        parts = []
+        for prefix, network in (("attention.", self.attention), ("features.", self.features)):
             network_state = {}
             for key, value in state.items():
                 kind, _, name = key.partition("/")
                 if name.startswith(prefix):
                     network_state[f"{kind}/{name[len(prefix):]}"] = value
+            network.check_state_dict(network_state)
+            parts.append((network, network_state))
+        for network, network_state in parts:
             network.load_state_dict(network_state)
 
     def parameter_counts(self):

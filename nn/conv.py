@@ -1,11 +1,12 @@
-"""2-D convolution, channels-last, stride 1, as im2col + one matrix product per chunk."""
+"""2-D convolution, channels-last, stride 1, computed by the direct-convolution kernels of nn/conv_kernels.py."""
 import numpy as np
 
+from . import conv_kernels
 from .init import default_rng, kaiming_normal
 from .layer import Layer
 
-# Rows of the im2col matrix built at once: bounds the temporary to about 64 MB
-# whatever the batch, because a (640, 50, 50, 144) float32 im2col would be 0.9 GB.
+# Images per call of the weight-gradient kernel: bounds its zero-padded copy of grad_out (channels
+# rounded up to a whole register tile, 8x the size for a 1-channel output) to about 64 MB.
 _CHUNK_BYTES = 64 * 2**20
 
 
@@ -13,34 +14,6 @@ def same_padding(kernel_size):
     """Total padding k - 1, split with the extra row at the end for even k (as TensorFlow/PyTorch do)."""
     before = (kernel_size - 1) // 2
     return before, kernel_size - 1 - before
-
-
-def im2col(x_padded, kh, kw, out_h, out_w):
-    """(N, Hp, Wp, C) -> (N * out_h * out_w, kh * kw * C), columns ordered (i, j, c) like the weight."""
-    n, _, _, c = x_padded.shape
-    cols = np.empty((n, out_h, out_w, kh, kw, c), dtype=x_padded.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, :, :, i, j, :] = x_padded[:, i : i + out_h, j : j + out_w, :]
-    return cols.reshape(n * out_h * out_w, kh * kw * c)
-
-
-def correlate(x, weight, pads):
-    """(N, H, W, C_in) * (kh, kw, C_in, C_out) -> (N, H', W', C_out): y[p, q] = sum x_pad[p + i, q + j] w[i, j].
-
-    `pads` = (top, bottom, left, right) zero padding.
-    """
-    kh, kw, c_in, c_out = weight.shape
-    top, bottom, left, right = pads
-    x_padded = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0))) if any(pads) else x
-    n, hp, wp, _ = x_padded.shape
-    out_h, out_w = hp - kh + 1, wp - kw + 1
-    w_matrix = weight.reshape(kh * kw * c_in, c_out)
-    out = np.empty((n, out_h, out_w, c_out), dtype=np.result_type(x.dtype, weight.dtype))
-    for start, stop in _chunks(n, out_h * out_w * kh * kw * c_in * x.dtype.itemsize):
-        cols = im2col(x_padded[start:stop], kh, kw, out_h, out_w)
-        np.matmul(cols, w_matrix, out=out[start:stop].reshape(-1, c_out))
-    return out
 
 
 def _chunks(n, bytes_per_item):
@@ -53,9 +26,11 @@ class Conv2d(Layer):
     """(N, H, W, C_in) -> (N, H', W', C_out); stride 1; padding "same" (H' = H) or "valid" (H' = H - k + 1).
 
     Weight (kh, kw, C_in, C_out), bias (C_out,).  Backward, with y = x_pad (*) w:
-      dL/dw[i, j] = sum over positions of x_pad[p + i, q + j]^T g[p, q]   (im2col^T @ g)
+      dL/dw[i, j] = sum over positions of x_pad[p + i, q + j]^T g[p, q]
+      dL/db       = sum over positions of g[p, q]
       dL/dx       = g padded by k - 1 - pad, correlated with w flipped in space and C_in <-> C_out
-    so the input gradient reuses the forward correlation.
+    so the input gradient reuses the forward correlation kernel. Zero padding is never materialised:
+    the kernels clip the taps at the borders (nn/conv_kernels.py).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size=3, padding="same", bias=True,
@@ -80,29 +55,33 @@ class Conv2d(Layer):
 
     def forward(self, x, training=True):
         self.input = x
-        y = correlate(x, self.params["weight"], self.pads)
-        if "bias" in self.params:
-            y += self.params["bias"]
-        return y
+        weight = self.params["weight"]
+        kh, kw, _, c_out = weight.shape
+        top, bottom, left, right = self.pads
+        bias = self.params.get("bias")
+        if bias is None:
+            bias = np.zeros(c_out, dtype=weight.dtype)
+        out_h = x.shape[1] + top + bottom - kh + 1
+        out_w = x.shape[2] + left + right - kw + 1
+        return conv_kernels.correlate(x, weight, bias, top, left, out_h, out_w)
 
     def backward(self, grad_out):
         x = self.input
         weight = self.params["weight"]
-        kh, kw, c_in, c_out = weight.shape
-        top, bottom, left, right = self.pads
-        n, out_h, out_w, _ = grad_out.shape
-
-        x_padded = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0))) if any(self.pads) else x
-        grad_weight = np.zeros((kh * kw * c_in, c_out), dtype=grad_out.dtype)
-        for start, stop in _chunks(n, out_h * out_w * kh * kw * c_in * x.dtype.itemsize):
-            cols = im2col(x_padded[start:stop], kh, kw, out_h, out_w)
-            grad_weight += cols.T @ grad_out[start:stop].reshape(-1, c_out)
-        self.grads["weight"] = grad_weight.reshape(weight.shape)
+        kh, kw, c_in, _ = weight.shape
+        top, _, left, _ = self.pads
+        n, out_h, out_w, c_out = grad_out.shape
+        grad_weight = np.zeros(weight.shape, dtype=np.result_type(x.dtype, grad_out.dtype))
+        for start, stop in _chunks(n, out_h * out_w * conv_kernels.padded_channels(c_out) * grad_out.itemsize):
+            grad_weight += conv_kernels.weight_gradient(x[start:stop], grad_out[start:stop], kh, kw, top, left)
+        self.grads["weight"] = grad_weight
         if "bias" in self.params:
-            self.grads["bias"] = grad_out.sum(axis=(0, 1, 2))
-
+            self.grads["bias"] = conv_kernels.channel_sum(grad_out)
+        # dL/dx[a, b] = sum over i, j of g[a - i + top, b - j + left] @ w[i, j]^T: a correlation of g
+        # with the kernel flipped in space and transposed, its padding mirrored to kh - 1 - top.
         flipped = np.ascontiguousarray(weight[::-1, ::-1].transpose(0, 1, 3, 2))
-        return correlate(grad_out, flipped, (kh - 1 - top, kh - 1 - bottom, kw - 1 - left, kw - 1 - right))
+        return conv_kernels.correlate(grad_out, flipped, np.zeros(c_in, dtype=weight.dtype),
+                                      kh - 1 - top, kw - 1 - left, x.shape[1], x.shape[2])
 
     def __repr__(self):
         kh, kw, c_in, c_out = self.params["weight"].shape

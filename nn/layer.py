@@ -47,17 +47,24 @@ class Layer:
 
     def load_state_dict(self, state):
         """Copy arrays into this layer, checking that every key and shape matches."""
+        expected = self.check_state_dict(state)
+        for key, target in expected.items():
+            # Copy in place so optimisers and containers that hold references keep seeing the same arrays.
+            target[...] = state[key]
+
+    def check_state_dict(self, state):
+        """Raise ValueError unless `state` has exactly this layer's keys and shapes; returns our own state."""
         expected = self.state_dict()
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
         if missing or unexpected:
             raise ValueError(f"state does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        # Every shape is checked before anything is copied, so a refused state leaves the model untouched.
         for key, target in expected.items():
-            value = np.asarray(state[key])
-            if value.shape != target.shape:
-                raise ValueError(f"state '{key}' has shape {value.shape}, the model expects {target.shape}")
-            # Copy in place so optimisers and containers that hold references keep seeing the same arrays.
-            target[...] = value
+            shape = np.shape(state[key])
+            if shape != target.shape:
+                raise ValueError(f"state '{key}' has shape {shape}, the model expects {target.shape}")
+        return expected
 
     def __repr__(self):
         return f"{type(self).__name__}()"

@@ -21,7 +21,12 @@ def save_arrays(path, arrays):
     fd, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
     try:
         with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **{k: np.asarray(v) for k, v in arrays.items()})
+            # The .npz layout written member by member: np.savez(**arrays) would take a key named
+            # 'file' or 'allow_pickle' for its own argument, and here object arrays are refused outright.
+            with zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as archive:
+                for name, value in arrays.items():
+                    with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                        np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
@@ -37,7 +42,14 @@ def load_arrays(path):
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array, or text np.load parsed
+            raise ValueError("not an .npz archive")
+        with loaded as archive:
+            arrays = {key: archive[key] for key in archive.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as error:
         raise CheckpointError(f"{path}: not a readable checkpoint ({error})") from None
+    for key, value in arrays.items():
+        if not isinstance(value, np.ndarray):  # NpzFile hands back raw bytes for a member that is not .npy
+            raise CheckpointError(f"{path}: not a readable checkpoint (member {key!r} is not an array)")
+    return arrays

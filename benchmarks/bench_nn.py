@@ -1,0 +1,231 @@
+"""Time the two convolution stacks of attention sampling, forward and backward, against PyTorch if present.
+
+    python benchmarks/bench_nn.py                 # both workloads, 10 timed runs each
+    python benchmarks/bench_nn.py --repeat 20 --workloads feature
+
+Workloads (the shapes the method runs at every training step):
+  feature    640 patches 50x50x3 -> 4 x [Conv2d 3x3·16 'same' + LeakyReLU]
+  attention  8 images 260x347x3  -> 3 x [Conv2d 3x3·8 'same' + BatchNorm2d + LeakyReLU]
+
+Each row is the median wall time over --repeat runs after --warmup untimed ones; "first" is the
+very first forward+backward (Numba compilation or cache loading, BLAS start-up). GFLOP/s counts
+only the convolutions' multiply-adds (2 FLOP each): forward N·H'·W'·kh·kw·C_in·C_out per layer,
+backward twice that (dL/dw and dL/dx). PyTorch, when importable, runs the same layers with the same
+weights in this process: float32, torch.channels_last, input with requires_grad so it also computes
+dL/dx, and `--torch-threads` threads. The script reports; it never asserts on time.
+"""
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+# Run from a checkout without installing: the project root holds nn/.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import nn  # noqa: E402
+
+try:
+    import torch
+except ImportError:  # PyTorch is an optional yardstick, never a dependency.
+    torch = None
+
+NEGATIVE_SLOPE = 0.01
+
+
+def feature_net(rng, dtype):
+    layers, c_in = [], 3
+    for _ in range(4):
+        layers += [nn.Conv2d(c_in, 16, 3, "same", rng=rng, negative_slope=NEGATIVE_SLOPE, dtype=dtype),
+                   nn.LeakyReLU(NEGATIVE_SLOPE)]
+        c_in = 16
+    return nn.Sequential(*layers)
+
+
+def attention_net(rng, dtype):
+    layers, c_in = [], 3
+    for _ in range(3):
+        layers += [nn.Conv2d(c_in, 8, 3, "same", rng=rng, negative_slope=NEGATIVE_SLOPE, dtype=dtype),
+                   nn.BatchNorm2d(8, dtype=dtype), nn.LeakyReLU(NEGATIVE_SLOPE)]
+        c_in = 8
+    return nn.Sequential(*layers)
+
+
+WORKLOADS = {
+    # name: (builder, input shape (N, H, W, C), description)
+    "feature": (feature_net, (640, 50, 50, 3), "640 x 50x50x3, 4 x [conv3x3·16 + LeakyReLU]"),
+    "attention": (attention_net, (8, 260, 347, 3), "8 x 260x347x3, 3 x [conv3x3·8 + BN + LeakyReLU]"),
+}
+
+
+def conv_macs(model, input_shape):
+    """Forward multiply-adds of every Conv2d in `model` for an input of `input_shape`."""
+    n, h, w, _ = input_shape
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, nn.Conv2d):
+            kh, kw, c_in, c_out = layer.params["weight"].shape
+            if layer.padding == "valid":
+                h, w = h - kh + 1, w - kw + 1
+            total += n * h * w * kh * kw * c_in * c_out
+    return total
+
+
+def to_torch(model):
+    """The same layers and weights as a torch.nn.Sequential in channels-last memory format."""
+    modules = []
+    for layer in model.layers:
+        if isinstance(layer, nn.Conv2d):
+            weight = layer.params["weight"]
+            kh, kw, c_in, c_out = weight.shape
+            if layer.padding == "same" and (kh % 2 == 0 or kw % 2 == 0):
+                raise ValueError("the torch mirror handles odd kernels only")
+            padding = (kh // 2, kw // 2) if layer.padding == "same" else 0
+            conv = torch.nn.Conv2d(c_in, c_out, (kh, kw), padding=padding, bias="bias" in layer.params)
+            with torch.no_grad():
+                # ours (kh, kw, C_in, C_out) -> torch (C_out, C_in, kh, kw); both are cross-correlations.
+                conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight.transpose(3, 2, 0, 1))))
+                if conv.bias is not None:
+                    conv.bias.copy_(torch.from_numpy(layer.params["bias"]))
+            modules.append(conv)
+        elif isinstance(layer, nn.BatchNorm2d):
+            modules.append(torch.nn.BatchNorm2d(layer.params["gamma"].shape[0], eps=layer.eps,
+                                                momentum=layer.momentum))
+        elif isinstance(layer, nn.LeakyReLU):
+            modules.append(torch.nn.LeakyReLU(layer.negative_slope))
+        else:
+            raise TypeError(f"no torch mirror for {layer!r}")
+    return torch.nn.Sequential(*modules).float().to(memory_format=torch.channels_last).train()
+
+
+def run_ours(model, x, grad_out):
+    start = time.perf_counter()
+    y = model.forward(x, training=True)
+    middle = time.perf_counter()
+    model.backward(grad_out)
+    stop = time.perf_counter()
+    return y, middle - start, stop - middle
+
+
+def run_torch(model, x, grad_out):
+    x.grad = None
+    model.zero_grad(set_to_none=True)
+    start = time.perf_counter()
+    y = model(x)
+    middle = time.perf_counter()
+    y.backward(grad_out)
+    stop = time.perf_counter()
+    return y, middle - start, stop - middle
+
+
+def measure(step, warmup, repeat):
+    """Times of the first call, then medians of forward, backward and their sum over `repeat` runs."""
+    _, forward, backward = step()
+    first = forward + backward
+    for _ in range(max(0, warmup - 1)):
+        step()
+    forwards, backwards, totals = [], [], []
+    for _ in range(repeat):
+        _, forward, backward = step()
+        forwards.append(forward)
+        backwards.append(backward)
+        totals.append(forward + backward)
+    return {"first": first, "fwd": statistics.median(forwards), "bwd": statistics.median(backwards),
+            "fwd+bwd": statistics.median(totals)}
+
+
+def environment():
+    lines = [f"python {platform.python_version()}, numpy {np.__version__}, cpus {os.cpu_count()}"]
+    try:
+        import numba
+        lines.append(f"numba {numba.__version__}, {numba.config.NUMBA_NUM_THREADS} threads")
+    except ImportError:
+        pass
+    if torch is not None:
+        lines.append(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    else:
+        lines.append("torch not importable: PyTorch columns skipped")
+    blas = os.environ.get("OPENBLAS_CORETYPE")
+    if blas:
+        lines.append(f"OPENBLAS_CORETYPE={blas}")
+    return "; ".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=10, help="timed runs per measurement (default 10)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs first, including the first call (default 2)")
+    parser.add_argument("--workloads", default="feature,attention",
+                        help=f"comma-separated, from {sorted(WORKLOADS)} (default both)")
+    parser.add_argument("--batch", type=int, default=None, help="override the batch size N of every workload")
+    parser.add_argument("--torch-threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    names = [name.strip() for name in args.workloads.split(",") if name.strip()]
+    unknown = [name for name in names if name not in WORKLOADS]
+    if unknown:
+        parser.error(f"--workloads: unknown {unknown}, choose from {sorted(WORKLOADS)}")
+    use_torch = torch is not None and not args.no_torch
+    if use_torch:
+        torch.set_num_threads(args.torch_threads)
+
+    print(environment())
+    print(f"median of {args.repeat} runs after {args.warmup} warm-up; ms, and GFLOP/s of the convolutions")
+    header = f"{'workload':<10} {'impl':<6} {'pass':<8} {'first ms':>9} {'median ms':>10} {'GFLOP/s':>8} {'numpy/torch':>12}"
+    print(header)
+    print("-" * len(header))
+    for name in names:
+        builder, shape, description = WORKLOADS[name]
+        if args.batch is not None:
+            shape = (args.batch,) + shape[1:]
+        rng = np.random.default_rng(args.seed)
+        model = builder(rng, np.float32)
+        x = rng.standard_normal(shape, dtype=np.float32)
+        # The very first call pays for Numba compilation (or loading its cache): time it on its own.
+        start = time.perf_counter()
+        y = model.forward(x)
+        first_forward = time.perf_counter() - start
+        grad_out = rng.standard_normal(y.shape, dtype=np.float32)
+        start = time.perf_counter()
+        model.backward(grad_out)
+        first = first_forward + time.perf_counter() - start
+        macs = conv_macs(model, shape)
+        flops = {"fwd": 2 * macs, "bwd": 4 * macs, "fwd+bwd": 6 * macs}
+
+        results = {"numpy": measure(lambda: run_ours(model, x, grad_out), args.warmup, args.repeat)}
+        results["numpy"]["first"] = first
+        if use_torch:
+            torch_model = to_torch(model)
+            x_torch = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+            x_torch.requires_grad_(True)
+            grad_torch = torch.from_numpy(grad_out).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+            results["torch"] = measure(lambda: run_torch(torch_model, x_torch, grad_torch), args.warmup, args.repeat)
+            # Same weights, same input: the outputs agree up to float32 summation order (a sanity check only).
+            with torch.no_grad():
+                reference = torch_model(x_torch).permute(0, 2, 3, 1).numpy()
+            difference = float(np.max(np.abs(model.forward(x) - reference)))
+
+        print(f"{name}: {description}, {2 * macs / 1e9:.2f} GFLOP forward")
+        for impl, timing in results.items():
+            for step in ("fwd", "bwd", "fwd+bwd"):
+                seconds = timing[step]
+                first = f"{timing['first'] * 1e3:9.1f}" if step == "fwd+bwd" else " " * 9
+                ratio = ""
+                if impl == "numpy" and "torch" in results:
+                    ratio = f"{seconds / results['torch'][step]:12.2f}"
+                print(f"{'':<10} {impl:<6} {step:<8} {first} {seconds * 1e3:10.1f} "
+                      f"{flops[step] / seconds / 1e9:8.1f} {ratio:>12}")
+        if use_torch:
+            print(f"{'':<10} max |numpy - torch| forward output: {difference:.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

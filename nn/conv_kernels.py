@@ -1,0 +1,213 @@
+"""Numba kernels for Conv2d, channels-last, stride 1: the correlation (forward and dL/dx) and dL/dw.
+
+Why hand-written loops rather than im2col + BLAS: the convolutions of this project have 3 to 16
+output channels, and a (pixels x kh·kw·C_in) @ (kh·kw·C_in x 16) product is too thin for BLAS
+(measured on a 2-core AVX-512 machine: OpenBLAS 6-17 GFLOP/s on it, these kernels 45-60).
+
+How they are made fast: each kernel keeps a small tile of results in registers, a tile of
+`PIXELS` output pixels x `block` channels (16 float32 = one AVX-512 register), and streams the
+inputs past it. The tile lives in a stack array (`_stack_zeros`) so that LLVM knows nothing else
+can write to it and promotes it to registers; its loops have compile-time lengths so that they
+unroll and the LLVM SLP vectoriser packs the `block` lanes into vector FMAs. Numba switches the
+SLP vectoriser off by default (numba#8705, a miscompilation of another pattern), so the kernels
+are compiled inside `_slp_vectorize()`; tests/nn/test_conv_kernels.py checks them against plain NumPy.
+`fastmath={"contract"}` only lets a*b+c become one FMA (one rounding instead of two); nothing is
+reassociated, so float64 stays as exact as the NumPy reference.
+"""
+import contextlib
+import functools
+
+import numba
+import numpy as np
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+from numba.np.arrayobj import make_array, populate_array
+
+PIXELS = 4  # output pixels per register tile in the correlation
+CHANNELS = 4  # input channels per register tile in the weight gradient
+
+
+def channel_block(channels):
+    """Output channels handled per register tile: 16, or 8 when that wastes fewer padded lanes."""
+    return 8 if channels % 16 and channels % 16 <= 8 else 16
+
+
+def padded_channels(channels):
+    """`channels` rounded up to whole tiles of `channel_block(channels)`."""
+    block = channel_block(channels)
+    return -(-channels // block) * block
+
+
+@intrinsic
+def _stack_zeros(typingctx, rows, cols, dtype):
+    """A zeroed (rows, cols) array on the stack of the calling kernel; rows and cols are literal ints."""
+    if not (isinstance(rows, types.IntegerLiteral) and isinstance(cols, types.IntegerLiteral)):
+        return None
+    shape = (rows.literal_value, cols.literal_value)
+    array_type = types.Array(dtype.dtype, 2, "C")
+
+    def codegen(context, builder, signature, args):
+        element = context.get_data_type(dtype.dtype)
+        itemsize = context.get_abi_sizeof(element)
+        # alloca_once places the allocation in the function's entry block, so a call inside a loop
+        # reuses one buffer instead of growing the stack; the memset re-zeroes it on every call.
+        data = cgutils.alloca_once(builder, element, size=shape[0] * shape[1])
+        cgutils.memset(builder, data, context.get_constant(types.intp, shape[0] * shape[1] * itemsize), 0)
+        array = make_array(array_type)(context, builder)
+        intp = functools.partial(context.get_constant, types.intp)
+        populate_array(array, data=data, shape=[intp(shape[0]), intp(shape[1])],
+                       strides=[intp(shape[1] * itemsize), intp(itemsize)], itemsize=intp(itemsize), meminfo=None)
+        return array._getvalue()
+
+    return array_type(rows, cols, dtype), codegen
+
+
+@contextlib.contextmanager
+def _slp_vectorize():
+    """Compile with LLVM's SLP vectoriser on (read by Numba when it builds each module's passes)."""
+    previous = numba.config.SLP_VECTORIZE
+    numba.config.SLP_VECTORIZE = 1
+    try:
+        yield
+    finally:
+        numba.config.SLP_VECTORIZE = previous
+
+
+@functools.lru_cache(maxsize=None)
+def _correlate_kernel(block):
+    """The correlation kernel for tiles of `block` output channels (a literal, so loops unroll)."""
+
+    @njit(parallel=True, cache=True, fastmath={"contract"})
+    def correlate_kernel(x, weight, bias, out, top, left):
+        n_images, height, width, c_in = x.shape
+        kh, kw, _, c_padded = weight.shape
+        _, out_h, out_w, c_out = out.shape
+        # Columns q whose kw taps all land inside the image take the tiled path with no bounds checks.
+        fast_lo = left
+        fast_hi = min(out_w, width + left - kw + 1)
+        for n in prange(n_images):
+            for p in range(out_h):
+                i_lo = max(0, top - p)
+                i_hi = min(kh, height + top - p)
+                for ob in range(0, c_padded, block):
+                    q = 0
+                    while q < out_w:
+                        acc = _stack_zeros(PIXELS, block, x.dtype)
+                        if q >= fast_lo and q + PIXELS <= fast_hi:
+                            count = PIXELS
+                            for i in range(i_lo, i_hi):
+                                for j in range(kw):
+                                    for c in range(c_in):
+                                        for k in range(PIXELS):
+                                            value = x[n, p + i - top, q + k + j - left, c]
+                                            for o in range(block):
+                                                acc[k, o] += value * weight[i, j, c, ob + o]
+                        else:  # one pixel near the left or right border: clip the taps instead
+                            count = 1
+                            j_lo = max(0, left - q)
+                            j_hi = min(kw, width + left - q)
+                            for i in range(i_lo, i_hi):
+                                for j in range(j_lo, j_hi):
+                                    for c in range(c_in):
+                                        value = x[n, p + i - top, q + j - left, c]
+                                        for o in range(block):
+                                            acc[0, o] += value * weight[i, j, c, ob + o]
+                        for k in range(count):
+                            for o in range(min(block, c_out - ob)):
+                                out[n, p, q + k, ob + o] = acc[k, o] + bias[ob + o]
+                        q += count
+        return out
+
+    return correlate_kernel
+
+
+def correlate(x, weight, bias, top, left, out_h, out_w):
+    """(N, H, W, C_in) * (kh, kw, C_in, C_out) + (C_out,) -> (N, out_h, out_w, C_out).
+
+    out[n, p, q] = bias + sum over i, j of x[n, p + i - top, q + j - left] @ weight[i, j], with x
+    read as zero outside the image: zero padding without a padded copy.
+    """
+    # One compiled kernel per float type: bring x, weight and bias to their common type first.
+    dtype = np.result_type(x.dtype, weight.dtype, bias.dtype, np.float32)
+    x, weight, bias = (np.ascontiguousarray(a, dtype=dtype) for a in (x, weight, bias))
+    kh, kw, c_in, c_out = weight.shape
+    block = channel_block(c_out)
+    padded = padded_channels(c_out)
+    if padded != c_out:  # zero lanes: the kernel computes them and never stores them
+        weight = np.concatenate([weight, np.zeros((kh, kw, c_in, padded - c_out), weight.dtype)], axis=-1)
+        bias = np.concatenate([bias, np.zeros(padded - c_out, bias.dtype)])
+    out = np.empty((x.shape[0], out_h, out_w, c_out), dtype=dtype)
+    with _slp_vectorize():
+        return _correlate_kernel(block)(x, weight, bias, out, top, left)
+
+
+@functools.lru_cache(maxsize=None)
+def _weight_gradient_kernel(block):
+    """The dL/dw kernel for tiles of `block` output channels."""
+
+    @njit(parallel=True, cache=True, fastmath={"contract"})
+    def weight_gradient_kernel(x, grad_out, partial, top, left):
+        n_images, height, width, c_in = x.shape
+        _, out_h, out_w, c_out = grad_out.shape
+        parts, kh, kw, _, _ = partial.shape
+        for part in prange(parts):
+            # Each part sums its own images into its own slice: no two threads write the same memory.
+            for n in range(part * n_images // parts, (part + 1) * n_images // parts):
+                for i in range(kh):
+                    p_lo = max(0, top - i)
+                    p_hi = min(out_h, height + top - i)
+                    for j in range(kw):
+                        q_lo = max(0, left - j)
+                        q_hi = min(out_w, width + left - j)
+                        for cb in range(0, c_in, CHANNELS):
+                            for ob in range(0, c_out, block):
+                                acc = _stack_zeros(CHANNELS, block, x.dtype)
+                                for p in range(p_lo, p_hi):
+                                    for q in range(q_lo, q_hi):
+                                        for k in range(CHANNELS):
+                                            # Past the last channel, repeat it: branch-free, never stored.
+                                            value = x[n, p + i - top, q + j - left, min(cb + k, c_in - 1)]
+                                            for o in range(block):
+                                                acc[k, o] += value * grad_out[n, p, q, ob + o]
+                                for k in range(min(CHANNELS, c_in - cb)):
+                                    for o in range(block):
+                                        partial[part, i, j, cb + k, ob + o] += acc[k, o]
+        return partial
+
+    return weight_gradient_kernel
+
+
+def weight_gradient(x, grad_out, kh, kw, top, left):
+    """(N, H, W, C_in), (N, H', W', C_out) -> (kh, kw, C_in, C_out): sum over n, p, q of x[p + i, q + j]^T g[p, q]."""
+    dtype = np.result_type(x.dtype, grad_out.dtype, np.float32)
+    x, grad_out = (np.ascontiguousarray(a, dtype=dtype) for a in (x, grad_out))
+    c_in, c_out = x.shape[-1], grad_out.shape[-1]
+    block = channel_block(c_out)
+    padded = padded_channels(c_out)
+    if padded != c_out:  # the kernel reads whole tiles of channels: give it zero lanes to read
+        grad_out = np.concatenate([grad_out, np.zeros(grad_out.shape[:-1] + (padded - c_out,), grad_out.dtype)],
+                                  axis=-1)
+    parts = max(1, min(numba.get_num_threads(), x.shape[0]))
+    partial = np.zeros((parts, kh, kw, c_in, padded), dtype=dtype)
+    with _slp_vectorize():
+        _weight_gradient_kernel(block)(x, grad_out, partial, top, left)
+    return partial.sum(axis=0)[..., :c_out]
+
+
+@njit(parallel=True, cache=True)
+def _channel_sum_kernel(rows, partial):
+    parts = partial.shape[0]
+    for part in prange(parts):
+        for r in range(part * rows.shape[0] // parts, (part + 1) * rows.shape[0] // parts):
+            for c in range(rows.shape[1]):
+                partial[part, c] += rows[r, c]
+    return partial
+
+
+def channel_sum(grad_out):
+    """(N, H, W, C) -> (C,): the bias gradient, in one pass split across threads (NumPy's strided sum is serial)."""
+    rows = np.ascontiguousarray(grad_out).reshape(-1, grad_out.shape[-1])
+    parts = max(1, min(numba.get_num_threads(), rows.shape[0]))
+    partial = np.zeros((parts, rows.shape[1]), dtype=grad_out.dtype)
+    return _channel_sum_kernel(rows, partial).sum(axis=0)

@@ -1,0 +1,111 @@
+"""The Numba kernels of nn/conv_kernels.py against plain NumPy, in float32 and float64.
+
+The references are the textbook sums over a zero-padded copy, evaluated in float64: they share no
+code with the kernels (no tiling, no border split, no padded channel lanes), so any shape where a
+tile edge, a border column or a padded lane is mishandled shows up as a mismatch.
+"""
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nn import conv_kernels
+
+from ..strategies import float_dtypes, seeds
+
+
+@st.composite
+def convolutions(draw):
+    """(x shape, weight shape, top, left, out_h, out_w) with zero padding of 0..k-1 on each side."""
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    top, bottom = draw(st.integers(0, kh - 1)), draw(st.integers(0, kh - 1))
+    left, right = draw(st.integers(0, kw - 1)), draw(st.integers(0, kw - 1))
+    # At least one output position: H + top + bottom - kh + 1 >= 1.
+    height = draw(st.integers(max(1, kh - top - bottom), 9))
+    width = draw(st.integers(max(1, kw - left - right), 13))
+    c_in = draw(st.integers(1, 6))
+    c_out = draw(st.sampled_from([1, 3, 8, 9, 16, 17, 24]))  # one and two tiles, padded lanes or none
+    n = draw(st.integers(1, 3))
+    out_h, out_w = height + top + bottom - kh + 1, width + left + right - kw + 1
+    return (n, height, width, c_in), (kh, kw, c_in, c_out), top, left, out_h, out_w
+
+
+def padded_windows(x, kh, kw, top, left, out_h, out_w):
+    """Yield (i, j, window) with window[n, p, q] = x[n, p + i - top, q + j - left], zero outside."""
+    n, height, width, c_in = x.shape
+    bottom = out_h + kh - 1 - height - top
+    right = out_w + kw - 1 - width - left
+    x_padded = np.pad(x.astype(np.float64), ((0, 0), (top, bottom), (left, right), (0, 0)))
+    for i in range(kh):
+        for j in range(kw):
+            yield i, j, x_padded[:, i : i + out_h, j : j + out_w, :]
+
+
+def reference_correlate(x, weight, bias, top, left, out_h, out_w):
+    kh, kw = weight.shape[:2]
+    out = np.zeros((x.shape[0], out_h, out_w, weight.shape[3])) + bias.astype(np.float64)
+    for i, j, window in padded_windows(x, kh, kw, top, left, out_h, out_w):
+        out += window @ weight[i, j].astype(np.float64)
+    return out
+
+
+def reference_weight_gradient(x, grad_out, kh, kw, top, left):
+    _, out_h, out_w, c_out = grad_out.shape
+    grad_weight = np.zeros((kh, kw, x.shape[3], c_out))
+    g = grad_out.astype(np.float64).reshape(-1, c_out)
+    for i, j, window in padded_windows(x, kh, kw, top, left, out_h, out_w):
+        grad_weight[i, j] = window.reshape(-1, x.shape[3]).T @ g
+    return grad_weight
+
+
+def tolerance(dtype, terms):
+    """float64 agrees to rounding; float32 accumulates ~1e-7 relative error per term summed."""
+    return 1e-12 * terms if dtype == np.float64 else 1e-6 * terms
+
+
+@settings(max_examples=60)
+@given(convolutions(), seeds, float_dtypes)
+def test_correlate_matches_padded_sum(shapes, seed, dtype):
+    x_shape, weight_shape, top, left, out_h, out_w = shapes
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    weight = rng.standard_normal(weight_shape).astype(dtype)
+    bias = rng.standard_normal(weight_shape[3]).astype(dtype)
+    out = conv_kernels.correlate(x, weight, bias, top, left, out_h, out_w)
+    expected = reference_correlate(x, weight, bias, top, left, out_h, out_w)
+    assert out.dtype == dtype and out.shape == expected.shape
+    terms = weight_shape[0] * weight_shape[1] * weight_shape[2]
+    np.testing.assert_allclose(out, expected, rtol=0, atol=tolerance(dtype, terms) * 10)
+
+
+@settings(max_examples=60)
+@given(convolutions(), seeds, float_dtypes)
+def test_weight_gradient_matches_padded_sum(shapes, seed, dtype):
+    x_shape, weight_shape, top, left, out_h, out_w = shapes
+    kh, kw, _, c_out = weight_shape
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    grad_out = rng.standard_normal((x_shape[0], out_h, out_w, c_out)).astype(dtype)
+    grad_weight = conv_kernels.weight_gradient(x, grad_out, kh, kw, top, left)
+    expected = reference_weight_gradient(x, grad_out, kh, kw, top, left)
+    assert grad_weight.dtype == dtype and grad_weight.shape == weight_shape
+    np.testing.assert_allclose(grad_weight, expected, rtol=0, atol=tolerance(dtype, grad_out[..., 0].size) * 10)
+
+
+@settings(max_examples=30)
+@given(st.integers(0, 4), st.integers(1, 7), st.integers(1, 20), seeds, float_dtypes)
+def test_channel_sum_matches_numpy(n, side, channels, seed, dtype):
+    grad_out = np.random.default_rng(seed).standard_normal((n, side, side + 1, channels)).astype(dtype)
+    total = conv_kernels.channel_sum(grad_out)
+    assert total.dtype == dtype and total.shape == (channels,)
+    expected = grad_out.astype(np.float64).sum(axis=(0, 1, 2))
+    np.testing.assert_allclose(total, expected, rtol=0, atol=tolerance(dtype, max(1, grad_out[..., 0].size)) * 10)
+
+
+def test_float32_inputs_with_float64_weight_compute_in_float64():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 4, 5, 2)).astype(np.float32)
+    weight = rng.standard_normal((3, 3, 2, 3))
+    bias = np.zeros(3)
+    out = conv_kernels.correlate(x, weight, bias, 1, 1, 4, 5)
+    assert out.dtype == np.float64
+    np.testing.assert_allclose(out, reference_correlate(x, weight, bias, 1, 1, 4, 5), rtol=0, atol=1e-12)
