@@ -1,0 +1,121 @@
+"""Helpers the benchmark scripts share: split a run into timed pieces, medians, memory, tables.
+
+Nothing here imports the project or PyTorch, so a benchmark can measure one implementation in a process
+that has loaded nothing else (its peak memory is then that implementation's alone).
+"""
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+
+
+class Laps:
+    """Split one run into named pieces: `lap(name)` charges the time since the previous lap to `name`.
+
+        laps = Laps()          # the clock starts here
+        forward(); laps.lap("forward")
+        backward(); laps.lap("backward")
+        laps.times             # {"forward": seconds, "backward": seconds}, in the order of the laps
+
+    A name lapped twice in one run adds up. `total` is the wall time from the start to the last lap.
+    """
+
+    def __init__(self):
+        self.times = {}
+        self.start = self.last = time.perf_counter()
+
+    def lap(self, name):
+        now = time.perf_counter()
+        self.times[name] = self.times.get(name, 0.0) + now - self.last
+        self.last = now
+
+    @property
+    def total(self):
+        return self.last - self.start
+
+
+def median_of_runs(runs):
+    """A list of {piece: seconds} dicts, one per run -> {piece: median seconds}, pieces in first-seen order."""
+    names = list(dict.fromkeys(name for run in runs for name in run))
+    return {name: statistics.median(run[name] for run in runs if name in run) for name in names}
+
+
+def time_calls(function, warmup, repeat):
+    """Call `function()` 1 + max(0, warmup - 1) + repeat times -> (first call's seconds, [seconds of each timed call]).
+
+    The first call is also the first warm-up call: it pays for compilation, cache loading and first-touch
+    page faults, so it is reported on its own and never mixed into the median.
+    """
+    start = time.perf_counter()
+    function()
+    first = time.perf_counter() - start
+    for _ in range(max(0, warmup - 1)):
+        function()
+    timed = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        function()
+        timed.append(time.perf_counter() - start)
+    return first, timed
+
+
+def _proc_status_bytes(field):
+    """A memory field of /proc/self/status ('VmRSS', 'VmHWM') in bytes, or None where there is no /proc."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024  # the kernel reports kB
+    except OSError:
+        pass
+    return None
+
+
+def current_rss_bytes():
+    """Resident memory of this process now (Linux /proc; None elsewhere)."""
+    return _proc_status_bytes("VmRSS")
+
+
+def peak_rss_bytes():
+    """The highest resident memory this process has had: /proc VmHWM, else getrusage's ru_maxrss."""
+    peak = _proc_status_bytes("VmHWM")
+    if peak is None:
+        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak = maxrss if sys.platform == "darwin" else maxrss * 1024  # bytes on macOS, kB on Linux
+    return peak
+
+
+def format_table(headers, rows, align=None):
+    """Rows of cells (anything str() can show; None prints as '-') -> the lines of a plain-text table.
+
+    `align` is a string of 'l'/'r' per column; by default the first column is left-aligned, the rest right.
+    """
+    align = align or "l" + "r" * (len(headers) - 1)
+    cells = [[str(h) for h in headers]] + [["-" if cell is None else str(cell) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+
+    def line(row):
+        return "  ".join(cell.ljust(width) if side == "l" else cell.rjust(width)
+                         for cell, width, side in zip(row, widths, align)).rstrip()
+
+    rule = "-" * len(line(cells[0]))
+    return [line(cells[0]), rule] + [line(row) for row in cells[1:]]
+
+
+def print_table(headers, rows, align=None):
+    print("\n".join(format_table(headers, rows, align)))
+
+
+def python_environment():
+    """One line: Python, NumPy, CPU count, and Numba's threads if Numba is importable (without importing torch)."""
+    import numpy as np
+
+    parts = [f"python {platform.python_version()}", f"numpy {np.__version__}", f"cpus {os.cpu_count()}"]
+    try:
+        import numba
+        parts.append(f"numba {numba.__version__} ({numba.config.NUMBA_NUM_THREADS} threads)")
+    except ImportError:
+        pass
+    return ", ".join(parts)
