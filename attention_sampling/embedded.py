@@ -11,8 +11,10 @@ import numpy as np
 
 from .synthetic import CLASS_NAMES, make_image
 
-VERSION = "spots-v1"
-SETTINGS = dict(n_per_class=40, height=768, width=1024, n_spots=4, spot_size=12, n_distractors=4, seed=2019)
+VERSION = "spots-v2"
+SETTINGS = dict(n_per_class=60, height=768, width=1024, n_spots=6, spot_size=16, n_distractors=2, seed=2019)
+# A harder variant for comparisons: the label lives in one or two small spots of a large image.
+FEW_SPOTS = dict(n_per_class=40, height=768, width=1024, n_spots=2, spot_size=12, n_distractors=0, seed=7)
 
 
 def cache_root():
@@ -30,7 +32,9 @@ def ensure_default_dataset(root=None, progress=None, **overrides):
     leaves a half data set that later runs would take for whole.
     """
     settings = {**SETTINGS, **overrides}
-    folder = os.path.join(root or cache_root(), VERSION if not overrides else f"{VERSION}-custom")
+    # Other settings get their own folder, named by their values, so two variants never share one.
+    name = VERSION if not overrides else f"{VERSION}-" + "-".join(f"{k}{v}" for k, v in sorted(overrides.items()))
+    folder = os.path.join(root or cache_root(), name)
     if os.path.isdir(folder):
         return folder
     temporary = folder + ".partial"

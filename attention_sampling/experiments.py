@@ -1,6 +1,7 @@
 """Experiments over many training runs, resumable row by row.
 
     python -m attention_sampling.experiments paper-table --data ROOT --out runs/paper-table
+    python -m attention_sampling.experiments compare --out runs/compare
 
 paper-table trains the grid of the paper, (patch size S, patches P) in (50,1) (50,5) (50,20) (20,5),
 with 5 seeds each, and prints mean ± std of train and test accuracy and of training time. Each finished
@@ -9,18 +10,28 @@ unfinished run continues from its own checkpoint.
 """
 import argparse
 import csv
+import json
 import os
+import shutil
+import subprocess
 import sys
 
 import numpy as np
 
 from .data import ImageFolder
-from .embedded import ensure_default_dataset
+from .embedded import FEW_SPOTS, ensure_default_dataset
 from .errors import AttentionSamplingError
 from .evaluation import predict_dataset
 
 PAPER_GRID = ((50, 1), (50, 5), (50, 20), (20, 5))
 RESULT_COLUMNS = ("size", "patches", "seed", "epochs", "train_accuracy", "test_accuracy", "seconds")
+
+
+def peak_rss_mb():
+    """Peak resident memory of this process in MB (Linux reports ru_maxrss in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def read_results(path):
@@ -30,10 +41,11 @@ def read_results(path):
         return list(csv.DictReader(handle))
 
 
-def append_result(path, row):
+def append_row(path, row, columns=RESULT_COLUMNS):
+    """Append one finished run to a CSV, flushed to disk at once so a killed command loses no result."""
     new = not os.path.exists(path)
     with open(path, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=RESULT_COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
         if new:
             writer.writeheader()
         writer.writerow(row)
@@ -95,11 +107,113 @@ def paper_table(args):
             run_dir = os.path.join(args.out, f"S{size}-P{patches}-seed{seed}")
             print(f"training S={size} P={patches} seed={seed} -> {run_dir}", file=sys.stderr)
             row = train_one(dataset, run_dir, config, log=lambda line: print("  " + line, file=sys.stderr))
-            append_result(results_path, row)
+            append_row(results_path, row)
     table = summarise(read_results(results_path), PAPER_GRID)
     print(table)
     with open(os.path.join(args.out, "table.txt"), "w") as handle:
         handle.write(table + "\n")
+
+
+# ----------------------------------------------------------------------------------------------------
+# compare: the estimators and sampling modes against two baselines, on two generated data sets.
+
+METHODS = {
+    "reinforce, with replacement": dict(estimator="reinforce", sampling="with"),
+    "reinforce, without replacement": dict(estimator="reinforce", sampling="without"),
+    "expectation, with replacement": dict(estimator="expectation", sampling="with"),
+    "expectation, without replacement": dict(estimator="expectation", sampling="without"),
+    "uniform attention (random crops)": dict(estimator="reinforce", sampling="with", attention="uniform"),
+    "CNN on the downscaled image": dict(baseline="downscaled"),
+}
+DATASETS = {"spots": {}, "few-spots": FEW_SPOTS}
+COMPARE_COLUMNS = ("dataset", "method", "seed", "train_accuracy", "test_accuracy", "seconds", "peak_mb")
+
+
+def run_one(config):
+    """Train one configuration in this process -> result dict (printed as JSON by `run-one`)."""
+    from .baselines import UniformAttention, train_downscaled
+    from .data import stratified_split
+    from .trainer import Trainer
+
+    dataset = ImageFolder.scan(config["data"])
+    if config.get("baseline") == "downscaled":
+        train_indices, test_indices = stratified_split(dataset.labels, config["test_fraction"], config["seed"])
+        return train_downscaled(dataset, train_indices, test_indices, config, log=lambda line: None)
+    # A comparison run is short: an unfinished one starts again rather than resuming.
+    shutil.rmtree(config["run_dir"], ignore_errors=True)
+    trainer = Trainer(dataset, config["run_dir"], config, log=lambda line: None, progress=False)
+    if config.get("attention") == "uniform":
+        trainer.model.attention = UniformAttention(config["scale"])
+    history = trainer.fit()
+    shape = tuple(config["image_shape"])
+    probabilities = predict_dataset(trainer.model, dataset, trainer.train_indices, shape, config["batch_size"],
+                                    seed=config["seed"], estimator=trainer.estimator, replace=trainer.replace)
+    return {"train_accuracy": float(np.mean(probabilities.argmax(1) == dataset.labels[trainer.train_indices])),
+            "test_accuracy": history[-1]["test_accuracy"],
+            "seconds": sum(row["seconds"] for row in history)}
+
+
+def run_in_subprocess(config):
+    """Run `run_one` in a fresh process, so that its peak memory is its own -> result with peak_mb."""
+    command = [sys.executable, "-m", "attention_sampling.experiments", "run-one", json.dumps(config)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout, stderr = process.communicate()
+    if process.returncode != 0:
+        raise AttentionSamplingError(f"run {config.get('run_dir')} failed: {stderr.strip().splitlines()[-1:]}")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    return result
+
+
+def compare(args):
+    os.makedirs(args.out, exist_ok=True)
+    results_path = os.path.join(args.out, "compare.csv")
+    rows = read_results(results_path)
+    done = {(r["dataset"], r["method"], int(r["seed"])) for r in rows}
+    for dataset_name in args.datasets:
+        data = ensure_default_dataset(**DATASETS[dataset_name])
+        dataset = ImageFolder.scan(data)
+        height, width = dataset.image_shape()
+        for method, settings in METHODS.items():
+            for seed in range(args.seeds):
+                if (dataset_name, method, seed) in done:
+                    continue
+                config = dict(data=os.path.abspath(data), classes=dataset.classes, image_shape=[height, width],
+                              patches=args.patches, size=args.size, scale=args.scale, epochs=args.epochs,
+                              batch_size=args.batch_size, replicas=args.replicas, lr=args.lr,
+                              entropy=args.entropy, seed=seed, test_fraction=0.3, augment=True,
+                              downscale=args.downscale, **settings,
+                              run_dir=os.path.join(args.out, dataset_name, method.split(" (")[0].replace(", ", "-")
+                                                   .replace(" ", "-") + f"-seed{seed}"))
+                print(f"{dataset_name}: {method}, seed {seed}", file=sys.stderr)
+                result = run_in_subprocess(config)
+                row = {"dataset": dataset_name, "method": method, "seed": seed,
+                       "train_accuracy": round(result["train_accuracy"], 4),
+                       "test_accuracy": round(result["test_accuracy"], 4),
+                       "seconds": round(result["seconds"], 1), "peak_mb": round(result["peak_mb"])}
+                append_row(results_path, row, COMPARE_COLUMNS)
+    table = summarise_compare(read_results(results_path))
+    print(table)
+    with open(os.path.join(args.out, "compare.md"), "w") as handle:
+        handle.write(table + "\n")
+
+
+def summarise_compare(rows):
+    """-> a Markdown table: mean ± std over seeds of test accuracy, training time and peak memory."""
+    lines = ["| data set | method | runs | test accuracy | train accuracy | time (s) | peak memory (MB) |",
+             "|---|---|---|---|---|---|---|"]
+    for dataset_name in DATASETS:
+        for method in METHODS:
+            chosen = [r for r in rows if r["dataset"] == dataset_name and r["method"] == method]
+            if not chosen:
+                continue
+
+            def stat(key, digits):
+                values = np.array([float(r[key]) for r in chosen])
+                return f"{values.mean():.{digits}f} ± {values.std():.{digits}f}"
+
+            lines.append(f"| {dataset_name} | {method} | {len(chosen)} | {stat('test_accuracy', 3)} | "
+                         f"{stat('train_accuracy', 3)} | {stat('seconds', 0)} | {stat('peak_mb', 0)} |")
+    return "\n".join(lines)
 
 
 def main(argv=None):
@@ -118,10 +232,33 @@ def main(argv=None):
     table.add_argument("--entropy", type=float, default=0.01, help="entropy bonus weight (default 0.01)")
     table.add_argument("--test-fraction", type=float, default=0.3, help="held-out share (default 0.3)")
     table.add_argument("--no-augment", action="store_true", help="turn off flips, contrast and zoom")
+    comparison = commands.add_parser("compare", help="estimators x sampling modes against two baselines")
+    comparison.add_argument("--out", default="runs/compare", help="folder for the runs and compare.csv")
+    comparison.add_argument("--datasets", nargs="+", choices=tuple(DATASETS), default=list(DATASETS),
+                            help="generated data sets to compare on (default: both)")
+    comparison.add_argument("--seeds", type=int, default=3, help="random trials per setting (default 3)")
+    comparison.add_argument("--epochs", type=int, default=15, help="epochs per run (default 15)")
+    comparison.add_argument("--patches", type=int, default=10, help="patches P (default 10)")
+    comparison.add_argument("--size", type=int, default=50, help="patch size S (default 50)")
+    comparison.add_argument("--scale", type=int, default=4, help="down-scaling factor c (default 4)")
+    comparison.add_argument("--downscale", type=int, default=8,
+                            help="pooling factor of the downscaled-CNN baseline (default 8)")
+    comparison.add_argument("--batch-size", type=int, default=8, help="images per step (default 8)")
+    comparison.add_argument("--replicas", type=int, default=2, help="samples of each image per step (default 2)")
+    comparison.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    comparison.add_argument("--entropy", type=float, default=0.01, help="entropy bonus weight (default 0.01)")
+    one = commands.add_parser("run-one", help="one run of compare, its settings as JSON (used internally)")
+    one.add_argument("config", help="JSON of one run's settings")
     args = parser.parse_args(argv)
     try:
         if args.command == "paper-table":
             paper_table(args)
+        elif args.command == "compare":
+            compare(args)
+        elif args.command == "run-one":
+            result = run_one(json.loads(args.config))
+            result["peak_mb"] = peak_rss_mb()
+            print(json.dumps(result))
     except AttentionSamplingError as error:
         print(f"experiments: error: {error}", file=sys.stderr)
         return 2

@@ -1,0 +1,86 @@
+"""Two baselines that show what the attention buys.
+
+- uniform attention: the same model with the attention network replaced by a flat map, so patches are
+  random crops;
+- a downscaled CNN: the feature network run over the whole image, average-pooled to a size a CNN can
+  afford, with no patches at all.
+"""
+import time
+
+import numpy as np
+
+import nn
+from .data import load_batch
+from .models import FeatureNetwork
+
+
+class UniformAttention:
+    """(N, H, W, C) images -> (N, H // c, W // c) log attention of a flat map; nothing to learn."""
+
+    def __init__(self, scale):
+        self.scale = scale
+        self.params, self.grads, self.buffers = {}, {}, {}
+
+    def forward(self, images, training=True):
+        h, w = images.shape[1] // self.scale, images.shape[2] // self.scale
+        return np.full((images.shape[0], h, w), -np.log(h * w), dtype=images.dtype)
+
+    def backward(self, grad_log_attention):
+        """Nothing upstream learns."""
+
+    def num_parameters(self):
+        return 0
+
+    def load_state_dict(self, state):
+        self.check_state_dict(state)
+
+    def check_state_dict(self, state):
+        if state:
+            raise ValueError(f"uniform attention has no state, got {sorted(state)[:3]}")
+        return {}
+
+    def astype(self, dtype):
+        return self
+
+
+class DownscaledCNN:
+    """(N, H, W, 3) -> (N, C) logits: average-pool by `factor`, then the feature network's layers."""
+
+    def __init__(self, n_classes, factor, seed=0):
+        self.pool = nn.AvgPool2d(factor)
+        self.network = FeatureNetwork(n_classes, rng=seed)
+
+    def forward(self, images, training=True):
+        return self.network.forward(self.pool.forward(images, training), training)
+
+
+def train_downscaled(dataset, train_indices, test_indices, config, log=print):
+    """Train DownscaledCNN with the run's settings -> dict(test_accuracy, train_accuracy, seconds)."""
+    rng = np.random.default_rng(config["seed"])
+    model = DownscaledCNN(len(dataset.classes), config["downscale"], seed=config["seed"])
+    optimizer = nn.Adam(config["lr"])
+    loss_fn = nn.CrossEntropyLoss()
+    shape = tuple(config["image_shape"])
+    started = time.perf_counter()
+    for epoch in range(config["epochs"]):
+        order = rng.permutation(train_indices)
+        correct = 0
+        for start in range(0, len(order), config["batch_size"]):
+            batch = order[start:start + config["batch_size"]]
+            logits = model.forward(load_batch(dataset, batch, shape), training=True)
+            loss_fn.forward(logits, dataset.labels[batch])
+            model.network.backward(loss_fn.backward())
+            optimizer.step(model.network.params, model.network.grads)
+            correct += int(np.sum(logits.argmax(axis=1) == dataset.labels[batch]))
+        log(f"epoch {epoch + 1:3d}  train acc {correct / len(order):.3f}")
+    seconds = time.perf_counter() - started
+
+    def accuracy(indices):
+        hits = 0
+        for start in range(0, len(indices), config["batch_size"]):
+            batch = indices[start:start + config["batch_size"]]
+            logits = model.forward(load_batch(dataset, batch, shape), training=False)
+            hits += int(np.sum(logits.argmax(axis=1) == dataset.labels[batch]))
+        return hits / max(1, len(indices))
+
+    return {"train_accuracy": accuracy(train_indices), "test_accuracy": accuracy(test_indices), "seconds": seconds}
