@@ -28,8 +28,16 @@ def non_negative_int(text):
     return value
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (no usage block), like every other error of the program."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
+        prog="evaluate.py",
         description="Evaluate a run of train.py: accuracy, per-class precision and recall, confusion matrix; "
                     "draws curves.png and attention/<class>_<i>.png into the run folder.")
     parser.add_argument("run", metavar="RUN", help="run folder written by train.py")
@@ -71,7 +79,7 @@ def load_run(run_dir, which):
 
 def open_data(data, config):
     """The run's image folder (or --data), checked to hold the classes the run was trained on."""
-    from attention_sampling.data import ImageFolder
+    from attention_sampling.data import DEFAULT_MAX_PIXELS, ImageFolder
 
     where = f"--data {data}"
     if data is None:
@@ -79,10 +87,15 @@ def open_data(data, config):
         where = f"{data} (the run's data)"
         if not os.path.isdir(data):
             raise AttentionSamplingError(f"{data}: the run's image folder is gone; point --data at its images")
-    dataset = ImageFolder.scan(data)
+    # The run's own pixel limit: an image it trained on is not refused here.
+    dataset = ImageFolder.scan(data, config.get("max_pixels", DEFAULT_MAX_PIXELS))
     if dataset.classes != list(config["classes"]):
         raise AttentionSamplingError(f"{where}: classes {dataset.classes} differ from the run's "
                                      f"{list(config['classes'])}")
+    if config.get("bad_images") == "skip":
+        # Leave out what training left out, or the held-out split would not be the run's.
+        print("checking images (the run skipped bad ones) ...", file=sys.stderr)
+        dataset, _ = dataset.validate(config["size"], config["scale"], "skip")
     return dataset
 
 

@@ -3,12 +3,16 @@
     python train.py --patches 20 --size 50                # the embedded generated data set
     python train.py --data ROOT --out runs/lymphoma       # ROOT/<class>/<images>
     python train.py --resume runs/lymphoma                # continue where it stopped
+
+A mistake in the input (a flag, a folder, an image, a checkpoint) is one line on stderr and exit code 2,
+before anything is written; Ctrl-C saves the epoch in progress and exits 130. See docs/robustness.md.
 """
 import argparse
+import math
 import os
 import sys
 
-from attention_sampling.data import ImageFolder
+from attention_sampling.data import DEFAULT_MAX_PIXELS, ImageFolder
 from attention_sampling.embedded import ensure_default_dataset
 from attention_sampling.errors import AttentionSamplingError
 
@@ -24,17 +28,24 @@ def positive_int(text):
     return value
 
 
+def non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def positive_float(text):
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
 
 
 def non_negative_float(text):
     value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
     return value
 
 
@@ -48,11 +59,20 @@ def fraction(text):
 # Flags whose value is stored with the run. They default to None on the command line so that a resumed
 # run can tell a typed value (compared with the saved one) from a default (taken from the run).
 DEFAULTS = dict(patches=20, size=50, scale=4, batch_size=8, replicas=4, lr=1e-3, entropy=0.01, seed=0,
-                test_fraction=0.3, estimator="reinforce", sampling="with")
+                test_fraction=0.3, estimator="reinforce", sampling="with", bad_images="stop",
+                max_pixels=DEFAULT_MAX_PIXELS)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (no usage block), like every other error of the program."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
+        prog="train.py",
         description="Train attention sampling: an attention net picks where to look in the down-scaled image, "
                     "a feature net classifies full-resolution patches from there.",
         formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=28, width=110))
@@ -73,6 +93,12 @@ def parse_args(argv=None):
     add("--estimator", choices=("reinforce", "expectation"),
         help="attention gradient: reinforce (the paper, default) or expectation (unbiased, no reward)")
     add("--sampling", choices=("with", "without"), help="draw patches with (default) or without replacement")
+    add("--bad-images", choices=("stop", "skip"),
+        help="an image that cannot be used (unreadable, empty, too small, too large, NaN pixels): stop before "
+             "training, naming the files (default), or skip: leave them out with a warning")
+    add("--max-pixels", type=non_negative_int, metavar="N",
+        help=f"refuse images above N = width x height pixels before decoding them (decompression bombs; "
+             f"default {DEFAULT_MAX_PIXELS:,}; 0: no limit)")
     add("--resume", metavar="RUN", help="continue the run in folder RUN where it stopped")
     add("--no-augment", action="store_true", help="turn off random flips, contrast and zoom")
     add("--quiet", action="store_true", help="no progress bar")
@@ -89,60 +115,105 @@ def parse_args(argv=None):
     return args
 
 
-def open_dataset(data, size, scale):
-    """The user's image folder, or the embedded one generated on first use."""
+def warn(message):
+    print(f"train.py: warning: {message}", file=sys.stderr)
+
+
+def open_dataset(data, size, scale, max_pixels=DEFAULT_MAX_PIXELS, bad_images="stop", progress=False):
+    """The user's image folder (or the embedded one, generated on first use), every image decoded once:
+    bad images stop the run here, before anything is written, or are left out with a warning each."""
     if data is None:
         print("using the embedded data set (generated once, about a minute the first time)", file=sys.stderr)
         data = ensure_default_dataset()
         print(f"data: {data}", file=sys.stderr)
-    dataset = ImageFolder.scan(data)
-    height, width = dataset.image_shape()
-    if min(height, width) < size or min(height, width) < scale:
-        raise AttentionSamplingError(f"{dataset.paths[0]}: image of {height}x{width} is smaller than "
-                                     f"--size {size} or --scale {scale}")
+    dataset = ImageFolder.scan(data, max_pixels)
+    if dataset.ignored:
+        shown = ", ".join(dataset.ignored[:5]) + (f" and {len(dataset.ignored) - 5} more" if len(dataset.ignored) > 5
+                                                  else "")
+        warn(f"ignored {len(dataset.ignored)} file(s) without an image extension: {shown}")
+    dataset, report = dataset.validate(size, scale, bad_images, progress=progress)
+    for _, message in report.bad:
+        warn(f"skipped bad image {message}")
+    if report.resized:
+        height, width = report.shape
+        warn(f"{len(report.resized)} image(s) not of the common size {height}x{width}, resized to it: "
+             f"{report.resized_line()}")
     return dataset
+
+
+def check_settings(config):
+    """Flags that are each fine but impossible together with the data."""
+    height, width = config["image_shape"]
+    cells = (height // config["scale"]) * (width // config["scale"])
+    if config.get("sampling", "with") == "without" and config["patches"] > cells:
+        raise AttentionSamplingError(
+            f"--patches {config['patches']}: sampling without replacement draws distinct cells, and a "
+            f"{height}x{width} image at --scale {config['scale']} has only {cells}")
+
+
+def image_list(dataset):
+    """What a resumed run checks it sees again: the number of images and a digest of their names."""
+    return {"count": len(dataset), "sha256": dataset.digest()}
 
 
 def main(argv=None):
     args = parse_args(argv)
-    from attention_sampling.trainer import Trainer, saved_config
-
     try:
-        if args.resume:
-            run_dir = args.resume
-            saved = saved_config(run_dir)
-            dataset = open_dataset(args.data or saved["data"], saved["size"], saved["scale"])
-            # Only what was typed is compared with the saved run; the rest comes from it.
-            config = {**args.typed, "classes": dataset.classes, "image_shape": list(dataset.image_shape())}
-            if args.epochs:
-                config["epochs"] = args.epochs
-        else:
-            dataset = open_dataset(args.data, args.size, args.scale)
-            epochs = args.epochs or (PAPER_EPOCHS if args.data else EMBEDDED_EPOCHS)
-            run_dir = args.out or os.path.join("runs", f"S{args.size}-P{args.patches}-seed{args.seed}")
-            config = dict(data=os.path.abspath(dataset.root), classes=dataset.classes,
-                          image_shape=list(dataset.image_shape()), epochs=epochs, augment=not args.no_augment,
-                          **{key: getattr(args, key) for key in DEFAULTS})
-        trainer = Trainer(dataset, run_dir, config, resume=bool(args.resume),
-                          log=lambda line: print(line, file=sys.stderr), progress=not args.quiet)
-        counts = trainer.model.parameter_counts()
-        print(f"run: {run_dir}  ({len(trainer.train_indices)} train / {len(trainer.test_indices)} test images, "
-              f"classes {', '.join(dataset.classes)}; parameters: attention {counts['attention']}, "
-              f"features {counts['features']})", file=sys.stderr)
-        try:
-            history = trainer.fit()
-        except KeyboardInterrupt:
-            print(f"\ninterrupted: state saved in {trainer.checkpoint_path}; "
-                  f"continue with: python train.py --resume {run_dir}", file=sys.stderr)
-            return 130
-        if history:
-            last = history[-1]
-            print(f"done: test accuracy {last['test_accuracy']:.3f} after {last['epoch']} epochs; "
-                  f"see: python evaluate.py {run_dir}", file=sys.stderr)
-        return 0
+        return train(args)
     except AttentionSamplingError as error:
         print(f"train.py: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before training started (the trainer handles Ctrl-C during training)
+        print("\ninterrupted before training started: nothing to resume; run the same command again",
+              file=sys.stderr)
+        return 130
+
+
+def train(args):
+    from attention_sampling.trainer import Trainer, saved_config
+
+    if args.resume:
+        run_dir = args.resume
+        saved = saved_config(run_dir)
+        # The data checks as the run made them, unless typed again.
+        dataset = open_dataset(args.data or saved["data"], saved["size"], saved["scale"],
+                               args.typed.get("max_pixels", saved.get("max_pixels", DEFAULT_MAX_PIXELS)),
+                               args.typed.get("bad_images", saved.get("bad_images", "stop")), not args.quiet)
+        # Only what was typed is compared with the saved run; the rest comes from it.
+        config = {**args.typed, "classes": dataset.classes, "image_shape": list(dataset.image_shape()),
+                  "image_list": image_list(dataset)}
+        if args.epochs:
+            config["epochs"] = args.epochs
+    else:
+        dataset = open_dataset(args.data, args.size, args.scale, args.max_pixels, args.bad_images, not args.quiet)
+        epochs = args.epochs or (PAPER_EPOCHS if args.data else EMBEDDED_EPOCHS)
+        run_dir = args.out or os.path.join("runs", f"S{args.size}-P{args.patches}-seed{args.seed}")
+        config = dict(data=os.path.abspath(dataset.root), classes=dataset.classes,
+                      image_shape=list(dataset.image_shape()), image_list=image_list(dataset), epochs=epochs,
+                      augment=not args.no_augment, **{key: getattr(args, key) for key in DEFAULTS})
+        check_settings(config)
+    trainer = Trainer(dataset, run_dir, config, resume=bool(args.resume),
+                      log=lambda line: print(line, file=sys.stderr), progress=not args.quiet)
+    check_settings(trainer.config)
+    counts = trainer.model.parameter_counts()
+    print(f"run: {run_dir}  ({len(trainer.train_indices)} train / {len(trainer.test_indices)} test images, "
+          f"classes {', '.join(dataset.classes)}; parameters: attention {counts['attention']}, "
+          f"features {counts['features']})", file=sys.stderr)
+    try:
+        history = trainer.fit()
+    except KeyboardInterrupt:
+        if os.path.exists(trainer.checkpoint_path):
+            print(f"\ninterrupted: state saved in {trainer.checkpoint_path}; "
+                  f"continue with: python train.py --resume {run_dir}", file=sys.stderr)
+        else:
+            print(f"\ninterrupted before the first batch: nothing to save; continue with: "
+                  f"python train.py --resume {run_dir}", file=sys.stderr)
+        return 130
+    if history:
+        last = history[-1]
+        print(f"done: test accuracy {last['test_accuracy']:.3f} after {last['epoch']} epochs; "
+              f"see: python evaluate.py {run_dir}", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":

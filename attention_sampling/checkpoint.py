@@ -10,6 +10,7 @@ import nn
 from .errors import AttentionSamplingError
 
 FORMAT = "attention-sampling-numpy/checkpoint/1"
+REQUIRED = {"config": dict, "epoch": int, "history": list, "rng": dict}
 
 
 def save_checkpoint(path, model, optimizer, rng, **meta):
@@ -30,16 +31,26 @@ def load_checkpoint(path):
         raise AttentionSamplingError(str(error)) from None
     try:
         meta = json.loads(str(arrays["meta"]))
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"format {meta.get('format')!r}")
-    except (KeyError, ValueError, TypeError) as error:
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ValueError(f"format {meta.get('format') if isinstance(meta, dict) else None!r}, "
+                             f"not {FORMAT!r}")
+        # What resume and evaluate read without further checks: a field missing here would be a traceback there.
+        for key, kind in REQUIRED.items():
+            if not isinstance(meta.get(key), kind):
+                raise ValueError(f"its meta data lacks {key!r}")
+    except KeyError:
+        raise AttentionSamplingError(f"{path}: not a checkpoint of this program (no meta data)") from None
+    except (ValueError, TypeError) as error:
         raise AttentionSamplingError(f"{path}: not a checkpoint of this program ({error})") from None
     model_state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
     adam_state = {k[len("adam/"):]: v for k, v in arrays.items() if k.startswith("adam/")}
     return {"meta": meta, "model": model_state, "adam": adam_state}
 
 
-def restore_rng(state):
+def restore_rng(state, path="checkpoint"):
     rng = np.random.default_rng()
-    rng.bit_generator.state = state
+    try:
+        rng.bit_generator.state = state
+    except (KeyError, TypeError, ValueError) as error:
+        raise AttentionSamplingError(f"{path}: unusable random-generator state ({error})") from None
     return rng

@@ -2,22 +2,68 @@
 
 ROOT/<class name>/<image files>: classes are the sub-folders sorted by name. Images are decoded lazily,
 one batch at a time, so memory does not grow with the data set; every image becomes 8-bit RGB.
+
+Folders nobody cleaned: `ImageFolder.validate` decodes every image once before training and sorts out
+the files that cannot be trained on (unreadable, empty, too small, too large, NaN pixels), so that a
+bad file stops the run before it starts, or is left out with a warning, instead of failing mid-epoch.
 """
+import hashlib
 import os
-from dataclasses import dataclass, field
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 
 import imageio.v3 as iio
 import numpy as np
+from PIL import Image
+from tqdm import tqdm
 
 from .errors import AttentionSamplingError
 
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+# Width x height above which an image is refused unread: a 100-megapixel RGB image already takes 1.2 GB
+# as float32 in a batch. A few bytes of PNG or TIFF can declare billions of pixels (a decompression bomb).
+DEFAULT_MAX_PIXELS = 100_000_000
+# How many bad files a stop message names before it says "and N more".
+LISTED = 10
+
+# Image.MAX_IMAGE_PIXELS is one global of Pillow's; the header probe lifts it for a moment (our own
+# limit is checked right after), so probes in several threads take turns.
+_PROBE_LOCK = threading.Lock()
+
+
+def _one_line(error):
+    """An exception as 'Type: message' on one line (decoders put newlines in their messages)."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"
+
+
+def check_pixels(path, height, width, max_pixels):
+    """AttentionSamplingError if height x width exceeds max_pixels (0 or None: no limit)."""
+    if max_pixels and height * width > max_pixels:
+        raise AttentionSamplingError(
+            f"{path}: image of {height}x{width} = {height * width:,} pixels is above --max-pixels {max_pixels:,} "
+            "(a decompression bomb, or raise the limit)")
+
+
+def image_size(path):
+    """(H, W) from the file's header, pixels not decoded; None if Pillow does not know the format."""
+    with _PROBE_LOCK:
+        limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None  # the caller compares the size with its own limit
+        try:
+            with Image.open(path) as image:
+                return image.height, image.width
+        except Exception:  # not a format Pillow knows (or a broken one): imageio will have its say
+            return None
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
 
 
 def to_rgb8(pixels, path="image"):
     """(H, W[, C]) any integer or float dtype -> (H, W, 3) uint8: grey is repeated, alpha dropped,
     16-bit scaled down by 257 (65535 -> 255), wider integers within 0..65535 taken as 16-bit,
-    floats taken as [0, 1]."""
+    floats taken as [0, 1] (NaN or infinite values are refused: no number to train on)."""
     pixels = np.asarray(pixels)
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
@@ -36,22 +82,67 @@ def to_rgb8(pixels, path="image"):
     if pixels.dtype == np.uint16:
         return (pixels // 257).astype(np.uint8)
     if np.issubdtype(pixels.dtype, np.floating):
+        if not np.isfinite(pixels).all():
+            raise AttentionSamplingError(f"{path}: image holds NaN or infinite pixel values")
         return np.clip(np.rint(pixels * 255), 0, 255).astype(np.uint8)
     if np.issubdtype(pixels.dtype, np.integer) or pixels.dtype == bool:
         top = 1 if pixels.dtype == bool else np.iinfo(pixels.dtype).max
-        return (pixels.astype(np.float64) * (255 / top)).round().astype(np.uint8)
+        # Signed types: negative values are below black, clipped rather than wrapped round to white.
+        return np.clip((pixels.astype(np.float64) * (255 / top)).round(), 0, 255).astype(np.uint8)
     raise AttentionSamplingError(f"{path}: unsupported pixel type {pixels.dtype}")
 
 
-def read_image(path):
-    """Decode one image file -> (H, W, 3) uint8, or AttentionSamplingError naming the file."""
+def read_image(path, max_pixels=DEFAULT_MAX_PIXELS):
+    """Decode one image file -> (H, W, 3) uint8, or AttentionSamplingError naming the file.
+
+    Never any other exception for a bad file. The header's width x height is compared with max_pixels
+    before a pixel is decoded (PNG, JPEG, BMP, TIFF: every format Pillow reads the header of; any other
+    is checked once decoded), and Pillow's own decompression-bomb limit is set to max_pixels as well.
+    """
     try:
-        pixels = iio.imread(path)
+        if os.path.getsize(path) == 0:
+            raise AttentionSamplingError(f"{path}: empty file (0 bytes)")
+    except OSError as error:
+        raise AttentionSamplingError(f"{path}: cannot read image ({_one_line(error)})") from None
+    size = image_size(path)
+    if size is not None:
+        check_pixels(path, *size, max_pixels)
+    with _PROBE_LOCK:
+        Image.MAX_IMAGE_PIXELS = max_pixels or None
+    try:
+        pixels = np.asarray(iio.imread(path))
     except Exception as error:  # imageio raises many types for a bad file; the user needs only which one
-        raise AttentionSamplingError(f"{path}: cannot read image ({type(error).__name__}: {error})") from None
+        if size is None and "backend" in str(error):  # imageio's "no plugin for this": its pip hints mislead
+            raise AttentionSamplingError(f"{path}: not an image file (or of a format none of imageio's "
+                                         "installed plugins reads)") from None
+        raise AttentionSamplingError(f"{path}: cannot read image ({_one_line(error)})") from None
+    if pixels.size == 0:  # a header declaring a zero side, or no page at all
+        raise AttentionSamplingError(f"{path}: image of shape {pixels.shape} has no pixels")
     if pixels.ndim == 4:  # a multi-page TIFF or an animation: the first frame
         pixels = pixels[0]
+    if pixels.ndim >= 2:
+        check_pixels(path, pixels.shape[0], pixels.shape[1], max_pixels)
     return to_rgb8(pixels, path)
+
+
+@dataclass
+class Validation:
+    """What ImageFolder.validate found: the size every image is brought to, and the files set aside."""
+
+    shape: tuple                                 # (H, W): the most common size among the good images
+    bad: list = field(default_factory=list)      # (path, message naming the path): left out, or fatal
+    resized: list = field(default_factory=list)  # (path, (h, w)): good, but resized to `shape` in batches
+
+    def bad_lines(self, limit=None):
+        """The bad files' messages joined on one line, at most `limit` of them, then 'and N more'."""
+        shown = [message for _, message in self.bad[:limit]]
+        more = len(self.bad) - len(shown)
+        return "; ".join(shown) + (f"; and {more} more" if more else "")
+
+    def resized_line(self, limit=LISTED):
+        shown = [f"{path} ({h}x{w})" for path, (h, w) in self.resized[:limit]]
+        more = len(self.resized) - len(shown)
+        return ", ".join(shown) + (f" and {more} more" if more else "")
 
 
 @dataclass
@@ -62,33 +153,110 @@ class ImageFolder:
     classes: list = field(default_factory=list)
     paths: list = field(default_factory=list)
     labels: np.ndarray = None
+    ignored: list = field(default_factory=list)  # files in class folders without an image extension
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    shape: tuple = None  # (H, W) every batch is brought to, once validated
 
     @classmethod
-    def scan(cls, root):
-        if not os.path.isdir(root):
+    def scan(cls, root, max_pixels=DEFAULT_MAX_PIXELS):
+        """List ROOT/<class>/<image>; hidden files and folders (.DS_Store, ._x.png) are not data."""
+        if not os.path.exists(root):
             raise AttentionSamplingError(f"--data {root}: no such folder")
-        classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
+        if not os.path.isdir(root):
+            raise AttentionSamplingError(f"--data {root}: not a folder (ROOT/<class>/<images> expected)")
+        try:
+            classes = sorted(d for d in os.listdir(root)
+                             if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
+        except OSError as error:
+            raise AttentionSamplingError(f"--data {root}: cannot list the folder ({error.strerror})") from None
         if len(classes) < 2:
-            raise AttentionSamplingError(f"--data {root}: needs at least two class folders, found {len(classes)}")
-        paths, labels = [], []
+            raise AttentionSamplingError(f"--data {root}: needs at least two class folders, found {len(classes)}"
+                                         + (f" ({classes[0]})" if classes else ""))
+        paths, labels, ignored = [], [], []
         for label, name in enumerate(classes):
             folder = os.path.join(root, name)
-            files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
+            try:
+                entries = sorted(f for f in os.listdir(folder) if not f.startswith("."))
+            except OSError as error:
+                raise AttentionSamplingError(f"{folder}: cannot list the class folder ({error.strerror})") from None
+            files = [f for f in entries if f.lower().endswith(IMAGE_EXTENSIONS)]
+            ignored += [os.path.join(folder, f) for f in entries
+                        if f not in files and not os.path.isdir(os.path.join(folder, f))]
             if not files:
                 raise AttentionSamplingError(f"{folder}: class folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
             paths += [os.path.join(folder, f) for f in files]
             labels += [label] * len(files)
-        return cls(root, classes, paths, np.array(labels, dtype=np.int64))
+        return cls(root, classes, paths, np.array(labels, dtype=np.int64), ignored, max_pixels)
 
     def __len__(self):
         return len(self.paths)
 
     def read(self, index):
-        return read_image(self.paths[index])
+        return read_image(self.paths[index], self.max_pixels)
 
     def image_shape(self):
-        """(H, W) of the first image: the size every batch is brought to."""
-        return self.read(0).shape[:2]
+        """(H, W) every batch is brought to: the validated common size, else the first image's."""
+        return tuple(self.shape) if self.shape is not None else self.read(0).shape[:2]
+
+    def digest(self):
+        """SHA-256 of the class/file names in order: a resumed run must see the very same images."""
+        names = "\n".join(os.path.relpath(path, self.root) for path in self.paths)
+        return hashlib.sha256(names.encode("utf-8", "surrogateescape")).hexdigest()
+
+    def validate(self, size=1, scale=1, on_bad="stop", progress=False, workers=None):
+        """Decode every image once -> (the data set to train on, Validation).
+
+        A file is bad if it cannot be decoded (truncated, corrupt, not an image, empty), has more than
+        max_pixels pixels, NaN pixels, or is smaller than the patch `size` or the `scale` factor.
+        on_bad 'stop': AttentionSamplingError naming the bad files (the first LISTED of them); 'skip': they
+        are left out (a class left with none is an error). Good images of another size than the most common
+        one are kept and listed: load_batch resizes them.
+        """
+        if on_bad not in ("stop", "skip"):
+            raise AttentionSamplingError(f"--bad-images must be stop or skip, got {on_bad!r}")
+
+        def check(path):
+            try:
+                height, width = read_image(path, self.max_pixels).shape[:2]
+            except AttentionSamplingError as error:
+                return None, str(error)
+            side = min(height, width)
+            if side < size or side < scale:
+                limits = [f"--size {size}"] * (side < size) + [f"--scale {scale}"] * (side < scale)
+                return None, f"{path}: image of {height}x{width} is smaller than {' and '.join(limits)}"
+            return (height, width), None
+
+        shapes, bad = [], []
+        # Decoding releases the GIL (zlib, libjpeg): a few threads check a folder of big images faster.
+        pool = ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1))
+        try:
+            with tqdm(total=len(self.paths), desc="checking images", unit="img", leave=False,
+                      disable=not progress) as bar:
+                for path, (shape, message) in zip(self.paths, pool.map(check, self.paths)):
+                    shapes.append(shape)
+                    if message is not None:
+                        bad.append((path, message))
+                    bar.update(1)
+        finally:
+            # Not `with pool`: on Ctrl-C that would wait for every image still queued.
+            pool.shutdown(wait=False, cancel_futures=True)
+        if bad and on_bad == "stop":
+            s = "s" if len(bad) > 1 else ""
+            raise AttentionSamplingError(
+                f"{len(bad)} bad image{s} (--bad-images stop): {Validation(None, bad).bad_lines(LISTED)}; "
+                f"fix or remove {'them' if s else 'it'}, or train without {'them' if s else 'it'}: --bad-images skip")
+        keep = [i for i, shape in enumerate(shapes) if shape is not None]
+        labels = self.labels[keep]
+        for label, name in enumerate(self.classes):
+            if not np.any(labels == label):
+                raise AttentionSamplingError(f"{os.path.join(self.root, name)}: no good image left in this class "
+                                             f"folder once the bad ones are skipped")
+        # The most common size (the first one seen among equals): one odd image does not resize the rest.
+        counts = Counter(shapes[i] for i in keep)
+        common = max(counts, key=lambda s: (counts[s], -shapes.index(s)))
+        resized = [(self.paths[i], shapes[i]) for i in keep if shapes[i] != common]
+        dataset = replace(self, paths=[self.paths[i] for i in keep], labels=labels, shape=common)
+        return dataset, Validation(common, bad, resized)
 
 
 def stratified_split(labels, test_fraction, seed):

@@ -47,8 +47,12 @@ def load_arrays(path):
             raise ValueError("not an .npz archive")
         with loaded as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as error:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({error})") from None
+    except Exception as error:
+        # Whatever the file is, the caller needs one answer: BadZipFile, a pickle refused (ValueError),
+        # zlib.error for a damaged member, NotImplementedError or RuntimeError for a compressed or
+        # encrypted zip of another program, MemoryError for a header declaring a huge array.
+        message = " ".join(str(error).split())  # one line, whatever the library put in it
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {message})") from None
     for key, value in arrays.items():
         if not isinstance(value, np.ndarray):  # NpzFile hands back raw bytes for a member that is not .npy
             raise CheckpointError(f"{path}: not a readable checkpoint (member {key!r} is not an array)")
