@@ -1,0 +1,66 @@
+"""Sequential: the chain rule through several layers, and the flat '<index>.<name>' views."""
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nn import (AvgPool2d, BatchNorm2d, Conv2d, Dense, GlobalAvgPool2d, GlobalMaxPool2d, L2Normalize,
+                LeakyReLU, Sequential)
+from tests.gradcheck import check_layer_gradients
+from tests.strategies import normal_array, seeds
+
+
+def small_network(channels, hidden, classes, kernel_size, seed, head="avg"):
+    """Conv -> BatchNorm -> LeakyReLU -> AvgPool -> Conv -> global pool -> Dense -> L2Normalize."""
+    return Sequential(
+        Conv2d(channels, hidden, kernel_size, "same", rng=seed),
+        BatchNorm2d(hidden),
+        LeakyReLU(0.1),
+        AvgPool2d(2),
+        Conv2d(hidden, hidden, 2, "valid", rng=seed + 1),
+        GlobalAvgPool2d() if head == "avg" else GlobalMaxPool2d(),
+        Dense(hidden, classes, rng=seed + 2),
+        L2Normalize(),
+    )
+
+
+def randomise_parameters(network, seed):
+    """Non-trivial values for every parameter (biases and batch-norm gamma/beta start at 0 and 1)."""
+    rng = np.random.default_rng(seed)
+    for value in network.params.values():
+        value[...] = rng.uniform(0.5, 1.5, value.shape) * rng.choice([-1, 1], value.shape)
+
+
+@settings(max_examples=20)
+@given(batch=st.integers(1, 2), side=st.integers(4, 5), channels=st.integers(1, 2), hidden=st.integers(1, 3),
+       classes=st.integers(2, 3), kernel_size=st.sampled_from([2, 3, (1, 3)]),
+       head=st.sampled_from(["avg", "max"]), seed=seeds, training=st.booleans())
+def test_gradients_match_finite_differences(batch, side, channels, hidden, classes, kernel_size, head, seed,
+                                            training):
+    """Input and every layer's parameter gradients of a whole network equal central differences."""
+    network = small_network(channels, hidden, classes, kernel_size, seed, head).astype(np.float64)
+    randomise_parameters(network, seed)
+    x = normal_array(seed + 3, (batch, side, side, channels))
+    check_layer_gradients(network, x, training=training, seed=seed)
+
+
+def test_parameters_are_exposed_flat_with_layer_index():
+    """params, grads and buffers are '<index>.<name>' views of the layers' own arrays (no copies)."""
+    network = Sequential(Conv2d(1, 2, 3, rng=0), BatchNorm2d(2), LeakyReLU(), Dense(2, 3, rng=1))
+    assert list(network.params) == ["0.weight", "0.bias", "1.gamma", "1.beta", "3.weight", "3.bias"]
+    assert list(network.grads) == list(network.params)
+    assert list(network.buffers) == ["1.running_mean", "1.running_var"]
+    assert network.params["3.weight"] is network[3].params["weight"]
+    assert network.buffers["1.running_var"] is network[1].buffers["running_var"]
+    assert network.num_parameters() == 2 * 9 + 2 + 2 + 2 + 2 * 3 + 3
+    assert len(network) == 4
+
+
+def test_astype_and_zero_grads_reach_every_layer():
+    """astype casts every layer's parameters and buffers; zero_grads clears every layer's gradients."""
+    network = Sequential(Conv2d(1, 2, 3, rng=0), BatchNorm2d(2), Dense(2, 3, rng=1)).astype(np.float64)
+    assert all(v.dtype == np.float64 for v in {**network.params, **network.buffers}.values())
+    x = normal_array(0, (2, 4, 4, 1))
+    network.backward(np.ones_like(network.forward(x)))
+    assert any(np.any(g != 0) for g in network.grads.values())
+    network.zero_grads()
+    assert all(np.all(g == 0) and g.shape == network.params[k].shape for k, g in network.grads.items())
