@@ -34,8 +34,9 @@ class Adam:
 
     def state_dict(self):
         state = {"t": np.array(self.t, dtype=np.int64)}
-        state.update({f"m/{k}": v for k, v in self.m.items()})
-        state.update({f"v/{k}": v for k, v in self.v.items()})
+        # Copies: a snapshot must not change as training goes on (t is copied by int() too).
+        state.update({f"m/{k}": v.copy() for k, v in self.m.items()})
+        state.update({f"v/{k}": v.copy() for k, v in self.v.items()})
         return state
 
     def load_state_dict(self, state):
