@@ -11,17 +11,19 @@ class AttentionNetwork(nn.Sequential):
 
     a(x): average-pool by the scale factor c, 3 x [conv 3x3, BN, leaky ReLU], a 1x1 linear conv to one
     logit per cell, and a log-softmax over all cells together. The pooling stays outside the layer chain:
-    nothing is learned below it, so its (image-sized) input gradient is never computed.
+    nothing is learned below it, so its (image-sized) input gradient is never computed; nor is the first
+    convolution's (input_gradient=False). The leaky ReLUs work in place on the batch norms' outputs.
     """
 
     def __init__(self, scale, in_channels=3, hidden=8, depth=3, rng=None, dtype=np.float32):
         rng = nn.init.default_rng(rng)
         layers = []
         channels = in_channels
-        for _ in range(depth):
-            layers += [nn.Conv2d(channels, hidden, 3, rng=rng, negative_slope=NEGATIVE_SLOPE, dtype=dtype),
+        for index in range(depth):
+            layers += [nn.Conv2d(channels, hidden, 3, rng=rng, negative_slope=NEGATIVE_SLOPE, dtype=dtype,
+                                 input_gradient=index > 0),
                        nn.BatchNorm2d(hidden, dtype=dtype),
-                       nn.LeakyReLU(NEGATIVE_SLOPE)]
+                       nn.LeakyReLU(NEGATIVE_SLOPE, inplace=True)]
             channels = hidden
         layers += [nn.Conv2d(channels, 1, 1, rng=rng, dtype=dtype), nn.SpatialLogSoftmax()]
         super().__init__(*layers)
@@ -41,15 +43,18 @@ class FeatureNetwork(nn.Sequential):
     """(M, S, S, 3) patches -> (M, C) unit-length class vectors.
 
     f: 4 x [conv 3x3 "same", leaky ReLU], global max pool, dense to C, L2-normalise.
+    backward fills the gradients and returns None: the first convolution skips dL/d(patches), which
+    nothing uses, and the leaky ReLUs work in place on the convolutions' outputs.
     """
 
     def __init__(self, n_classes, in_channels=3, hidden=16, depth=4, rng=None, dtype=np.float32):
         rng = nn.init.default_rng(rng)
         layers = []
         channels = in_channels
-        for _ in range(depth):
-            layers += [nn.Conv2d(channels, hidden, 3, rng=rng, negative_slope=NEGATIVE_SLOPE, dtype=dtype),
-                       nn.LeakyReLU(NEGATIVE_SLOPE)]
+        for index in range(depth):
+            layers += [nn.Conv2d(channels, hidden, 3, rng=rng, negative_slope=NEGATIVE_SLOPE, dtype=dtype,
+                                 input_gradient=index > 0),
+                       nn.LeakyReLU(NEGATIVE_SLOPE, inplace=True)]
             channels = hidden
         layers += [nn.GlobalMaxPool2d(), nn.Dense(channels, n_classes, rng=rng, dtype=dtype), nn.L2Normalize()]
         super().__init__(*layers)

@@ -80,7 +80,7 @@ def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight
         # Feature network: cross-entropy of eq. 1 per (image, replica), by backprop.
         features, logits = classify_patches(model, patches, attention_values, training=True)
         loss = loss_fn.forward(logits, replica_labels)
-        feature_loss_backward(model, features, attention_values, replica_labels, loss_fn)
+        grad_features = expected_logits_backward(loss_fn.backward(), attention_values)
         # Attention network: REINFORCE with a per-image baseline.
         rewards = patch_rewards(features, replica_labels).reshape(n, replicas * p)
         advantage = standardised_advantage(rewards)
@@ -93,7 +93,6 @@ def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight
         logits = expectation_logits(features, draw_weights)
         loss = loss_fn.forward(logits, replica_labels)
         grad_features, grad_per_draw = expectation_backward(loss_fn.backward(), features, draw_weights)
-        model.features.backward(grad_features.reshape(m * p, -1))
         rewards = patch_rewards(features, replica_labels).reshape(n, replicas * p)
         # The cross-entropy is already a mean over the n * replicas looks: its gradient needs no scaling.
         grad_log_attention = scatter_to_cells(grad_per_draw.reshape(n, -1), sampled.cells, map_shape)
@@ -101,7 +100,10 @@ def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight
     entropy = attention_entropy(sampled.log_attention)
     # Minimise -lambda H(a): spreading the attention is rewarded, so it does not collapse early.
     grad_log_attention -= entropy_weight * entropy_gradient(sampled.log_attention) / n
+    # The two backward passes are independent; the attention network's goes first so that its activations
+    # (image-sized at small c), freed as it goes, are gone before the feature network's gradients exist.
     model.attention.backward(grad_log_attention.astype(sampled.log_attention.dtype))
+    model.features.backward(grad_features.reshape(-1, grad_features.shape[-1]))
 
     optimizer.step(model.params, model.grads)
 

@@ -142,8 +142,6 @@ def numpy_train_step(model, optimizer, images, labels, rng, replicas, entropy_we
     loss_fn = nn.CrossEntropyLoss()
     loss = loss_fn.forward(logits, replica_labels)
     lap("eq.1 + cross-entropy")
-    feature_loss_backward(model, features, weights, replica_labels, loss_fn)
-    lap("feature backward")
 
     rewards = patch_rewards(features, replica_labels).reshape(n, replicas * p)
     advantage = standardised_advantage(rewards)
@@ -156,6 +154,9 @@ def numpy_train_step(model, optimizer, images, labels, rng, replicas, entropy_we
     lap("entropy gradient")
     model.attention.backward((grad_log_attention / n).astype(log_attention.dtype))
     lap("attention net backward")
+    # After the attention net's backward, as in training.py: its activations are freed first (peak memory).
+    feature_loss_backward(model, features, weights, replica_labels, loss_fn)
+    lap("feature backward")
 
     optimizer.step(model.params, model.grads)
     lap("optimizer")

@@ -1,7 +1,92 @@
-"""Batch normalisation over the channels of a channels-last tensor."""
+"""Batch normalisation over the channels of a channels-last tensor.
+
+Forward and backward are each two passes of Numba kernels over the (N·H·W, C) rows, with float64
+per-channel accumulators: NumPy would make four or five full-size temporaries
+(x - mean, its square, x_hat, x_hat·gamma, ...) and reduce over a strided axis for each statistic.
+Nothing full-size is cached: backward recomputes x_hat = (x - mean) · inv_std from the input.
+The kernels are memory-bound and run on one thread: waking Numba's thread pool costs more than it saves
+on a shared 2-core machine (nn/activations.py). The sums are still taken in `parts`
+(as many as threads) so that no single float64 accumulator sums millions of terms.
+"""
+import numba
 import numpy as np
+from numba import njit, prange
 
 from .layer import Layer
+
+
+@njit(cache=True)
+def _channel_sums(rows, centre, partial):
+    """partial[part] = sum over the part's rows of (rows - centre) and of its square, in float64."""
+    parts = partial.shape[0]
+    m, c = rows.shape
+    for part in prange(parts):
+        total = np.zeros(c, dtype=np.float64)
+        squares = np.zeros(c, dtype=np.float64)
+        for r in range(part * m // parts, (part + 1) * m // parts):
+            for k in range(c):
+                value = np.float64(rows[r, k]) - centre[k]
+                total[k] += value
+                squares[k] += value * value
+        partial[part, 0] = total
+        partial[part, 1] = squares
+    return partial
+
+
+@njit(cache=True)
+def _normalise(rows, mean, inv_std, gamma, beta, out):
+    """out = (rows - mean) · inv_std · gamma + beta, row by row."""
+    m, c = rows.shape
+    for r in prange(m):
+        for k in range(c):
+            out[r, k] = (rows[r, k] - mean[k]) * inv_std[k] * gamma[k] + beta[k]
+    return out
+
+
+@njit(cache=True)
+def _gradient_sums(grad_rows, rows, mean, inv_std, partial):
+    """partial[part] = sum of g and of g · x_hat over the part's rows, in float64."""
+    parts = partial.shape[0]
+    m, c = rows.shape
+    for part in prange(parts):
+        total = np.zeros(c, dtype=np.float64)
+        weighted = np.zeros(c, dtype=np.float64)
+        for r in range(part * m // parts, (part + 1) * m // parts):
+            for k in range(c):
+                g = np.float64(grad_rows[r, k])
+                total[k] += g
+                weighted[k] += g * ((np.float64(rows[r, k]) - mean[k]) * inv_std[k])
+        partial[part, 0] = total
+        partial[part, 1] = weighted
+    return partial
+
+
+@njit(cache=True)
+def _input_gradient(grad_rows, rows, mean, inv_std, scale, mean_g, mean_gx, out):
+    """out = scale · (g - mean_g - x_hat · mean_gx), with scale = gamma · inv_std."""
+    m, c = rows.shape
+    for r in prange(m):
+        for k in range(c):
+            x_hat = (rows[r, k] - mean[k]) * inv_std[k]
+            out[r, k] = scale[k] * (grad_rows[r, k] - mean_g[k] - x_hat * mean_gx[k])
+    return out
+
+
+def _parts(rows):
+    return max(1, min(numba.get_num_threads(), rows.shape[0]))
+
+
+def channel_moments(rows):
+    """(M, C) -> float64 per-channel mean and biased variance, two passes (the second about the mean)."""
+    c = rows.shape[1]
+    partial = _channel_sums(rows, np.zeros(c), np.zeros((_parts(rows), 2, c)))
+    mean = partial[:, 0].sum(axis=0) / rows.shape[0]
+    partial = _channel_sums(rows, mean, np.zeros((_parts(rows), 2, c)))
+    centred_sum, squares = partial.sum(axis=0)
+    # The second pass's sum of (x - mean) is rounding error only: subtracting its square (the textbook
+    # "corrected two-pass" formula) makes the variance exact to the last bits.
+    var = (squares - centred_sum * centred_sum / rows.shape[0]) / rows.shape[0]
+    return mean, np.maximum(var, 0.0)
 
 
 class BatchNorm2d(Layer):
@@ -13,7 +98,9 @@ class BatchNorm2d(Layer):
 
     Backward in training: every output depends on the whole batch through mean and var. With x_hat the
     normalised input, g_hat = g * gamma / sqrt(var + eps) and means over the m values of a channel,
-      dL/dx = g_hat - mean(g_hat) - x_hat * mean(g_hat * x_hat).
+      dL/dx = g_hat - mean(g_hat) - x_hat * mean(g_hat * x_hat)
+            = gamma / sqrt(var + eps) * (g - mean(g) - x_hat * mean(g * x_hat)),
+    and dL/dgamma = sum(g * x_hat), dL/dbeta = sum(g): one pass for the two sums, one for dL/dx.
     """
 
     def __init__(self, channels, momentum=0.1, eps=1e-5, dtype=np.float32):
@@ -27,38 +114,48 @@ class BatchNorm2d(Layer):
         self.zero_grads()
 
     def forward(self, x, training=True):
-        axes = (0, 1, 2)
         self.training = training
+        dtype = np.result_type(x.dtype, self.params["gamma"].dtype)
+        rows = np.ascontiguousarray(x, dtype=dtype).reshape(-1, x.shape[-1])
         if training:
-            mean = x.mean(axis=axes, dtype=np.float64).astype(x.dtype)
-            centred = x - mean
-            var = np.mean(np.square(centred), axis=axes, dtype=np.float64).astype(x.dtype)
-            m = x.size // x.shape[-1]
+            mean, var = channel_moments(rows)
+            mean, var = mean.astype(dtype), var.astype(dtype)
+            m = rows.shape[0]
             unbiased = var * (m / max(m - 1, 1))
             self.buffers["running_mean"] *= 1 - self.momentum
             self.buffers["running_mean"] += self.momentum * mean.astype(self.buffers["running_mean"].dtype)
             self.buffers["running_var"] *= 1 - self.momentum
             self.buffers["running_var"] += self.momentum * unbiased.astype(self.buffers["running_var"].dtype)
         else:
-            mean = self.buffers["running_mean"].astype(x.dtype)
-            var = self.buffers["running_var"].astype(x.dtype)
-            centred = x - mean
-        self.inv_std = (1.0 / np.sqrt(var + x.dtype.type(self.eps))).astype(x.dtype)
-        self.normalised = centred * self.inv_std
-        return self.normalised * self.params["gamma"] + self.params["beta"]
+            mean = self.buffers["running_mean"].astype(dtype)
+            var = self.buffers["running_var"].astype(dtype)
+        self.input_rows, self.input_shape = rows, x.shape
+        self.mean = mean
+        self.inv_std = (1.0 / np.sqrt(var + dtype.type(self.eps))).astype(dtype)
+        out = np.empty_like(rows)
+        _normalise(rows, mean, self.inv_std, self.params["gamma"].astype(dtype),
+                   self.params["beta"].astype(dtype), out)
+        return out.reshape(x.shape)
 
     def backward(self, grad_out):
-        axes = (0, 1, 2)
-        x_hat = self.normalised
-        self.grads["gamma"] = np.sum(grad_out * x_hat, axis=axes)
-        self.grads["beta"] = grad_out.sum(axis=axes)
-        g_hat = grad_out * (self.params["gamma"] * self.inv_std)
-        if not self.training:
-            return g_hat  # running statistics are constants
-        m = grad_out.size // grad_out.shape[-1]
-        mean_g = self.grads["beta"] * (self.params["gamma"] * self.inv_std) / m
-        mean_gx = self.grads["gamma"] * (self.params["gamma"] * self.inv_std) / m
-        return g_hat - mean_g - x_hat * mean_gx
+        rows = self.input_rows
+        grad_rows = np.ascontiguousarray(grad_out, dtype=rows.dtype).reshape(rows.shape)
+        partial = _gradient_sums(grad_rows, rows, self.mean.astype(np.float64), self.inv_std.astype(np.float64),
+                                 np.zeros((_parts(rows), 2, rows.shape[1])))
+        sum_g, sum_gx = partial.sum(axis=0)
+        gamma = self.params["gamma"]
+        self.grads["gamma"] = sum_gx.astype(gamma.dtype)
+        self.grads["beta"] = sum_g.astype(gamma.dtype)
+        scale = (gamma * self.inv_std).astype(rows.dtype)
+        m = rows.shape[0]
+        if self.training:
+            mean_g, mean_gx = (sum_g / m).astype(rows.dtype), (sum_gx / m).astype(rows.dtype)
+        else:  # running statistics are constants: dL/dx = g_hat
+            mean_g = mean_gx = np.zeros_like(scale)
+        out = np.empty_like(rows)
+        _input_gradient(grad_rows, rows, self.mean, self.inv_std, scale, mean_g, mean_gx, out)
+        self.input_rows = None  # one backward per forward: free the cache as soon as it is spent
+        return out.reshape(self.input_shape)
 
     def __repr__(self):
         return f"BatchNorm2d({self.params['gamma'].shape[0]})"

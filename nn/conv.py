@@ -31,11 +31,18 @@ class Conv2d(Layer):
       dL/dx       = g padded by k - 1 - pad, correlated with w flipped in space and C_in <-> C_out
     so the input gradient reuses the forward correlation kernel. Zero padding is never materialised:
     the kernels clip the taps at the borders (nn/conv_kernels.py).
+
+    backward releases the cached input (one backward per forward), so a network's activations are freed
+    layer by layer as its backward pass goes down instead of living until the next forward.
+    input_gradient=False: backward fills the parameter gradients and returns None. For a network's first
+    layer, whose input is data: dL/dx would cost as much as the forward pass and nothing would read it.
+    (negative_slope only scales the Kaiming initialisation for a following leaky ReLU.)
     """
 
     def __init__(self, in_channels, out_channels, kernel_size=3, padding="same", bias=True,
-                 rng=None, negative_slope=0.0, dtype=np.float32):
+                 rng=None, negative_slope=0.0, dtype=np.float32, input_gradient=True):
         super().__init__()
+        self.input_gradient = input_gradient
         kh, kw = (kernel_size, kernel_size) if np.isscalar(kernel_size) else tuple(kernel_size)
         if padding not in ("same", "valid"):
             raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
@@ -71,12 +78,22 @@ class Conv2d(Layer):
         kh, kw, c_in, _ = weight.shape
         top, _, left, _ = self.pads
         n, out_h, out_w, c_out = grad_out.shape
-        grad_weight = np.zeros(weight.shape, dtype=np.result_type(x.dtype, grad_out.dtype))
-        for start, stop in _chunks(n, out_h * out_w * conv_kernels.padded_channels(c_out) * grad_out.itemsize):
-            grad_weight += conv_kernels.weight_gradient(x[start:stop], grad_out[start:stop], kh, kw, top, left)
+        dtype = np.result_type(x.dtype, grad_out.dtype)
+        if kh == kw == 1:
+            # A 1x1 kernel: dL/dw = X^T G over all positions, one BLAS product (the tiled kernel would pad
+            # a 1-channel G to a whole register tile of zeros).
+            rows = np.ascontiguousarray(x, dtype=dtype).reshape(-1, c_in)
+            grad_weight = (rows.T @ np.ascontiguousarray(grad_out, dtype=dtype).reshape(-1, c_out))[None, None]
+        else:
+            grad_weight = np.zeros(weight.shape, dtype=dtype)
+            for start, stop in _chunks(n, out_h * out_w * conv_kernels.padded_channels(c_out) * grad_out.itemsize):
+                grad_weight += conv_kernels.weight_gradient(x[start:stop], grad_out[start:stop], kh, kw, top, left)
         self.grads["weight"] = grad_weight
         if "bias" in self.params:
             self.grads["bias"] = conv_kernels.channel_sum(grad_out)
+        self.input = None  # the cache is spent: drop it now, not at the next forward
+        if not self.input_gradient:
+            return None
         # dL/dx[a, b] = sum over i, j of g[a - i + top, b - j + left] @ w[i, j]^T: a correlation of g
         # with the kernel flipped in space and transposed, its padding mirrored to kh - 1 - top.
         flipped = np.ascontiguousarray(weight[::-1, ::-1].transpose(0, 1, 3, 2))
@@ -85,4 +102,5 @@ class Conv2d(Layer):
 
     def __repr__(self):
         kh, kw, c_in, c_out = self.params["weight"].shape
-        return f"Conv2d({c_in}, {c_out}, kernel_size=({kh}, {kw}), padding={self.padding!r})"
+        extra = "" if self.input_gradient else ", input_gradient=False"
+        return f"Conv2d({c_in}, {c_out}, kernel_size=({kh}, {kw}), padding={self.padding!r}{extra})"

@@ -86,37 +86,38 @@ def _correlate_kernel(block):
         # Columns q whose kw taps all land inside the image take the tiled path with no bounds checks.
         fast_lo = left
         fast_hi = min(out_w, width + left - kw + 1)
-        for n in prange(n_images):
-            for p in range(out_h):
-                i_lo = max(0, top - p)
-                i_hi = min(kh, height + top - p)
-                for ob in range(0, c_padded, block):
-                    q = 0
-                    while q < out_w:
-                        acc = _stack_zeros(PIXELS, block, x.dtype)
-                        if q >= fast_lo and q + PIXELS <= fast_hi:
-                            count = PIXELS
-                            for i in range(i_lo, i_hi):
-                                for j in range(kw):
-                                    for c in range(c_in):
-                                        for k in range(PIXELS):
-                                            value = x[n, p + i - top, q + k + j - left, c]
-                                            for o in range(block):
-                                                acc[k, o] += value * weight[i, j, c, ob + o]
-                        else:  # one pixel near the left or right border: clip the taps instead
-                            count = 1
-                            j_lo = max(0, left - q)
-                            j_hi = min(kw, width + left - q)
-                            for i in range(i_lo, i_hi):
-                                for j in range(j_lo, j_hi):
-                                    for c in range(c_in):
-                                        value = x[n, p + i - top, q + j - left, c]
+        # One output row per task, not one image: a single image (inference) still fills every thread.
+        for row in prange(n_images * out_h):
+            n, p = row // out_h, row % out_h
+            i_lo = max(0, top - p)
+            i_hi = min(kh, height + top - p)
+            for ob in range(0, c_padded, block):
+                q = 0
+                while q < out_w:
+                    acc = _stack_zeros(PIXELS, block, x.dtype)
+                    if q >= fast_lo and q + PIXELS <= fast_hi:
+                        count = PIXELS
+                        for i in range(i_lo, i_hi):
+                            for j in range(kw):
+                                for c in range(c_in):
+                                    for k in range(PIXELS):
+                                        value = x[n, p + i - top, q + k + j - left, c]
                                         for o in range(block):
-                                            acc[0, o] += value * weight[i, j, c, ob + o]
-                        for k in range(count):
-                            for o in range(min(block, c_out - ob)):
-                                out[n, p, q + k, ob + o] = acc[k, o] + bias[ob + o]
-                        q += count
+                                            acc[k, o] += value * weight[i, j, c, ob + o]
+                    else:  # one pixel near the left or right border: clip the taps instead
+                        count = 1
+                        j_lo = max(0, left - q)
+                        j_hi = min(kw, width + left - q)
+                        for i in range(i_lo, i_hi):
+                            for j in range(j_lo, j_hi):
+                                for c in range(c_in):
+                                    value = x[n, p + i - top, q + j - left, c]
+                                    for o in range(block):
+                                        acc[0, o] += value * weight[i, j, c, ob + o]
+                    for k in range(count):
+                        for o in range(min(block, c_out - ob)):
+                            out[n, p, q + k, ob + o] = acc[k, o] + bias[ob + o]
+                    q += count
         return out
 
     return correlate_kernel
@@ -195,7 +196,7 @@ def weight_gradient(x, grad_out, kh, kw, top, left):
     return partial.sum(axis=0)[..., :c_out]
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)  # memory-bound: one thread, no thread-pool wake-up (see nn/activations.py)
 def _channel_sum_kernel(rows, partial):
     parts = partial.shape[0]
     for part in prange(parts):
@@ -206,7 +207,7 @@ def _channel_sum_kernel(rows, partial):
 
 
 def channel_sum(grad_out):
-    """(N, H, W, C) -> (C,): the bias gradient, in one pass split across threads (NumPy's strided sum is serial)."""
+    """(N, H, W, C) -> (C,): the bias gradient, in one pass over the rows (NumPy's reduction over axis 0 is slower)."""
     rows = np.ascontiguousarray(grad_out).reshape(-1, grad_out.shape[-1])
     parts = max(1, min(numba.get_num_threads(), rows.shape[0]))
     partial = np.zeros((parts, rows.shape[1]), dtype=grad_out.dtype)

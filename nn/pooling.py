@@ -1,7 +1,77 @@
-"""Spatial pooling, channels-last."""
+"""Spatial pooling, channels-last.
+
+The pools the method runs on mega-pixel images and on hundreds of patches are Numba loops: NumPy's
+`reshape(n, ho, f, wo, f, c).mean(axis=(2, 4))` reduces over two strided axes (one slow pass per
+axis with a temporary), and `argmax` followed by `take_along_axis` reads the input twice. Each kernel
+here reads its input once, in memory order, on one thread (memory-bound: see nn/activations.py for why not a
+thread pool).
+"""
 import numpy as np
+from numba import njit, prange
 
 from .layer import Layer
+
+
+@njit(cache=True)
+def _average_pool_kernel(rows, factor, channels, out):
+    """rows (N, H, W·C), out (N, H // f, (W // f)·C): each output row sums its f input rows in order."""
+    n, out_h, out_row = out.shape
+    out_w = out_row // channels
+    norm = out.dtype.type(factor * factor)
+    for item in prange(n * out_h):
+        image, p = item // out_h, item % out_h
+        target = out[image, p]
+        target[:] = 0
+        for i in range(factor):
+            source = rows[image, p * factor + i]
+            for q in range(out_w):
+                for j in range(factor):
+                    start = (q * factor + j) * channels
+                    for k in range(channels):
+                        target[q * channels + k] += source[start + k]
+        for t in range(out_row):
+            target[t] /= norm
+    return out
+
+
+@njit(cache=True)
+def _average_pool_backward_kernel(grad_out, factor, channels, grad_rows):
+    """grad_out (N, H // f, (W // f)·C) -> grad_rows (N, H, W·C): g / f^2 over each block, zeros beyond."""
+    n, height, row_length = grad_rows.shape
+    out_h, out_row = grad_out.shape[1], grad_out.shape[2]
+    out_w = out_row // channels
+    norm = grad_rows.dtype.type(factor * factor)
+    for item in prange(n * height):
+        image, r = item // height, item % height
+        target = grad_rows[image, r]
+        target[:] = 0
+        p = r // factor
+        if p >= out_h:
+            continue  # a dropped row: zero gradient
+        source = grad_out[image, p]
+        for q in range(out_w):
+            for j in range(factor):
+                start = (q * factor + j) * channels
+                for k in range(channels):
+                    target[start + k] = source[q * channels + k] / norm
+    return grad_rows
+
+
+@njit(cache=True)
+def _global_max_pool_kernel(x, out, argmax):
+    """x (N, H·W, C) -> out (N, C) and argmax (N, C): one pass per image; `>` keeps the first maximum."""
+    n, positions, c = x.shape
+    for image in prange(n):
+        for k in range(c):
+            out[image, k] = x[image, 0, k]
+            argmax[image, k] = 0
+        for position in range(1, positions):
+            for k in range(c):
+                value = x[image, position, k]
+                if value > out[image, k]:
+                    out[image, k] = value
+                    argmax[image, k] = position
+    return out
 
 
 class AvgPool2d(Layer):
@@ -22,19 +92,18 @@ class AvgPool2d(Layer):
         n, h, w, c = x.shape
         self.input_shape = x.shape
         ho, wo = h // f, w // f
-        blocks = x[:, : ho * f, : wo * f, :].reshape(n, ho, f, wo, f, c)
-        return blocks.mean(axis=(2, 4), dtype=x.dtype)
+        # A float32 sum of f^2 values: the same order of rounding as NumPy's mean in x's dtype.
+        rows = np.ascontiguousarray(x).reshape(n, h, w * c)
+        out = np.empty((n, ho, wo * c), dtype=x.dtype)
+        return _average_pool_kernel(rows, f, c, out).reshape(n, ho, wo, c)
 
     def backward(self, grad_out):
         f = self.factor
         n, h, w, c = self.input_shape
         ho, wo = grad_out.shape[1:3]
-        grad_in = np.zeros(self.input_shape, dtype=grad_out.dtype)
-        share = grad_out / grad_out.dtype.type(f * f)
-        grad_in[:, : ho * f, : wo * f, :] = np.broadcast_to(
-            share[:, :, None, :, None, :], (n, ho, f, wo, f, c)
-        ).reshape(n, ho * f, wo * f, c)
-        return grad_in
+        grad_rows = np.empty((n, h, w * c), dtype=grad_out.dtype)
+        source = np.ascontiguousarray(grad_out).reshape(n, ho, wo * c)
+        return _average_pool_backward_kernel(source, f, c, grad_rows).reshape(self.input_shape)
 
     def __repr__(self):
         return f"AvgPool2d({self.factor})"
@@ -46,12 +115,14 @@ class GlobalMaxPool2d(Layer):
     def forward(self, x, training=True):
         n, h, w, c = x.shape
         self.input_shape = x.shape
-        flat = x.reshape(n, h * w, c)
-        self.argmax = flat.argmax(axis=1)  # (N, C)
-        return np.take_along_axis(flat, self.argmax[:, None, :], axis=1)[:, 0, :]
+        flat = np.ascontiguousarray(x).reshape(n, h * w, c)
+        out = np.empty((n, c), dtype=x.dtype)
+        self.argmax = np.empty((n, c), dtype=np.int64)  # (N, C) flat positions
+        return _global_max_pool_kernel(flat, out, self.argmax)
 
     def backward(self, grad_out):
         n, h, w, c = self.input_shape
+        # np.zeros maps zeroed pages lazily: only the pages the next layer's backward touches cost anything.
         grad_in = np.zeros((n, h * w, c), dtype=grad_out.dtype)
         np.put_along_axis(grad_in, self.argmax[:, None, :], grad_out[:, None, :], axis=1)
         return grad_in.reshape(self.input_shape)

@@ -1,0 +1,1 @@
+"""Benchmark scripts that print tables (never assert on time); `python -m benchmarks` runs benchmarks/run.py."""

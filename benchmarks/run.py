@@ -1,0 +1,301 @@
+"""The issue-#5 benchmark in one table: attention sampling in NumPy + Numba against PyTorch, same run.
+
+    python -m benchmarks                       # c = 4 and 8, 10 timed calls each, PyTorch if importable
+    python benchmarks/run.py --repeat 20 --no-torch
+    python benchmarks/run.py --full-batch 2 --full-repeat 3   # a lighter full-resolution CNN row
+
+Rows (8 images 1040 x 1388 x 3 float32, 3 classes, the paper's P = 20 patches of S = 50, 4 replicas):
+  train step c=...     training.train_step on 8 images (the attention net once per image, 640 patches)
+  predict 1 image c=.. training.predict on one image (evaluation mode, P = 20 patches)
+  full-res CNN ...     the alternative attention sampling argues against: the feature network
+                       (4 x [conv 3x3·16, leaky ReLU], global max, dense, L2) run over whole images,
+                       one training step (forward, cross-entropy, backward, Adam) on --full-batch images
+
+Columns: the median of --repeat calls after --warmup untimed ones (the first of which is reported on its
+own: Numba compiling or loading its cache); GMAC, the analytic multiply-adds of the convolutions and the
+dense layer (backward: dL/dw of every layer, dL/dx of every layer but each network's first, which takes
+data); GFLOP/s = 2 x GMAC / median; peak RSS (VmHWM) of a fresh process that ran only that row's
+workload (the predict rows run in the train step's process after it, so their peak is the step's).
+PyTorch is benchmarks/torch_model.py: the same model, channels-last, float32, --torch-threads threads,
+with autograd; numpy/torch is the ratio of the two medians.
+
+Every measurement runs in its own fresh process (this script with --child), one after the other, so a
+peak RSS is one implementation's alone and both implementations see the same machine within minutes.
+The machine may be shared: compare ratios within one run. Nothing here asserts on time.
+
+Projection: a 300-epoch run on a 374-image set with batches of 8 is 300 x ceil(374 / 8) train steps;
+hours = that x the median step (data loading and augmentation not included).
+"""
+import argparse
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)                   # common.py, bench_step.py, torch_model.py
+sys.path.insert(1, os.path.dirname(HERE))  # the project root: nn/ and attention_sampling/, without installing
+
+from bench_step import (CHANNELS, ENTROPY_WEIGHT, FEATURE_CONVS, FEATURE_DENSE, HEIGHT, LEARNING_RATE,  # noqa: E402
+                        N_CLASSES, N_IMAGES, N_PATCHES, PATCH_SIZE, REPLICAS, WIDTH, make_batch, step_macs)
+from common import current_rss_bytes, peak_rss_bytes, print_table, python_environment, time_calls  # noqa: E402
+
+EPOCHS, DATASET_IMAGES = 300, 374  # the paper's colon-cancer run: 300 epochs over 374 training images
+
+
+def full_resolution_macs(n_images):
+    """Multiply-adds of one training step of the feature network over n whole images."""
+    forward = sum(k * k * c_in * c_out for k, c_in, c_out in FEATURE_CONVS)
+    input_grads = sum(k * k * c_in * c_out for k, c_in, c_out in FEATURE_CONVS[1:])
+    dense = FEATURE_DENSE[0] * FEATURE_DENSE[1]
+    return n_images * (HEIGHT * WIDTH * (2 * forward + input_grads) + 3 * dense)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Children: one workload, one implementation, in this process -> JSON
+# ---------------------------------------------------------------------------------------------------------
+
+def numpy_attention_sampling(scale, args):
+    import nn
+    from attention_sampling.models import AttentionSamplingModel
+    from attention_sampling.training import predict, train_step
+
+    images, labels = make_batch(args.seed)
+    model = AttentionSamplingModel(N_CLASSES, scale=scale, patch_size=PATCH_SIZE, n_patches=N_PATCHES,
+                                   seed=args.seed)
+    optimizer = nn.Adam(LEARNING_RATE)
+    rng = np.random.default_rng(args.seed)
+    result = {"rss_before": current_rss_bytes()}
+    result["step_first"], steps = time_calls(
+        lambda: train_step(model, optimizer, images, labels, rng, replicas=REPLICAS, entropy_weight=ENTROPY_WEIGHT),
+        args.warmup, args.repeat)
+    result["step"] = float(np.median(steps))
+    result["predict_first"], predicts = time_calls(lambda: predict(model, images[:1], rng), args.warmup,
+                                                   args.repeat)
+    result["predict"] = float(np.median(predicts))
+    result["peak_rss"] = peak_rss_bytes()
+    return result
+
+
+def torch_attention_sampling(scale, args):
+    import torch
+    import torch_model
+
+    torch.set_num_threads(args.torch_threads)
+    torch.manual_seed(args.seed)
+    images, labels = make_batch(args.seed)
+    images, labels = torch.from_numpy(images), torch.from_numpy(labels)
+    model = torch_model.AttentionSampling(N_CLASSES, scale=scale, patch_size=PATCH_SIZE, n_patches=N_PATCHES)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+    generator = torch.Generator().manual_seed(args.seed)
+    result = {"rss_before": current_rss_bytes()}
+    result["step_first"], steps = time_calls(
+        lambda: torch_model.train_step(model, optimizer, images, labels, generator, REPLICAS, ENTROPY_WEIGHT),
+        args.warmup, args.repeat)
+    result["step"] = float(np.median(steps))
+    result["predict_first"], predicts = time_calls(lambda: torch_model.predict(model, images[:1], generator),
+                                                   args.warmup, args.repeat)
+    result["predict"] = float(np.median(predicts))
+    result["peak_rss"] = peak_rss_bytes()
+    return result
+
+
+def numpy_full_resolution(args):
+    """The feature network over --full-batch whole images: one training step, as the patches' would be."""
+    import nn
+    from attention_sampling.models import FeatureNetwork
+
+    images, labels = make_batch(args.seed, n=args.full_batch)
+    network = FeatureNetwork(N_CLASSES, CHANNELS, rng=args.seed)
+    optimizer = nn.Adam(LEARNING_RATE)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step():
+        logits = network.forward(images, True)
+        loss_fn.forward(logits, labels)
+        network.backward(loss_fn.backward())
+        optimizer.step(network.params, network.grads)
+
+    result = {"rss_before": current_rss_bytes()}
+    result["step_first"], steps = time_calls(step, args.full_warmup, args.full_repeat)
+    result["step"] = float(np.median(steps))
+    result["peak_rss"] = peak_rss_bytes()
+    return result
+
+
+def torch_full_resolution(args):
+    import torch
+    import torch.nn.functional as F
+    import torch_model
+
+    torch.set_num_threads(args.torch_threads)
+    torch.manual_seed(args.seed)
+    images, labels = make_batch(args.seed, n=args.full_batch)
+    pixels = torch.from_numpy(images).permute(0, 3, 1, 2)  # a channels-last NCHW view, no copy
+    labels = torch.from_numpy(labels)
+    network = torch_model.feature_network(N_CLASSES, CHANNELS).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(network.parameters(), lr=LEARNING_RATE)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(network(pixels), labels).backward()
+        optimizer.step()
+
+    result = {"rss_before": current_rss_bytes()}
+    result["step_first"], steps = time_calls(step, args.full_warmup, args.full_repeat)
+    result["step"] = float(np.median(steps))
+    result["peak_rss"] = peak_rss_bytes()
+    return result
+
+
+def run_child_here(args):
+    impl, workload = args.child.split(":")
+    if workload == "full":
+        measure = numpy_full_resolution if impl == "numpy" else torch_full_resolution
+        return measure(args)
+    measure = numpy_attention_sampling if impl == "numpy" else torch_attention_sampling
+    return measure(int(workload), args)
+
+
+def numba_first_call(args):
+    """A fresh process, empty Numba cache: import, then the first train_step (compiling every kernel)."""
+    start = time.perf_counter()
+    import nn
+    from attention_sampling.models import AttentionSamplingModel
+    from attention_sampling.training import train_step
+    imported = time.perf_counter() - start
+    images, labels = make_batch(args.seed, n=2, height=260, width=348)
+    model = AttentionSamplingModel(N_CLASSES, scale=4, patch_size=PATCH_SIZE, n_patches=N_PATCHES, seed=args.seed)
+    rng = np.random.default_rng(args.seed)
+    times = []
+    for _ in range(2):  # the second call shows what a small step costs once compiled
+        start = time.perf_counter()
+        train_step(model, nn.Adam(LEARNING_RATE), images, labels, rng, replicas=REPLICAS)
+        times.append(time.perf_counter() - start)
+    return {"import": imported, "first": times[0], "second": times[1]}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The driver
+# ---------------------------------------------------------------------------------------------------------
+
+def child(spec, args, numba_cache):
+    """This script in a fresh process for one measurement -> its JSON result."""
+    command = [sys.executable, os.path.abspath(__file__), "--child", spec, "--repeat", str(args.repeat),
+               "--warmup", str(args.warmup), "--seed", str(args.seed), "--torch-threads", str(args.torch_threads),
+               "--full-batch", str(args.full_batch), "--full-repeat", str(args.full_repeat),
+               "--full-warmup", str(args.full_warmup)]
+    environment = dict(os.environ, NUMBA_CACHE_DIR=numba_cache)
+    print(f"  measuring {spec} in a fresh process ...", file=sys.stderr, flush=True)
+    finished = subprocess.run(command, env=environment, stdout=subprocess.PIPE, text=True, check=True)
+    return json.loads(finished.stdout.strip().splitlines()[-1])
+
+
+def ms(seconds):
+    return None if seconds is None else f"{seconds * 1e3:.1f}"
+
+
+def mb(size):
+    return None if size is None else f"{size / 2**20:.0f}"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=10, help="timed calls per row (default 10)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls first, the first included (default 2)")
+    parser.add_argument("--scales", type=int, nargs="+", default=[4, 8], help="attention down-scaling c (default 4 8)")
+    parser.add_argument("--full-batch", type=int, default=8,
+                        help="images per full-resolution CNN step (default 8; 0 skips the row)")
+    parser.add_argument("--full-repeat", type=int, default=3, help="timed full-resolution steps (default 3)")
+    parser.add_argument("--full-warmup", type=int, default=1, help="untimed full-resolution steps (default 1)")
+    parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is importable")
+    parser.add_argument("--torch-threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # "numpy:4", "torch:8", "numpy:full", "numpy:first"
+    args = parser.parse_args(argv)
+    if args.repeat < 1 or args.full_repeat < 1:
+        parser.error("--repeat and --full-repeat must be at least 1")
+
+    if args.child:
+        result = numba_first_call(args) if args.child == "numpy:first" else run_child_here(args)
+        print(json.dumps(result))
+        return 0
+
+    use_torch = not args.no_torch and importlib.util.find_spec("torch") is not None
+    impls = ["numpy"] + (["torch"] if use_torch else [])
+    print(python_environment())
+    if use_torch:
+        import torch
+        print(f"torch {torch.__version__}, {args.torch_threads} threads, channels_last")
+    print(f"{N_IMAGES} images {HEIGHT}x{WIDTH}x{CHANNELS} float32, {REPLICAS} replicas x P={N_PATCHES} patches "
+          f"of S={PATCH_SIZE}; median of {args.repeat} calls after {args.warmup} warm-up "
+          f"(full-resolution CNN: {args.full_repeat} after {args.full_warmup}, batch {args.full_batch})")
+
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="benchmarks_numba_") as numba_cache:
+        first_call = child("numpy:first", args, numba_cache)  # compiles into the empty cache
+        for scale in args.scales:
+            for impl in impls:
+                results[(impl, scale)] = child(f"{impl}:{scale}", args, numba_cache)
+        if args.full_batch:
+            for impl in impls:
+                results[(impl, "full")] = child(f"{impl}:full", args, numba_cache)
+
+    rows = []
+
+    def add_row(label, key, field, macs, show_peak=True):
+        cells = [label]
+        values = {impl: results[(impl, key)][field] for impl in impls}
+        cells.append(ms(values["numpy"]))
+        if use_torch:
+            cells += [ms(values["torch"]), f"{values['numpy'] / values['torch']:.2f}"]
+        cells.append(f"{macs / 1e9:.2f}")
+        cells += [f"{2 * macs / values[impl] / 1e9:.1f}" for impl in impls]
+        cells += [mb(results[(impl, key)]["peak_rss"]) if show_peak else '"' for impl in impls]
+        rows.append(cells)
+
+    for scale in args.scales:
+        macs = step_macs(scale)
+        add_row(f"train step c={scale}", scale, "step", macs["step"])
+    for scale in args.scales:
+        macs = step_macs(scale)
+        add_row(f"predict 1 image c={scale}", scale, "predict", macs["predict"], show_peak=False)
+    if args.full_batch:
+        add_row(f"full-res CNN step, {args.full_batch} images", "full", "step", full_resolution_macs(args.full_batch))
+
+    headers = ["ms (median)", "numpy"] + (["torch", "numpy/torch"] if use_torch else []) + ["GMAC"]
+    headers += [f"GFLOP/s {impl}" for impl in impls] + [f"peak MB {impl}" for impl in impls]
+    print()
+    print_table(headers, rows)
+    print('(" : the predict rows run after the train step in the same process; their peak is the step\'s)')
+
+    steps_per_run = EPOCHS * math.ceil(DATASET_IMAGES / N_IMAGES)
+    print(f"\nProjection: {EPOCHS} epochs x ceil({DATASET_IMAGES}/{N_IMAGES}) = {steps_per_run} train steps "
+          f"(data loading and augmentation not included)")
+    for scale in args.scales:
+        print("  " + ", ".join(f"c={scale} {impl}: {steps_per_run * results[(impl, scale)]['step'] / 3600:.2f} h"
+                               for impl in impls))
+    if args.full_batch:
+        per_image = {impl: results[(impl, "full")]["step"] / args.full_batch for impl in impls}
+        print("  full-res CNN: " + ", ".join(f"{impl} {EPOCHS * DATASET_IMAGES * per_image[impl] / 3600:.1f} h"
+                                            for impl in impls)
+              + f" ({', '.join(f'{impl} {per_image[impl] * 1e3:.0f} ms' for impl in impls)} per image)")
+
+    print("\nFirst calls, seconds")
+    print(f"  numpy, empty Numba cache: import {first_call['import']:.2f}, first train_step (compiles every "
+          f"kernel; 2 images 260x348) {first_call['first']:.2f}, the same step again {first_call['second']:.2f}")
+    for scale in args.scales:
+        print(f"  c={scale}, cache loaded: " + ", ".join(
+            f"{impl} first train_step {results[(impl, scale)]['step_first']:.2f} "
+            f"(median {results[(impl, scale)]['step']:.2f})" for impl in impls))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
