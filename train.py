@@ -18,7 +18,7 @@ from attention_sampling.errors import AttentionSamplingError
 
 PAPER_EPOCHS = 300
 # The embedded data set is learnt long before 300 epochs; this keeps the default run near 15 minutes.
-EMBEDDED_EPOCHS = 30
+EMBEDDED_EPOCHS = 20
 
 
 def positive_int(text):
