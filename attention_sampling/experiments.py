@@ -72,6 +72,12 @@ def train_one(dataset, run_dir, config, log):
             "seconds": round(sum(row["seconds"] for row in history), 1)}
 
 
+def mean_std(rows, key, digits):
+    """'mean ± std' of one column over the runs of a setting (std over seeds, 0 for one run)."""
+    values = np.array([float(r[key]) for r in rows])
+    return f"{values.mean():.{digits}f} ± {values.std():.{digits}f}"
+
+
 def summarise(rows, grid):
     """-> table text in the paper's layout: one line per (S, P) with mean ± std over seeds."""
     lines = [f"{'S':>4} {'P':>4} {'runs':>5}  {'train accuracy':>16}  {'test accuracy':>16}  {'time (s)':>14}"]
@@ -79,13 +85,8 @@ def summarise(rows, grid):
         chosen = [r for r in rows if int(r["size"]) == size and int(r["patches"]) == patches]
         if not chosen:
             continue
-
-        def stat(key, digits):
-            values = np.array([float(r[key]) for r in chosen])
-            return f"{values.mean():.{digits}f} ± {values.std():.{digits}f}"
-
-        lines.append(f"{size:>4} {patches:>4} {len(chosen):>5}  {stat('train_accuracy', 3):>16}  "
-                     f"{stat('test_accuracy', 3):>16}  {stat('seconds', 0):>14}")
+        lines.append(f"{size:>4} {patches:>4} {len(chosen):>5}  {mean_std(chosen, 'train_accuracy', 3):>16}  "
+                     f"{mean_std(chosen, 'test_accuracy', 3):>16}  {mean_std(chosen, 'seconds', 0):>14}")
     return "\n".join(lines)
 
 
@@ -206,13 +207,9 @@ def summarise_compare(rows):
             chosen = [r for r in rows if r["dataset"] == dataset_name and r["method"] == method]
             if not chosen:
                 continue
-
-            def stat(key, digits):
-                values = np.array([float(r[key]) for r in chosen])
-                return f"{values.mean():.{digits}f} ± {values.std():.{digits}f}"
-
-            lines.append(f"| {dataset_name} | {method} | {len(chosen)} | {stat('test_accuracy', 3)} | "
-                         f"{stat('train_accuracy', 3)} | {stat('seconds', 0)} | {stat('peak_mb', 0)} |")
+            lines.append(f"| {dataset_name} | {method} | {len(chosen)} | {mean_std(chosen, 'test_accuracy', 3)} | "
+                         f"{mean_std(chosen, 'train_accuracy', 3)} | {mean_std(chosen, 'seconds', 0)} | "
+                         f"{mean_std(chosen, 'peak_mb', 0)} |")
     return "\n".join(lines)
 
 

@@ -9,6 +9,20 @@ from numba import njit
 
 
 @njit(cache=True)
+def _first_above(cdf, target):
+    """Binary search: the first index whose cdf exceeds target. A cell of zero mass is never returned,
+    because its cdf equals the one before it."""
+    low, high = 0, cdf.shape[0] - 1
+    while low < high:
+        middle = (low + high) // 2
+        if cdf[middle] > target:
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
+@njit(cache=True)
 def _sample_with_replacement(probabilities, uniforms):
     """(N, K) float, (N, P) uniforms in [0, 1) -> (N, P) int64 flat cell indices, independent draws."""
     n, k = probabilities.shape
@@ -22,17 +36,7 @@ def _sample_with_replacement(probabilities, uniforms):
             total += probabilities[row, cell]
             cdf[cell] = total
         for draw in range(p):
-            target = uniforms[row, draw] * total
-            # Binary search for the first cdf[cell] > target; cells of zero mass are never chosen
-            # because their cdf equals the one before them.
-            low, high = 0, k - 1
-            while low < high:
-                middle = (low + high) // 2
-                if cdf[middle] > target:
-                    high = middle
-                else:
-                    low = middle + 1
-            indices[row, draw] = low
+            indices[row, draw] = _first_above(cdf, uniforms[row, draw] * total)
     return indices
 
 
@@ -56,16 +60,9 @@ def _sample_without_replacement(probabilities, uniforms):
             for cell in range(k):
                 total += mass[cell]
                 cdf[cell] = total
-            target = uniforms[row, draw] * total
-            low, high = 0, k - 1
-            while low < high:
-                middle = (low + high) // 2
-                if cdf[middle] > target:
-                    high = middle
-                else:
-                    low = middle + 1
-            indices[row, draw] = low
-            mass[low] = 0.0
+            chosen = _first_above(cdf, uniforms[row, draw] * total)
+            indices[row, draw] = chosen
+            mass[chosen] = 0.0
     return indices
 
 
