@@ -160,7 +160,8 @@ def run_in_subprocess(config):
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stdout, stderr = process.communicate()
     if process.returncode != 0:
-        raise AttentionSamplingError(f"run {config.get('run_dir')} failed: {stderr.strip().splitlines()[-1:]}")
+        last_line = (stderr.strip().splitlines() or [f"exit code {process.returncode}"])[-1]
+        raise AttentionSamplingError(f"run {config.get('run_dir')} failed: {last_line}")
     result = json.loads(stdout.strip().splitlines()[-1])
     return result
 
