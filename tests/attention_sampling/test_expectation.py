@@ -38,6 +38,13 @@ def draw_gradient(logits, cells, features, grad_logits, replace):
     return layer.backward(scatter_to_cells(per_draw, cells[None], logits.shape[1:]))
 
 
+def gradient_problem(problem):
+    """(h, w, P, seed) -> P (at most h w), a generator, logits (1, h, w), features (h, w, 3), g (3,)."""
+    h, w, p, seed = problem
+    rng = np.random.default_rng(seed)
+    return min(p, h * w), rng, rng.standard_normal((1, h, w)), rng.standard_normal((h, w, 3)), rng.standard_normal(3)
+
+
 def exact_gradient(logits, features, grad_logits):
     """d/dz sum_k a_k (g . f_k) = a_k (v_k - sum_j a_j v_j) with v = g . f."""
     attention = nn.softmax(logits, axis=(1, 2))
@@ -66,12 +73,7 @@ def test_estimate_of_the_expectation_is_unbiased(problem, replace):
 @given(problems, st.booleans())
 def test_gradient_estimate_enumerated_equals_exact_gradient(problem, replace):
     """The expected gradient estimate equals the exact gradient of g . E_a[f] wrt the attention logits."""
-    h, w, p, seed = problem
-    p = min(p, h * w)
-    rng = np.random.default_rng(seed)
-    logits = rng.standard_normal((1, h, w))
-    features = rng.standard_normal((h, w, 3))
-    grad_logits = rng.standard_normal(3)
+    p, rng, logits, features, grad_logits = gradient_problem(problem)
     attention = nn.softmax(logits, axis=(1, 2))[0]
     expected = np.zeros_like(logits)
     for cells, probability in outcomes(attention, p, replace):
@@ -83,12 +85,7 @@ def test_gradient_estimate_enumerated_equals_exact_gradient(problem, replace):
 @given(problems, st.booleans())
 def test_gradient_monte_carlo_mean_within_standard_error(problem, replace):
     """Averaged over draws of the real sampler, the gradient estimate lands within 4.5 standard errors."""
-    h, w, p, seed = problem
-    p = min(p, h * w)
-    rng = np.random.default_rng(seed)
-    logits = rng.standard_normal((1, h, w))
-    features = rng.standard_normal((h, w, 3))
-    grad_logits = rng.standard_normal(3)
+    p, rng, logits, features, grad_logits = gradient_problem(problem)
     draws = 8000
     attention = nn.softmax(logits, axis=(1, 2))
     cells = sample_cells(np.repeat(attention, draws, axis=0), p, rng, replace=replace)
@@ -98,7 +95,7 @@ def test_gradient_monte_carlo_mean_within_standard_error(problem, replace):
                                        weights)
     layer = nn.SpatialLogSoftmax()
     layer.forward(np.repeat(logits, draws, axis=0))
-    estimates = layer.backward(scatter_to_cells(per_draw, cells, (h, w)))
+    estimates = layer.backward(scatter_to_cells(per_draw, cells, logits.shape[1:]))
     mean = estimates.mean(axis=0)
     standard_error = estimates.std(axis=0) / np.sqrt(draws)
     exact = exact_gradient(logits, features, grad_logits)[0]
