@@ -9,6 +9,10 @@ from .layer import Layer
 # rounded up to a whole register tile, 8x the size for a 1-channel output) to about 64 MB.
 _CHUNK_BYTES = 64 * 2**20
 
+# Below this fraction of nonzero positions in dL/dy, backward loops over those positions only
+# (nn/conv_kernels.py, "Sparse gradients"); measured crossover in benchmarks/bench_nn.py.
+SPARSE_FRACTION = 0.1
+
 
 def same_padding(kernel_size):
     """Total padding k - 1, split with the extra row at the end for even k (as TensorFlow/PyTorch do)."""
@@ -79,6 +83,9 @@ class Conv2d(Layer):
         top, _, left, _ = self.pads
         n, out_h, out_w, c_out = grad_out.shape
         dtype = np.result_type(x.dtype, grad_out.dtype)
+        active = conv_kernels.active_rows(grad_out, SPARSE_FRACTION)
+        if active is not None:
+            return self._sparse_backward(grad_out, active)
         if kh == kw == 1:
             # A 1x1 kernel: dL/dw = X^T G over all positions, one BLAS product (the tiled kernel would pad
             # a 1-channel G to a whole register tile of zeros).
@@ -99,6 +106,19 @@ class Conv2d(Layer):
         flipped = np.ascontiguousarray(weight[::-1, ::-1].transpose(0, 1, 3, 2))
         return conv_kernels.correlate(grad_out, flipped, np.zeros(c_in, dtype=weight.dtype),
                                       kh - 1 - top, kw - 1 - left, x.shape[1], x.shape[2])
+
+    def _sparse_backward(self, grad_out, active):
+        """backward for a dL/dy that is zero outside the `active` flat positions (e.g. behind a max pool)."""
+        x, weight = self.input, self.params["weight"]
+        kh, kw, _, c_out = weight.shape
+        top, _, left, _ = self.pads
+        self.grads["weight"] = conv_kernels.sparse_weight_gradient(x, grad_out, active, kh, kw, top, left)
+        if "bias" in self.params:
+            self.grads["bias"] = grad_out.reshape(-1, c_out)[active].sum(axis=0)
+        self.input = None
+        if not self.input_gradient:
+            return None
+        return conv_kernels.sparse_input_gradient(grad_out, weight, active, x.shape, top, left)
 
     def __repr__(self):
         kh, kw, c_in, c_out = self.params["weight"].shape

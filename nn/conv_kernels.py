@@ -5,8 +5,8 @@ output channels, and a (pixels x kh·kw·C_in) @ (kh·kw·C_in x 16) product is 
 (measured on a 2-core AVX-512 machine: OpenBLAS 6-17 GFLOP/s on it, these kernels 45-60).
 
 How they are made fast: each kernel keeps a small tile of results in registers, a tile of
-`PIXELS` output pixels x `block` channels (16 float32 = one AVX-512 register), and streams the
-inputs past it. The tile lives in a stack array (`_stack_zeros`) so that LLVM knows nothing else
+`TILE_PIXELS[block]` output pixels x `block` channels (16 float32 = one AVX-512 register), and streams
+the inputs past it. The tile lives in a stack array (`_stack_zeros`) so that LLVM knows nothing else
 can write to it and promotes it to registers; its loops have compile-time lengths so that they
 unroll and the LLVM SLP vectoriser packs the `block` lanes into vector FMAs. Numba switches the
 SLP vectoriser off by default (numba#8705, a miscompilation of another pattern), so the kernels
@@ -24,7 +24,9 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 from numba.np.arrayobj import make_array, populate_array
 
-PIXELS = 4  # output pixels per register tile in the correlation
+# Output pixels per register tile in the correlation, by channel block: 64 accumulators either way. Eight
+# pixels of an 8-channel (half-register) block measured 3-12% faster than four; wider tiles spill.
+TILE_PIXELS = {16: 4, 8: 8}
 CHANNELS = 4  # input channels per register tile in the weight gradient
 
 
@@ -75,8 +77,9 @@ def _slp_vectorize():
 
 
 @functools.lru_cache(maxsize=None)
-def _correlate_kernel(block):
-    """The correlation kernel for tiles of `block` output channels (a literal, so loops unroll)."""
+def _correlate_kernel(block, pixels):
+    """The correlation kernel for tiles of `pixels` output pixels x `block` output channels (literals,
+    so the loops unroll)."""
 
     @njit(parallel=True, cache=True, fastmath={"contract"})
     def correlate_kernel(x, weight, bias, out, top, left):
@@ -94,13 +97,13 @@ def _correlate_kernel(block):
             for ob in range(0, c_padded, block):
                 q = 0
                 while q < out_w:
-                    acc = _stack_zeros(PIXELS, block, x.dtype)
-                    if q >= fast_lo and q + PIXELS <= fast_hi:
-                        count = PIXELS
+                    acc = _stack_zeros(pixels, block, x.dtype)
+                    if q >= fast_lo and q + pixels <= fast_hi:
+                        count = pixels
                         for i in range(i_lo, i_hi):
                             for j in range(kw):
                                 for c in range(c_in):
-                                    for k in range(PIXELS):
+                                    for k in range(pixels):
                                         value = x[n, p + i - top, q + k + j - left, c]
                                         for o in range(block):
                                             acc[k, o] += value * weight[i, j, c, ob + o]
@@ -140,7 +143,7 @@ def correlate(x, weight, bias, top, left, out_h, out_w):
         bias = np.concatenate([bias, np.zeros(padded - c_out, bias.dtype)])
     out = np.empty((x.shape[0], out_h, out_w, c_out), dtype=dtype)
     with _slp_vectorize():
-        return _correlate_kernel(block)(x, weight, bias, out, top, left)
+        return _correlate_kernel(block, TILE_PIXELS[block])(x, weight, bias, out, top, left)
 
 
 @functools.lru_cache(maxsize=None)
@@ -212,3 +215,103 @@ def channel_sum(grad_out):
     parts = max(1, min(numba.get_num_threads(), rows.shape[0]))
     partial = np.zeros((parts, rows.shape[1]), dtype=grad_out.dtype)
     return _channel_sum_kernel(rows, partial).sum(axis=0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sparse gradients. Behind a global max pool, dL/dy of the last convolution is zero except at the argmax
+# positions (at most C of H·W per image), and each convolution below widens that support by its kernel.
+# Where few positions are nonzero, the backward pass loops over those positions instead of all of them.
+# ---------------------------------------------------------------------------------------------------------
+
+@njit(cache=True)  # stops early on a dense gradient: usually a few rows, so one thread
+def _active_rows_kernel(rows, found):
+    """rows (M, C) -> how many rows hold a nonzero, their indices in `found` (in order) while they fit;
+    stops counting at len(found) + 1."""
+    count = 0
+    for r in range(rows.shape[0]):
+        nonzero = False
+        for c in range(rows.shape[1]):  # no early break: the whole row's compare vectorises
+            nonzero |= rows[r, c] != 0
+        if nonzero:
+            if count == found.size:
+                return count + 1
+            found[count] = r
+            count += 1
+    return count
+
+
+def active_rows(grad_out, max_fraction):
+    """(N, H, W, C) -> sorted flat indices of the positions where some channel is nonzero, or None when
+    there are more than max_fraction of all positions (then the dense kernels are faster)."""
+    rows = np.ascontiguousarray(grad_out).reshape(-1, grad_out.shape[-1])
+    found = np.empty(int(max_fraction * rows.shape[0]), dtype=np.int64)
+    count = _active_rows_kernel(rows, found)
+    return found[:count] if count <= found.size else None
+
+
+@njit(parallel=True, cache=True, fastmath={"contract"})
+def _sparse_weight_gradient_kernel(x, grad_rows, active, partial, top, left, out_h, out_w):
+    n_images, height, width, c_in = x.shape
+    parts, kh, kw, _, c_out = partial.shape
+    for part in prange(parts):
+        for t in range(part * active.size // parts, (part + 1) * active.size // parts):
+            r = active[t]
+            n, p, q = r // (out_h * out_w), (r // out_w) % out_h, r % out_w
+            g = grad_rows[r]
+            for i in range(max(0, top - p), min(kh, height + top - p)):
+                for j in range(max(0, left - q), min(kw, width + left - q)):
+                    pixel = x[n, p + i - top, q + j - left]
+                    for c in range(c_in):
+                        value = pixel[c]
+                        for o in range(c_out):
+                            partial[part, i, j, c, o] += value * g[o]
+    return partial
+
+
+def sparse_weight_gradient(x, grad_out, active, kh, kw, top, left):
+    """weight_gradient(x, grad_out, ...) summed over the `active` positions only (grad_out is zero elsewhere)."""
+    dtype = np.result_type(x.dtype, grad_out.dtype, np.float32)
+    x = np.ascontiguousarray(x, dtype=dtype)
+    _, out_h, out_w, c_out = grad_out.shape
+    grad_rows = np.ascontiguousarray(grad_out, dtype=dtype).reshape(-1, c_out)
+    parts = max(1, min(numba.get_num_threads(), active.size))
+    partial = np.zeros((parts, kh, kw, x.shape[-1], c_out), dtype=dtype)
+    return _sparse_weight_gradient_kernel(x, grad_rows, active, partial, top, left, out_h, out_w).sum(axis=0)
+
+
+@njit(parallel=True, cache=True, fastmath={"contract"})
+def _sparse_input_gradient_kernel(grad_rows, weight_t, active, bounds, grad_in, top, left, out_h, out_w):
+    _, height, width, c_in = grad_in.shape
+    kh, kw, c_out, _ = weight_t.shape
+    # Each part owns whole images (bounds split `active` at image boundaries): no two threads add to one pixel.
+    for part in prange(bounds.size - 1):
+        for t in range(bounds[part], bounds[part + 1]):
+            r = active[t]
+            n, p, q = r // (out_h * out_w), (r // out_w) % out_h, r % out_w
+            g = grad_rows[r]
+            for i in range(max(0, top - p), min(kh, height + top - p)):
+                for j in range(max(0, left - q), min(kw, width + left - q)):
+                    target = grad_in[n, p + i - top, q + j - left]
+                    for o in range(c_out):
+                        value = g[o]
+                        for c in range(c_in):
+                            target[c] += value * weight_t[i, j, o, c]
+    return grad_in
+
+
+def sparse_input_gradient(grad_out, weight, active, input_shape, top, left):
+    """dL/dx of y = x (*) weight from a grad_out that is zero outside the `active` positions -> input_shape.
+
+    Scatters each active position's gradient through the kernel: dL/dx[p + i - top, q + j - left] +=
+    weight[i, j] @ g[p, q], the transpose of the correlation.
+    """
+    dtype = np.result_type(grad_out.dtype, weight.dtype, np.float32)
+    _, out_h, out_w, c_out = grad_out.shape
+    grad_rows = np.ascontiguousarray(grad_out, dtype=dtype).reshape(-1, c_out)
+    weight_t = np.ascontiguousarray(weight.transpose(0, 1, 3, 2), dtype=dtype)  # (kh, kw, C_out, C_in)
+    parts = max(1, min(numba.get_num_threads(), input_shape[0]))
+    first_rows = np.arange(parts + 1) * input_shape[0] // parts * (out_h * out_w)
+    bounds = np.searchsorted(active, first_rows)
+    # np.zeros maps zeroed pages lazily: only the pages the scatter writes cost anything here.
+    grad_in = np.zeros(input_shape, dtype=dtype)
+    return _sparse_input_gradient_kernel(grad_rows, weight_t, active, bounds, grad_in, top, left, out_h, out_w)

@@ -3,8 +3,8 @@
 The pools the method runs on mega-pixel images and on hundreds of patches are Numba loops: NumPy's
 `reshape(n, ho, f, wo, f, c).mean(axis=(2, 4))` reduces over two strided axes (one slow pass per
 axis with a temporary), and `argmax` followed by `take_along_axis` reads the input twice. Each kernel
-here reads its input once, in memory order, on one thread (memory-bound: see nn/activations.py for why not a
-thread pool).
+here reads its input once, in memory order; the small ones run on one thread (memory-bound: see
+nn/activations.py for why not a thread pool).
 """
 import numpy as np
 from numba import njit, prange
@@ -12,25 +12,36 @@ from numba import njit, prange
 from .layer import Layer
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _average_pool_kernel(rows, factor, channels, out):
-    """rows (N, H, W·C), out (N, H // f, (W // f)·C): each output row sums its f input rows in order."""
+    """rows (N, H, W·C), out (N, H // f, (W // f)·C): each output row sums its f input rows, then f pixels.
+
+    Summing whole rows first keeps the hot loop contiguous and vectorised (one add per input float); the
+    sum over the f pixels of a block then runs on 1/f of the data. Parallel over output rows: the image is
+    the largest array of a step, and the threads are awake for the convolutions that follow anyway.
+    """
     n, out_h, out_row = out.shape
     out_w = out_row // channels
+    used = out_w * factor * channels  # the last W % f columns are dropped
     norm = out.dtype.type(factor * factor)
     for item in prange(n * out_h):
         image, p = item // out_h, item % out_h
-        target = out[image, p]
-        target[:] = 0
-        for i in range(factor):
+        row_sum = np.empty(used, dtype=out.dtype)
+        first = rows[image, p * factor]
+        for t in range(used):
+            row_sum[t] = first[t]
+        for i in range(1, factor):
             source = rows[image, p * factor + i]
-            for q in range(out_w):
-                for j in range(factor):
-                    start = (q * factor + j) * channels
-                    for k in range(channels):
-                        target[q * channels + k] += source[start + k]
-        for t in range(out_row):
-            target[t] /= norm
+            for t in range(used):
+                row_sum[t] += source[t]
+        target = out[image, p]
+        for q in range(out_w):
+            start = q * factor * channels
+            for k in range(channels):
+                total = row_sum[start + k]
+                for j in range(1, factor):
+                    total += row_sum[start + j * channels + k]
+                target[q * channels + k] = total / norm
     return out
 
 
@@ -58,20 +69,38 @@ def _average_pool_backward_kernel(grad_out, factor, channels, grad_rows):
 
 
 @njit(cache=True)
-def _global_max_pool_kernel(x, out, argmax):
-    """x (N, H·W, C) -> out (N, C) and argmax (N, C): one pass per image; `>` keeps the first maximum."""
+def _global_max_pool_kernel(x, out):
+    """x (N, H·W, C) -> out (N, C): the maximum, one pass per image. Values only, no argmax: a
+    compare-and-select per channel vectorises across the channels, where tracking the argmax would branch."""
     n, positions, c = x.shape
-    for image in prange(n):
-        for k in range(c):
-            out[image, k] = x[image, 0, k]
-            argmax[image, k] = 0
+    for image in range(n):
+        best = out[image]
+        best[:] = x[image, 0]
         for position in range(1, positions):
+            row = x[image, position]
             for k in range(c):
-                value = x[image, position, k]
-                if value > out[image, k]:
-                    out[image, k] = value
-                    argmax[image, k] = position
+                best[k] = row[k] if row[k] > best[k] else best[k]
     return out
+
+
+@njit(cache=True)
+def _first_argmax_kernel(x, maxima, argmax):
+    """x (N, H·W, C), maxima (N, C) -> argmax (N, C): the first position holding each maximum (0 if none
+    does, as for a NaN maximum), which is where np.argmax and the gradient of max put it."""
+    n, positions, c = x.shape
+    for image in range(n):
+        for k in range(c):
+            argmax[image, k] = 0
+            for position in range(positions):
+                if x[image, position, k] == maxima[image, k]:
+                    argmax[image, k] = position
+                    break
+    return argmax
+
+
+def first_argmax(x, maxima):
+    """(N, H·W, C), (N, C) -> (N, C) int64 first positions of the maxima (NumPy's argmax for a max pool)."""
+    return _first_argmax_kernel(x, maxima, np.empty(maxima.shape, dtype=np.int64))
 
 
 class AvgPool2d(Layer):
@@ -110,21 +139,27 @@ class AvgPool2d(Layer):
 
 
 class GlobalMaxPool2d(Layer):
-    """(N, H, W, C) -> (N, C): the maximum over all positions; the gradient goes to the first argmax."""
+    """(N, H, W, C) -> (N, C): the maximum over all positions; the gradient goes to the first argmax.
+
+    Forward finds the maxima only and keeps a reference to its input (in a network, the previous layer's
+    cached output: no extra memory); backward looks up where they are, so inference never pays for it.
+    """
 
     def forward(self, x, training=True):
         n, h, w, c = x.shape
         self.input_shape = x.shape
         flat = np.ascontiguousarray(x).reshape(n, h * w, c)
-        out = np.empty((n, c), dtype=x.dtype)
-        self.argmax = np.empty((n, c), dtype=np.int64)  # (N, C) flat positions
-        return _global_max_pool_kernel(flat, out, self.argmax)
+        out = _global_max_pool_kernel(flat, np.empty((n, c), dtype=x.dtype))
+        self.input, self.maxima = flat, out.copy()
+        return out
 
     def backward(self, grad_out):
         n, h, w, c = self.input_shape
+        argmax = first_argmax(self.input, self.maxima)
+        self.input = self.maxima = None
         # np.zeros maps zeroed pages lazily: only the pages the next layer's backward touches cost anything.
         grad_in = np.zeros((n, h * w, c), dtype=grad_out.dtype)
-        np.put_along_axis(grad_in, self.argmax[:, None, :], grad_out[:, None, :], axis=1)
+        np.put_along_axis(grad_in, argmax[:, None, :], grad_out[:, None, :], axis=1)
         return grad_in.reshape(self.input_shape)
 
 

@@ -32,15 +32,18 @@ def assert_gradients_close(analytic, numeric, rtol=1e-5, atol=1e-7, name="gradie
     )
 
 
-def check_layer_gradients(layer, x, training=True, seed=0, rtol=1e-5, atol=1e-7):
+def check_layer_gradients(layer, x, training=True, seed=0, rtol=1e-5, atol=1e-7, keep=None):
     """Compare a layer's input and parameter gradients with central differences of L = sum(y * G).
 
-    G is a fixed random projection, so every output element contributes with a distinct weight.
+    G is a fixed random projection, so every output element contributes with a distinct weight;
+    `keep`, a boolean mask broadcastable to y, zeroes G elsewhere (a sparse dL/dy).
     The layer must already be float64; x must be float64.
     """
     rng = np.random.default_rng(seed)
     y = layer.forward(x, training)
     projection = rng.standard_normal(y.shape)
+    if keep is not None:
+        projection = projection * keep
 
     def loss():
         return float(np.sum(layer.forward(x, training) * projection))

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import nn.conv
 from nn import Conv2d
@@ -98,6 +99,26 @@ def test_chunked_batch_gives_the_same_result(case):
     np.testing.assert_allclose(grad_x_chunked, grad_x_whole, rtol=1e-12, atol=1e-12)
     for key, value in grads_whole.items():
         np.testing.assert_allclose(layer.grads[key], value, rtol=1e-12, atol=1e-12, err_msg=key)
+
+
+@settings(max_examples=40)
+@given(case=conv_cases(), density=st.sampled_from([0.0, 0.2, 0.6]), threshold=st.sampled_from([0.0, 1.0]))
+def test_gradients_of_a_sparse_output_gradient(case, density, threshold):
+    """A dL/dy that is zero at most positions (as behind a max pool) matches central differences through
+    the sparse backward (threshold 1: always taken) and the dense one (threshold 0: taken unless dL/dy is
+    all zero), and the path taken is the one the threshold calls for."""
+    layer = make_conv(case)
+    x = normal_array(case.seed + 2, case.input_shape)
+    keep = np.random.default_rng(case.seed + 3).random((case.batch, *case.output_hw, 1)) < density
+    calls = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(nn.conv, "SPARSE_FRACTION", threshold)
+        original = nn.conv.Conv2d._sparse_backward
+        patch.setattr(nn.conv.Conv2d, "_sparse_backward",
+                      lambda self, *args: calls.append(1) or original(self, *args))
+        check_layer_gradients(layer, x, seed=case.seed, keep=keep)
+    sparse_possible = keep.sum() <= int(threshold * keep.size)
+    assert bool(calls) == sparse_possible
 
 
 def test_rejects_unknown_padding():

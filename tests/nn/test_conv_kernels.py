@@ -109,3 +109,63 @@ def test_float32_inputs_with_float64_weight_compute_in_float64():
     out = conv_kernels.correlate(x, weight, bias, 1, 1, 4, 5)
     assert out.dtype == np.float64
     np.testing.assert_allclose(out, reference_correlate(x, weight, bias, 1, 1, 4, 5), rtol=0, atol=1e-12)
+
+
+def reference_input_gradient(grad_out, weight, x_shape, top, left):
+    """The adjoint of reference_correlate: dL/dx[p + i - top, q + j - left] += g[p, q] @ w[i, j]^T."""
+    n, out_h, out_w, _ = grad_out.shape
+    kh, kw = weight.shape[:2]
+    height, width = x_shape[1:3]
+    bottom, right = out_h + kh - 1 - height - top, out_w + kw - 1 - width - left
+    padded = np.zeros((n, height + top + bottom, width + left + right, x_shape[3]))
+    for i in range(kh):
+        for j in range(kw):
+            padded[:, i : i + out_h, j : j + out_w] += grad_out.astype(np.float64) @ weight[i, j].T.astype(np.float64)
+    return padded[:, top : top + height, left : left + width]
+
+
+@st.composite
+def sparse_gradients(draw, shapes):
+    """A grad_out for `shapes` that is zero at a random fraction of positions (all channels at once)."""
+    x_shape, weight_shape, top, left, out_h, out_w = shapes
+    seed = draw(seeds)
+    rng = np.random.default_rng(seed)
+    keep = rng.random((x_shape[0], out_h, out_w, 1)) < draw(st.sampled_from([0.0, 0.1, 0.5, 1.0]))
+    return rng.standard_normal((x_shape[0], out_h, out_w, weight_shape[3])) * keep
+
+
+@settings(max_examples=40)
+@given(st.integers(1, 3), st.integers(1, 6), st.integers(1, 9), st.floats(0, 1), seeds, st.floats(0, 1))
+def test_active_rows_lists_the_nonzero_positions_or_gives_up(n, height, channels, density, seed, fraction):
+    rng = np.random.default_rng(seed)
+    grad_out = rng.standard_normal((n, height, 7, channels)) * (rng.random((n, height, 7, channels)) < density)
+    expected = np.flatnonzero(np.any(grad_out != 0, axis=-1))
+    active = conv_kernels.active_rows(grad_out, fraction)
+    if expected.size <= int(fraction * grad_out[..., 0].size):
+        np.testing.assert_array_equal(active, expected)
+    else:
+        assert active is None
+
+
+@settings(max_examples=60)
+@given(st.data(), convolutions(), float_dtypes)
+def test_sparse_kernels_match_padded_sums(data, shapes, dtype):
+    """The sparse weight and input gradients, over the nonzero positions only, equal the full sums."""
+    x_shape, weight_shape, top, left, out_h, out_w = shapes
+    kh, kw = weight_shape[:2]
+    grad_out = data.draw(sparse_gradients(shapes)).astype(dtype)
+    rng = np.random.default_rng(data.draw(seeds))
+    x = rng.standard_normal(x_shape).astype(dtype)
+    weight = rng.standard_normal(weight_shape).astype(dtype)
+    active = conv_kernels.active_rows(grad_out, 1.0)
+    terms = grad_out[..., 0].size
+
+    grad_weight = conv_kernels.sparse_weight_gradient(x, grad_out, active, kh, kw, top, left)
+    assert grad_weight.dtype == dtype and grad_weight.shape == weight_shape
+    np.testing.assert_allclose(grad_weight, reference_weight_gradient(x, grad_out, kh, kw, top, left),
+                               rtol=0, atol=tolerance(dtype, terms) * 10)
+
+    grad_in = conv_kernels.sparse_input_gradient(grad_out, weight, active, x_shape, top, left)
+    assert grad_in.dtype == dtype and grad_in.shape == x_shape
+    np.testing.assert_allclose(grad_in, reference_input_gradient(grad_out, weight, x_shape, top, left),
+                               rtol=0, atol=tolerance(dtype, kh * kw * weight_shape[3]) * 10)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from nn import AvgPool2d, BatchNorm2d, Conv2d, GlobalMaxPool2d, LeakyReLU, Sequential
 from nn.batchnorm import channel_moments
+from nn.pooling import first_argmax
 from tests.gradcheck import assert_gradients_close, check_layer_gradients, numerical_gradient
 from tests.strategies import (away_from_zero, conv_cases, distinct_values, float_dtypes, image_shapes,
                               negative_slopes, normal_array, seeds)
@@ -59,8 +60,15 @@ def test_global_max_pool_kernel_matches_numpy_argmax(shape, seed, dtype, ties):
     if ties:  # few distinct values: the first of several maxima must win
         x = np.round(x).astype(dtype)
     layer = GlobalMaxPool2d()
-    np.testing.assert_array_equal(layer.forward(x), x.max(axis=(1, 2)))
-    np.testing.assert_array_equal(layer.argmax, x.reshape(n, h * w, c).argmax(axis=1))
+    maxima = layer.forward(x)
+    np.testing.assert_array_equal(maxima, x.max(axis=(1, 2)))
+    argmax = first_argmax(x.reshape(n, h * w, c), maxima)
+    np.testing.assert_array_equal(argmax, x.reshape(n, h * w, c).argmax(axis=1))
+    # The gradient lands on exactly those positions, and nowhere else.
+    grad_out = np.arange(1, n * c + 1, dtype=dtype).reshape(n, c)
+    expected = np.zeros((n, h * w, c), dtype=dtype)
+    np.put_along_axis(expected, argmax[:, None, :], grad_out[:, None, :], axis=1)
+    np.testing.assert_array_equal(layer.backward(grad_out), expected.reshape(shape))
 
 
 @settings(max_examples=40)
