@@ -101,6 +101,9 @@ class Conv2d(Layer):
         self.input = None  # the cache is spent: drop it now, not at the next forward
         if not self.input_gradient:
             return None
+        if kh == kw == 1:  # dL/dx = G W^T at every position: one BLAS product, no padded register tile
+            rows = np.ascontiguousarray(grad_out).reshape(-1, c_out)
+            return (rows @ weight[0, 0].T).reshape(x.shape[:3] + (c_in,))
         # dL/dx[a, b] = sum over i, j of g[a - i + top, b - j + left] @ w[i, j]^T: a correlation of g
         # with the kernel flipped in space and transposed, its padding mirrored to kh - 1 - top.
         flipped = np.ascontiguousarray(weight[::-1, ::-1].transpose(0, 1, 3, 2))
