@@ -27,6 +27,7 @@ from .data import Augmentation, load_batch, stratified_split
 from .errors import AttentionSamplingError
 from .evaluation import cross_entropy, predict_dataset
 from .models import AttentionSamplingModel
+from .runlock import RunLock
 from .training import train_step
 
 METRIC_COLUMNS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "entropy",
@@ -93,7 +94,8 @@ def all_finite(arrays):
 
 
 class Trainer:
-    """Owns one run folder: config.json, checkpoint.npz (last), best.npz, metrics.csv."""
+    """Owns one run folder: config.json, checkpoint.npz (last), best.npz, metrics.csv, and its .lock
+    from construction until fit() ends (or close()), so that no second process trains in it meanwhile."""
 
     def __init__(self, dataset, run_dir, config, resume=False, log=print, progress=True):
         self.dataset = dataset
@@ -102,28 +104,44 @@ class Trainer:
         self.progress = progress
         self.checkpoint_path = os.path.join(run_dir, "checkpoint.npz")
         self.best_path = os.path.join(run_dir, "best.npz")
-        if resume and not os.path.exists(self.checkpoint_path) and os.path.isfile(
-                os.path.join(run_dir, "config.json")):
-            # Stopped (killed) before its first epoch ended: nothing to resume but the settings.
-            self.config = self._resumed_config(config, read_config_json(run_dir))
-            self.log(f"resuming {run_dir}: no epoch had finished, starting from the first")
-            self._start()
-        elif resume:
-            self._resume(config)
-        else:
-            if os.path.exists(self.checkpoint_path):
-                raise AttentionSamplingError(
-                    f"--out {run_dir}: already holds a run; continue it with --resume {run_dir} or choose another folder")
-            with self._writing(run_dir):
-                os.makedirs(run_dir, exist_ok=True)
-            self.config = config
-            self._start()
-        self._remove_temporaries()
-        self.train_indices, self.test_indices = stratified_split(
-            dataset.labels, self.config["test_fraction"], self.config["seed"])
-        self.augment = Augmentation() if self.config["augment"] else None
-        self.estimator = self.config.get("estimator", "reinforce")
-        self.replace = self.config.get("sampling", "with") == "with"
+        self.lock = RunLock(run_dir)
+        try:
+            if os.path.isdir(run_dir):
+                self._lock()  # before anything in the folder is read or written
+            if resume and not os.path.exists(self.checkpoint_path) and os.path.isfile(
+                    os.path.join(run_dir, "config.json")):
+                # Stopped (killed) before its first epoch ended: nothing to resume but the settings.
+                self.config = self._resumed_config(config, read_config_json(run_dir))
+                self.log(f"resuming {run_dir}: no epoch had finished, starting from the first")
+                self._start()
+            elif resume:
+                self._resume(config)
+            else:
+                if os.path.exists(self.checkpoint_path):
+                    raise AttentionSamplingError(
+                        f"--out {run_dir}: already holds a run; continue it with --resume {run_dir} or choose another folder")
+                with self._writing(run_dir):
+                    os.makedirs(run_dir, exist_ok=True)
+                self._lock()
+                self.config = config
+                self._start()
+            self._remove_temporaries()
+            self.train_indices, self.test_indices = stratified_split(
+                dataset.labels, self.config["test_fraction"], self.config["seed"])
+            self.augment = Augmentation() if self.config["augment"] else None
+            self.estimator = self.config.get("estimator", "reinforce")
+            self.replace = self.config.get("sampling", "with") == "with"
+        except BaseException:
+            self.close()  # a run that could not start leaves the folder free
+            raise
+
+    def _lock(self):
+        """Hold the run folder's lock (attention_sampling/runlock.py) until fit() ends."""
+        self.lock.acquire()
+
+    def close(self):
+        """Let another process use the run folder (fit() does this when it ends)."""
+        self.lock.release()
 
     def _start(self):
         """A fresh model, optimiser and generator from the config; config.json written."""
@@ -242,11 +260,13 @@ class Trainer:
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGINT, self._on_interrupt)
         try:
+            self._lock()  # again, for a fit() after close()
             while self.epoch < self.config["epochs"]:
                 self._run_epoch()
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
+            self.close()
         return self.history
 
     def _on_interrupt(self, signum, frame):

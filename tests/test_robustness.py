@@ -668,3 +668,41 @@ def test_ctrl_c_before_training_starts_is_a_message_not_a_traceback(data, tmp_pa
     code, lines = call(train.main, ["--data", data, "--out", tmp_path / "run", *TINY], capsys)
     assert code == 130 and lines[-1].startswith("interrupted before training started"), lines
     assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------- two processes, one run folder
+
+def test_a_run_folder_in_use_is_refused_naming_it_and_its_owner(run_copy, capsys):
+    """While the folder's lock is held, train.py neither resumes nor starts there: one line naming the folder
+    and the owner's pid, nothing touched; once released, the run resumes."""
+    from attention_sampling.runlock import RunLock
+    before = file_bytes(run_copy)
+    holder = RunLock(str(run_copy)).acquire()
+    try:
+        code, lines = call(train.main, ["--resume", run_copy, "--epochs", 2, "--quiet"], capsys)
+        one_line_error(code, lines, str(run_copy), f"pid {os.getpid()}", "another training process")
+        assert file_bytes(run_copy) == before
+    finally:
+        holder.release()
+    code, lines = call(train.main, ["--resume", run_copy, "--epochs", 2, "--quiet"], capsys)
+    assert code == 0, lines
+
+
+def test_a_second_train_py_is_refused_and_the_lock_dies_with_its_process(kill_data, tmp_path):
+    """The real thing: a second train.py on a folder a running one trains in exits 2 naming the running one's
+    pid; after kill -9 of the first, the lock is free again without any cleaning."""
+    from attention_sampling.runlock import RunLock
+    first = Process(["--data", kill_data, "--out", "run", "--epochs", 1000, *TINY], tmp_path)
+    try:
+        assert first.training.wait(180) and first.process.poll() is None, first.lines
+        second = subprocess.run([sys.executable, TRAIN, "--resume", "run", "--quiet"], cwd=tmp_path,
+                                env=environment(), capture_output=True, text=True, timeout=180)
+        lines = second.stderr.strip().splitlines()
+        assert second.returncode == 2, lines
+        assert lines[-1].startswith("train.py: error: run: another training process") and \
+            f"pid {first.process.pid}" in lines[-1], lines
+        assert first.process.poll() is None  # the first run was not disturbed
+    finally:
+        first.process.kill()
+        first.finish()
+    RunLock(str(tmp_path / "run")).acquire().release()
