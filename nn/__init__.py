@@ -1,4 +1,5 @@
 """An autograd-free layer library: each layer has a hand-written backward pass, channels-last (N, H, W, C)."""
+from . import numba_cache  # first: every kernel cached below is saved the safe way  # noqa: F401
 from .activations import LeakyReLU
 from .batchnorm import BatchNorm2d
 from .conv import Conv2d
