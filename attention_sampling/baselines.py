@@ -25,6 +25,9 @@ class UniformAttention:
         h, w = images.shape[1] // self.scale, images.shape[2] // self.scale
         return np.full((images.shape[0], h, w), -np.log(h * w), dtype=images.dtype)
 
+    def infer(self, images):
+        return self.forward(images, training=False)
+
     def backward(self, grad_log_attention):
         """Nothing upstream learns."""
 

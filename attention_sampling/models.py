@@ -34,6 +34,10 @@ class AttentionNetwork(nn.Sequential):
         low_resolution = self.pool.forward(images, training)
         return super().forward(low_resolution, training)[..., 0]
 
+    def infer(self, images):
+        """forward(images, training=False) for inference only, its conv-BN-leaky triples fused (nn.Sequential.infer)."""
+        return super().infer(self.pool.infer(images))[..., 0]
+
     def backward(self, grad_log_attention):
         """(N, h, w) dL/dlog a -> fills grads; returns nothing (images need no gradient)."""
         super().backward(grad_log_attention[..., None])

@@ -25,7 +25,8 @@ def look(model, images, rng, n_looks, training, replace=True):
     """(N, H, W, C) images -> Sampled with K = n_looks * P draws per image: the attention net once per
     image, then n_looks independent looks of P cells each (distinct within a look when replace=False)."""
     p = model.n_patches
-    log_attention = model.attention.forward(images, training)
+    # Inference runs the fused evaluation path: same numbers, fewer passes, nothing cached for a backward.
+    log_attention = model.attention.forward(images, True) if training else model.attention.infer(images)
     attention = np.exp(log_attention)
     n = images.shape[0]
     if replace:
@@ -41,7 +42,8 @@ def look(model, images, rng, n_looks, training, replace=True):
 def classify_patches(model, patches, weights, training):
     """(M, P, S, S, C) patches, (M, P) weights -> features (M, P, C) and logits (M, C) of eq. 1."""
     m, p = weights.shape
-    features = model.features.forward(patches.reshape((m * p,) + patches.shape[2:]), training)
+    flat = patches.reshape((m * p,) + patches.shape[2:])
+    features = model.features.forward(flat, True) if training else model.features.infer(flat)
     features = features.reshape(m, p, -1)
     return features, expected_logits(features, weights)
 
@@ -139,7 +141,7 @@ def predict(model, images, rng, n_patches=None, estimator="reinforce", replace=T
     if estimator == "expectation":
         weights = estimator_weights(sampled.weights, replace)
         m, p = weights.shape
-        features = model.features.forward(sampled.patches.reshape((m * p,) + sampled.patches.shape[2:]), False)
+        features = model.features.infer(sampled.patches.reshape((m * p,) + sampled.patches.shape[2:]))
         logits = expectation_logits(features.reshape(m, p, -1), weights)
     else:
         _, logits = classify_patches(model, sampled.patches, sampled.weights, training=False)

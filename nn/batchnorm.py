@@ -137,6 +137,12 @@ class BatchNorm2d(Layer):
                    self.params["beta"].astype(dtype), out)
         return out.reshape(x.shape)
 
+    def evaluation_affine(self):
+        """(scale, shift) with forward(x, training=False) = x * scale + shift per channel (running statistics)."""
+        gamma, beta = self.params["gamma"], self.params["beta"]
+        scale = gamma / np.sqrt(self.buffers["running_var"] + gamma.dtype.type(self.eps))
+        return scale, beta - self.buffers["running_mean"] * scale
+
     def backward(self, grad_out):
         rows = self.input_rows
         grad_rows = np.ascontiguousarray(grad_out, dtype=rows.dtype).reshape(rows.shape)

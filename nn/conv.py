@@ -66,15 +66,26 @@ class Conv2d(Layer):
 
     def forward(self, x, training=True):
         self.input = x
-        weight = self.params["weight"]
+        return self._correlate(x, self.params["weight"], self.params.get("bias"))
+
+    def infer(self, x, scale=None, shift=None, negative_slope=None):
+        """Inference only (nothing cached): the convolution, then optionally a per-channel y * scale + shift
+        (an evaluation-mode batch norm, folded into the weights: w * scale, b * scale + shift) and a leaky
+        ReLU (applied as each output is stored), in one pass over the output."""
+        weight, bias = self.params["weight"], self.params.get("bias")
+        if scale is not None:
+            bias = shift if bias is None else bias * scale + shift
+            weight = weight * scale
+        return self._correlate(x, weight, bias, negative_slope)
+
+    def _correlate(self, x, weight, bias, negative_slope=None):
         kh, kw, _, c_out = weight.shape
         top, bottom, left, right = self.pads
-        bias = self.params.get("bias")
         if bias is None:
             bias = np.zeros(c_out, dtype=weight.dtype)
         out_h = x.shape[1] + top + bottom - kh + 1
         out_w = x.shape[2] + left + right - kw + 1
-        return conv_kernels.correlate(x, weight, bias, top, left, out_h, out_w)
+        return conv_kernels.correlate(x, weight, bias, top, left, out_h, out_w, negative_slope)
 
     def backward(self, grad_out):
         x = self.input

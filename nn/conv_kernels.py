@@ -82,7 +82,7 @@ def _correlate_kernel(block, pixels):
     so the loops unroll)."""
 
     @njit(parallel=True, cache=True, fastmath={"contract"})
-    def correlate_kernel(x, weight, bias, out, top, left):
+    def correlate_kernel(x, weight, bias, out, top, left, slope):
         n_images, height, width, c_in = x.shape
         kh, kw, _, c_padded = weight.shape
         _, out_h, out_w, c_out = out.shape
@@ -119,18 +119,21 @@ def _correlate_kernel(block, pixels):
                                         acc[0, o] += value * weight[i, j, c, ob + o]
                     for k in range(count):
                         for o in range(min(block, c_out - ob)):
-                            out[n, p, q + k, ob + o] = acc[k, o] + bias[ob + o]
+                            value = acc[k, o] + bias[ob + o]
+                            # A leaky ReLU applied as the value is stored (slope 1: none).
+                            out[n, p, q + k, ob + o] = value if value > 0 else value * slope
                     q += count
         return out
 
     return correlate_kernel
 
 
-def correlate(x, weight, bias, top, left, out_h, out_w):
+def correlate(x, weight, bias, top, left, out_h, out_w, negative_slope=None):
     """(N, H, W, C_in) * (kh, kw, C_in, C_out) + (C_out,) -> (N, out_h, out_w, C_out).
 
     out[n, p, q] = bias + sum over i, j of x[n, p + i - top, q + j - left] @ weight[i, j], with x
-    read as zero outside the image: zero padding without a padded copy.
+    read as zero outside the image: zero padding without a padded copy. negative_slope: the output
+    goes through a leaky ReLU with that slope as it is stored (one pass fewer over it).
     """
     # One compiled kernel per float type: bring x, weight and bias to their common type first.
     dtype = np.result_type(x.dtype, weight.dtype, bias.dtype, np.float32)
@@ -143,7 +146,8 @@ def correlate(x, weight, bias, top, left, out_h, out_w):
         bias = np.concatenate([bias, np.zeros(padded - c_out, bias.dtype)])
     out = np.empty((x.shape[0], out_h, out_w, c_out), dtype=dtype)
     with _slp_vectorize():
-        return _correlate_kernel(block, TILE_PIXELS[block])(x, weight, bias, out, top, left)
+        slope = dtype.type(1.0 if negative_slope is None else negative_slope)
+        return _correlate_kernel(block, TILE_PIXELS[block])(x, weight, bias, out, top, left, slope)
 
 
 @functools.lru_cache(maxsize=None)

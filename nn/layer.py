@@ -6,7 +6,9 @@ class Layer:
     """A differentiable function with parameters.
 
     `forward(x, training)` returns the output and caches what `backward` needs;
-    `backward(grad_out)` returns dL/dx and fills `grads` (same keys as `params`).
+    `backward(grad_out)` returns dL/dx and fills `grads` (same keys as `params`);
+    `infer(x)` is forward in evaluation mode for inference only (no backward follows), which a layer
+    or a chain may compute a faster way.
     `buffers` hold state that is saved but not trained (e.g. batch-norm running statistics).
     """
 
@@ -20,6 +22,9 @@ class Layer:
 
     def backward(self, grad_out):
         raise NotImplementedError
+
+    def infer(self, x):
+        return self.forward(x, training=False)
 
     def __call__(self, x, training=True):
         return self.forward(x, training)

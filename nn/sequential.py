@@ -1,4 +1,7 @@
 """A chain of layers."""
+from .activations import LeakyReLU
+from .batchnorm import BatchNorm2d
+from .conv import Conv2d
 from .layer import Layer
 
 
@@ -12,6 +15,29 @@ class Sequential(Layer):
     def forward(self, x, training=True):
         for layer in self.layers:
             x = layer.forward(x, training)
+        return x
+
+    def infer(self, x):
+        """forward(x, training=False) for inference only. Each Conv2d -> [BatchNorm2d] -> [LeakyReLU] run
+        runs as one convolution: the batch norm's evaluation-mode affine is folded into the weights and the
+        leaky ReLU applied as the outputs are stored, so neither makes a pass of its own over the
+        activations. Nothing is cached: no backward may follow."""
+        i = 0
+        while i < len(self.layers):
+            layer = self.layers[i]
+            if not isinstance(layer, Conv2d):
+                x = layer.infer(x)
+                i += 1
+                continue
+            i += 1
+            scale = shift = slope = None
+            if i < len(self.layers) and isinstance(self.layers[i], BatchNorm2d):
+                scale, shift = self.layers[i].evaluation_affine()
+                i += 1
+            if i < len(self.layers) and isinstance(self.layers[i], LeakyReLU):
+                slope = self.layers[i].negative_slope
+                i += 1
+            x = layer.infer(x, scale, shift, slope)
         return x
 
     def backward(self, grad_out):

@@ -92,6 +92,22 @@ def test_predict_returns_probabilities_and_explanation():
     np.testing.assert_array_equal(prediction.weights, expected_weights)
 
 
+def test_inference_path_equals_the_layers_in_evaluation_mode():
+    """predict runs both networks' fused inference path (nn.Sequential.infer); after a few steps (running
+    statistics and weights away from their start) it gives what forward(training=False) gives."""
+    rng = np.random.default_rng(3)
+    model = AttentionSamplingModel(3, scale=4, patch_size=8, n_patches=4)
+    images = rng.random((2, 32, 40, 3), dtype=np.float32)
+    optimizer = nn.Adam(1e-2)
+    for _ in range(5):
+        train_step(model, optimizer, images, np.array([0, 2]), rng, replicas=2)
+    np.testing.assert_allclose(model.attention.infer(images), model.attention.forward(images, False),
+                               rtol=1e-5, atol=1e-5)
+    patches = rng.random((6, 8, 8, 3), dtype=np.float32)
+    np.testing.assert_allclose(model.features.infer(patches), model.features.forward(patches, False),
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_learns_where_to_look_and_what_it_sees():
     """On 96x96 images whose class is the texture of three 8x8 spots (invisible after pooling by 4),
     a few hundred steps lift training accuracy far above chance (1/3) and move the attention onto the spots."""

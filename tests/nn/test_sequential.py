@@ -64,3 +64,50 @@ def test_astype_and_zero_grads_reach_every_layer():
     assert any(np.any(g != 0) for g in network.grads.values())
     network.zero_grads()
     assert all(np.all(g == 0) and g.shape == network.params[k].shape for k, g in network.grads.items())
+
+
+@st.composite
+def fusable_chains(draw):
+    """A chain mixing every fusion case: Conv alone, Conv-BN, Conv-LeakyReLU, Conv-BN-LeakyReLU (in place
+    or not, any slope), a BN or LeakyReLU with no Conv before it, and non-fusable layers between."""
+    seed = draw(seeds)
+    channels = draw(st.integers(1, 4))
+    layers, c = [], channels
+    for index in range(draw(st.integers(1, 4))):
+        if draw(st.booleans()):
+            out = draw(st.integers(1, 9))
+            layers.append(Conv2d(c, out, draw(st.sampled_from([1, 2, 3])), draw(st.sampled_from(["same", "valid"])),
+                                 bias=draw(st.booleans()), rng=seed + index))
+            c = out
+        if draw(st.booleans()):
+            layers.append(BatchNorm2d(c))
+        if draw(st.booleans()):
+            slope = draw(st.sampled_from([0.0, 0.01, 0.3, -0.5]))
+            layers.append(LeakyReLU(slope, inplace=slope >= 0 and draw(st.booleans())))
+        if draw(st.booleans()):
+            layers.append(AvgPool2d(1))
+    layers.append(GlobalMaxPool2d())
+    return Sequential(*layers), channels, seed
+
+
+@settings(max_examples=60)
+@given(chain=fusable_chains(), dtype=st.sampled_from([np.float64, np.float32]))
+def test_infer_equals_forward_in_evaluation_mode(chain, dtype):
+    """infer fuses Conv -> [BN] -> [LeakyReLU] into one kernel; it must give what the layers give one by
+    one in evaluation mode, with the batch norms' running statistics (made non-trivial here)."""
+    network, channels, seed = chain
+    network.astype(dtype)
+    randomise_parameters(network, seed)
+    rng = np.random.default_rng(seed)
+    for layer in network.layers:
+        if isinstance(layer, BatchNorm2d):
+            layer.buffers["running_mean"][...] = rng.standard_normal(layer.buffers["running_mean"].shape)
+            layer.buffers["running_var"][...] = rng.uniform(0.1, 3.0, layer.buffers["running_var"].shape)
+    x = normal_array(seed, (2, 6, 7, channels), dtype=dtype)
+    original = x.copy()
+    expected = network.forward(x.copy(), training=False)
+    result = network.infer(x)
+    np.testing.assert_array_equal(x, original)  # the input is not overwritten
+    assert result.dtype == dtype
+    tolerance = 1e-12 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(result, expected, rtol=tolerance, atol=tolerance * np.abs(expected).max())
