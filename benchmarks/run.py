@@ -15,7 +15,8 @@ Columns: the median of --repeat calls after --warmup untimed ones (the first of 
 own: Numba compiling or loading its cache); GMAC, the analytic multiply-adds of the convolutions and the
 dense layer (backward: dL/dw of every layer, dL/dx of every layer but each network's first, which takes
 data); GFLOP/s = 2 x GMAC / median; peak RSS (VmHWM) of a fresh process that ran only that row's
-workload (the predict rows run in the train step's process after it, so their peak is the step's).
+workload. Inference runs in a process that only predicts, as a deployed classifier does, with its own
+--predict-repeat and --predict-warmup (a call costs milliseconds: more calls give a steadier median).
 PyTorch is benchmarks/torch_model.py: the same model, channels-last, float32, --torch-threads threads,
 with autograd; numpy/torch is the ratio of the two medians.
 
@@ -64,7 +65,7 @@ def full_resolution_macs(n_images):
 def numpy_attention_sampling(scale, args):
     import nn
     from attention_sampling.models import AttentionSamplingModel
-    from attention_sampling.training import predict, train_step
+    from attention_sampling.training import train_step
 
     images, labels = make_batch(args.seed)
     model = AttentionSamplingModel(N_CLASSES, scale=scale, patch_size=PATCH_SIZE, n_patches=N_PATCHES,
@@ -76,8 +77,22 @@ def numpy_attention_sampling(scale, args):
         lambda: train_step(model, optimizer, images, labels, rng, replicas=REPLICAS, entropy_weight=ENTROPY_WEIGHT),
         args.warmup, args.repeat)
     result["step"] = float(np.median(steps))
-    result["predict_first"], predicts = time_calls(lambda: predict(model, images[:1], rng), args.warmup,
-                                                   args.repeat)
+    result["peak_rss"] = peak_rss_bytes()
+    return result
+
+
+def numpy_inference(scale, args):
+    """predict on one image in a process that does nothing else, as a deployed classifier would."""
+    from attention_sampling.models import AttentionSamplingModel
+    from attention_sampling.training import predict
+
+    images, _ = make_batch(args.seed, n=1)
+    model = AttentionSamplingModel(N_CLASSES, scale=scale, patch_size=PATCH_SIZE, n_patches=N_PATCHES,
+                                   seed=args.seed)
+    rng = np.random.default_rng(args.seed)
+    result = {"rss_before": current_rss_bytes()}
+    result["predict_first"], predicts = time_calls(lambda: predict(model, images, rng), args.predict_warmup,
+                                                   args.predict_repeat)
     result["predict"] = float(np.median(predicts))
     result["peak_rss"] = peak_rss_bytes()
     return result
@@ -99,8 +114,22 @@ def torch_attention_sampling(scale, args):
         lambda: torch_model.train_step(model, optimizer, images, labels, generator, REPLICAS, ENTROPY_WEIGHT),
         args.warmup, args.repeat)
     result["step"] = float(np.median(steps))
-    result["predict_first"], predicts = time_calls(lambda: torch_model.predict(model, images[:1], generator),
-                                                   args.warmup, args.repeat)
+    result["peak_rss"] = peak_rss_bytes()
+    return result
+
+
+def torch_inference(scale, args):
+    import torch
+    import torch_model
+
+    torch.set_num_threads(args.torch_threads)
+    torch.manual_seed(args.seed)
+    images = torch.from_numpy(make_batch(args.seed, n=1)[0])
+    model = torch_model.AttentionSampling(N_CLASSES, scale=scale, patch_size=PATCH_SIZE, n_patches=N_PATCHES)
+    generator = torch.Generator().manual_seed(args.seed)
+    result = {"rss_before": current_rss_bytes()}
+    result["predict_first"], predicts = time_calls(lambda: torch_model.predict(model, images, generator),
+                                                   args.predict_warmup, args.predict_repeat)
     result["predict"] = float(np.median(predicts))
     result["peak_rss"] = peak_rss_bytes()
     return result
@@ -159,6 +188,9 @@ def run_child_here(args):
     if workload == "full":
         measure = numpy_full_resolution if impl == "numpy" else torch_full_resolution
         return measure(args)
+    if workload.startswith("predict"):
+        measure = numpy_inference if impl == "numpy" else torch_inference
+        return measure(int(workload[len("predict"):]), args)
     measure = numpy_attention_sampling if impl == "numpy" else torch_attention_sampling
     return measure(int(workload), args)
 
@@ -190,7 +222,8 @@ def child(spec, args, numba_cache):
     command = [sys.executable, os.path.abspath(__file__), "--child", spec, "--repeat", str(args.repeat),
                "--warmup", str(args.warmup), "--seed", str(args.seed), "--torch-threads", str(args.torch_threads),
                "--full-batch", str(args.full_batch), "--full-repeat", str(args.full_repeat),
-               "--full-warmup", str(args.full_warmup)]
+               "--full-warmup", str(args.full_warmup), "--predict-repeat", str(args.predict_repeat),
+               "--predict-warmup", str(args.predict_warmup)]
     environment = dict(os.environ, NUMBA_CACHE_DIR=numba_cache)
     print(f"  measuring {spec} in a fresh process ...", file=sys.stderr, flush=True)
     finished = subprocess.run(command, env=environment, stdout=subprocess.PIPE, text=True, check=True)
@@ -214,13 +247,15 @@ def main(argv=None):
                         help="images per full-resolution CNN step (default 8; 0 skips the row)")
     parser.add_argument("--full-repeat", type=int, default=3, help="timed full-resolution steps (default 3)")
     parser.add_argument("--full-warmup", type=int, default=1, help="untimed full-resolution steps (default 1)")
+    parser.add_argument("--predict-repeat", type=int, default=50, help="timed inference calls (default 50)")
+    parser.add_argument("--predict-warmup", type=int, default=5, help="untimed inference calls (default 5)")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is importable")
     parser.add_argument("--torch-threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--child", help=argparse.SUPPRESS)  # "numpy:4", "torch:8", "numpy:full", "numpy:first"
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # "numpy:4", "torch:predict8", "numpy:full", "numpy:first"
     args = parser.parse_args(argv)
-    if args.repeat < 1 or args.full_repeat < 1:
-        parser.error("--repeat and --full-repeat must be at least 1")
+    if min(args.repeat, args.full_repeat, args.predict_repeat) < 1:
+        parser.error("--repeat, --full-repeat and --predict-repeat must be at least 1")
 
     if args.child:
         result = numba_first_call(args) if args.child == "numpy:first" else run_child_here(args)
@@ -235,7 +270,8 @@ def main(argv=None):
         print(f"torch {torch.__version__}, {args.torch_threads} threads, channels_last")
     print(f"{N_IMAGES} images {HEIGHT}x{WIDTH}x{CHANNELS} float32, {REPLICAS} replicas x P={N_PATCHES} patches "
           f"of S={PATCH_SIZE}; median of {args.repeat} calls after {args.warmup} warm-up "
-          f"(full-resolution CNN: {args.full_repeat} after {args.full_warmup}, batch {args.full_batch})")
+          f"(inference: {args.predict_repeat} after {args.predict_warmup}; "
+          f"full-resolution CNN: {args.full_repeat} after {args.full_warmup}, batch {args.full_batch})")
 
     results = {}
     with tempfile.TemporaryDirectory(prefix="benchmarks_numba_") as numba_cache:
@@ -243,13 +279,16 @@ def main(argv=None):
         for scale in args.scales:
             for impl in impls:
                 results[(impl, scale)] = child(f"{impl}:{scale}", args, numba_cache)
+        for scale in args.scales:
+            for impl in impls:
+                results[(impl, f"predict{scale}")] = child(f"{impl}:predict{scale}", args, numba_cache)
         if args.full_batch:
             for impl in impls:
                 results[(impl, "full")] = child(f"{impl}:full", args, numba_cache)
 
     rows = []
 
-    def add_row(label, key, field, macs, show_peak=True):
+    def add_row(label, key, field, macs):
         cells = [label]
         values = {impl: results[(impl, key)][field] for impl in impls}
         cells.append(ms(values["numpy"]))
@@ -257,7 +296,7 @@ def main(argv=None):
             cells += [ms(values["torch"]), f"{values['numpy'] / values['torch']:.2f}"]
         cells.append(f"{macs / 1e9:.2f}")
         cells += [f"{2 * macs / values[impl] / 1e9:.1f}" for impl in impls]
-        cells += [mb(results[(impl, key)]["peak_rss"]) if show_peak else '"' for impl in impls]
+        cells += [mb(results[(impl, key)]["peak_rss"]) for impl in impls]
         rows.append(cells)
 
     for scale in args.scales:
@@ -265,7 +304,7 @@ def main(argv=None):
         add_row(f"train step c={scale}", scale, "step", macs["step"])
     for scale in args.scales:
         macs = step_macs(scale)
-        add_row(f"predict 1 image c={scale}", scale, "predict", macs["predict"], show_peak=False)
+        add_row(f"predict 1 image c={scale}", f"predict{scale}", "predict", macs["predict"])
     if args.full_batch:
         add_row(f"full-res CNN step, {args.full_batch} images", "full", "step", full_resolution_macs(args.full_batch))
 
@@ -273,7 +312,6 @@ def main(argv=None):
     headers += [f"GFLOP/s {impl}" for impl in impls] + [f"peak MB {impl}" for impl in impls]
     print()
     print_table(headers, rows)
-    print('(" : the predict rows run after the train step in the same process; their peak is the step\'s)')
 
     steps_per_run = EPOCHS * math.ceil(DATASET_IMAGES / N_IMAGES)
     print(f"\nProjection: {EPOCHS} epochs x ceil({DATASET_IMAGES}/{N_IMAGES}) = {steps_per_run} train steps "
