@@ -123,16 +123,14 @@ class Conv2d(Layer):
 
     def _sparse_backward(self, grad_out, active):
         """backward for a dL/dy that is zero outside the `active` flat positions (e.g. behind a max pool)."""
-        x, weight = self.input, self.params["weight"]
-        kh, kw, _, c_out = weight.shape
+        weight = self.params["weight"]
         top, _, left, _ = self.pads
-        self.grads["weight"] = conv_kernels.sparse_weight_gradient(x, grad_out, active, kh, kw, top, left)
+        self.grads["weight"], grad_in = conv_kernels.sparse_backward(self.input, grad_out, weight, active, top, left,
+                                                                     self.input_gradient)
         if "bias" in self.params:
-            self.grads["bias"] = grad_out.reshape(-1, c_out)[active].sum(axis=0)
+            self.grads["bias"] = grad_out.reshape(-1, weight.shape[-1])[active].sum(axis=0)
         self.input = None
-        if not self.input_gradient:
-            return None
-        return conv_kernels.sparse_input_gradient(grad_out, weight, active, x.shape, top, left)
+        return grad_in
 
     def __repr__(self):
         kh, kw, c_in, c_out = self.params["weight"].shape

@@ -254,40 +254,12 @@ def active_rows(grad_out, max_fraction):
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
-def _sparse_weight_gradient_kernel(x, grad_rows, active, partial, top, left, out_h, out_w):
+def _sparse_backward_kernel(x, grad_rows, weight_t, active, bounds, partial, grad_in, top, left, out_h, out_w,
+                            input_gradient):
     n_images, height, width, c_in = x.shape
-    parts, kh, kw, _, c_out = partial.shape
-    for part in prange(parts):
-        for t in range(part * active.size // parts, (part + 1) * active.size // parts):
-            r = active[t]
-            n, p, q = r // (out_h * out_w), (r // out_w) % out_h, r % out_w
-            g = grad_rows[r]
-            for i in range(max(0, top - p), min(kh, height + top - p)):
-                for j in range(max(0, left - q), min(kw, width + left - q)):
-                    pixel = x[n, p + i - top, q + j - left]
-                    for c in range(c_in):
-                        value = pixel[c]
-                        for o in range(c_out):
-                            partial[part, i, j, c, o] += value * g[o]
-    return partial
-
-
-def sparse_weight_gradient(x, grad_out, active, kh, kw, top, left):
-    """weight_gradient(x, grad_out, ...) summed over the `active` positions only (grad_out is zero elsewhere)."""
-    dtype = np.result_type(x.dtype, grad_out.dtype, np.float32)
-    x = np.ascontiguousarray(x, dtype=dtype)
-    _, out_h, out_w, c_out = grad_out.shape
-    grad_rows = np.ascontiguousarray(grad_out, dtype=dtype).reshape(-1, c_out)
-    parts = max(1, min(numba.get_num_threads(), active.size))
-    partial = np.zeros((parts, kh, kw, x.shape[-1], c_out), dtype=dtype)
-    return _sparse_weight_gradient_kernel(x, grad_rows, active, partial, top, left, out_h, out_w).sum(axis=0)
-
-
-@njit(parallel=True, cache=True, fastmath={"contract"})
-def _sparse_input_gradient_kernel(grad_rows, weight_t, active, bounds, grad_in, top, left, out_h, out_w):
-    _, height, width, c_in = grad_in.shape
-    kh, kw, c_out, _ = weight_t.shape
-    # Each part owns whole images (bounds split `active` at image boundaries): no two threads add to one pixel.
+    _, kh, kw, _, c_out = partial.shape
+    # Each part owns whole images (bounds split `active` at image boundaries): its own slice of `partial`,
+    # and no two threads add to one pixel of grad_in.
     for part in prange(bounds.size - 1):
         for t in range(bounds[part], bounds[part + 1]):
             r = active[t]
@@ -295,27 +267,39 @@ def _sparse_input_gradient_kernel(grad_rows, weight_t, active, bounds, grad_in, 
             g = grad_rows[r]
             for i in range(max(0, top - p), min(kh, height + top - p)):
                 for j in range(max(0, left - q), min(kw, width + left - q)):
-                    target = grad_in[n, p + i - top, q + j - left]
-                    for o in range(c_out):
-                        value = g[o]
-                        for c in range(c_in):
-                            target[c] += value * weight_t[i, j, o, c]
-    return grad_in
+                    # dL/dw[i, j] += x[p + i - top, q + j - left]^T g[p, q]
+                    pixel = x[n, p + i - top, q + j - left]
+                    for c in range(c_in):
+                        value = pixel[c]
+                        for o in range(c_out):
+                            partial[part, i, j, c, o] += value * g[o]
+                    if input_gradient:  # dL/dx[p + i - top, q + j - left] += weight[i, j] @ g[p, q]
+                        target = grad_in[n, p + i - top, q + j - left]
+                        for o in range(c_out):
+                            value = g[o]
+                            for c in range(c_in):
+                                target[c] += value * weight_t[i, j, o, c]
+    return partial
 
 
-def sparse_input_gradient(grad_out, weight, active, input_shape, top, left):
-    """dL/dx of y = x (*) weight from a grad_out that is zero outside the `active` positions -> input_shape.
+def sparse_backward(x, grad_out, weight, active, top, left, input_gradient=True):
+    """dL/dw and dL/dx (None unless input_gradient) of y = x (*) weight from a grad_out that is zero outside
+    the `active` flat positions: the sums of weight_gradient and of the transposed correlation, taken over
+    those positions only, in one pass over them.
 
-    Scatters each active position's gradient through the kernel: dL/dx[p + i - top, q + j - left] +=
-    weight[i, j] @ g[p, q], the transpose of the correlation.
+    (N, H, W, C_in), (N, H', W', C_out), (kh, kw, C_in, C_out), (K,) -> (kh, kw, C_in, C_out), (N, H, W, C_in)
     """
-    dtype = np.result_type(grad_out.dtype, weight.dtype, np.float32)
-    _, out_h, out_w, c_out = grad_out.shape
+    dtype = np.result_type(x.dtype, grad_out.dtype, weight.dtype, np.float32)
+    x = np.ascontiguousarray(x, dtype=dtype)
+    n, out_h, out_w, c_out = grad_out.shape
+    kh, kw, c_in, _ = weight.shape
     grad_rows = np.ascontiguousarray(grad_out, dtype=dtype).reshape(-1, c_out)
     weight_t = np.ascontiguousarray(weight.transpose(0, 1, 3, 2), dtype=dtype)  # (kh, kw, C_out, C_in)
-    parts = max(1, min(numba.get_num_threads(), input_shape[0]))
-    first_rows = np.arange(parts + 1) * input_shape[0] // parts * (out_h * out_w)
-    bounds = np.searchsorted(active, first_rows)
+    parts = max(1, min(numba.get_num_threads(), n))
+    bounds = np.searchsorted(active, np.arange(parts + 1) * n // parts * (out_h * out_w))
+    partial = np.zeros((parts, kh, kw, c_in, c_out), dtype=dtype)
     # np.zeros maps zeroed pages lazily: only the pages the scatter writes cost anything here.
-    grad_in = np.zeros(input_shape, dtype=dtype)
-    return _sparse_input_gradient_kernel(grad_rows, weight_t, active, bounds, grad_in, top, left, out_h, out_w)
+    grad_in = np.zeros(x.shape if input_gradient else (1, 1, 1, c_in), dtype=dtype)
+    _sparse_backward_kernel(x, grad_rows, weight_t, active, bounds, partial, grad_in, top, left, out_h, out_w,
+                            input_gradient)
+    return partial.sum(axis=0), (grad_in if input_gradient else None)

@@ -150,7 +150,7 @@ def test_active_rows_lists_the_nonzero_positions_or_gives_up(n, height, channels
 @settings(max_examples=60)
 @given(st.data(), convolutions(), float_dtypes)
 def test_sparse_kernels_match_padded_sums(data, shapes, dtype):
-    """The sparse weight and input gradients, over the nonzero positions only, equal the full sums."""
+    """The sparse backward's weight and input gradients, over the nonzero positions only, equal the full sums."""
     x_shape, weight_shape, top, left, out_h, out_w = shapes
     kh, kw = weight_shape[:2]
     grad_out = data.draw(sparse_gradients(shapes)).astype(dtype)
@@ -160,12 +160,14 @@ def test_sparse_kernels_match_padded_sums(data, shapes, dtype):
     active = conv_kernels.active_rows(grad_out, 1.0)
     terms = grad_out[..., 0].size
 
-    grad_weight = conv_kernels.sparse_weight_gradient(x, grad_out, active, kh, kw, top, left)
+    grad_weight, grad_in = conv_kernels.sparse_backward(x, grad_out, weight, active, top, left)
     assert grad_weight.dtype == dtype and grad_weight.shape == weight_shape
     np.testing.assert_allclose(grad_weight, reference_weight_gradient(x, grad_out, kh, kw, top, left),
                                rtol=0, atol=tolerance(dtype, terms) * 10)
+    only_weight, none = conv_kernels.sparse_backward(x, grad_out, weight, active, top, left, input_gradient=False)
+    assert none is None
+    np.testing.assert_array_equal(only_weight, grad_weight)
 
-    grad_in = conv_kernels.sparse_input_gradient(grad_out, weight, active, x_shape, top, left)
     assert grad_in.dtype == dtype and grad_in.shape == x_shape
     np.testing.assert_allclose(grad_in, reference_input_gradient(grad_out, weight, x_shape, top, left),
                                rtol=0, atol=tolerance(dtype, kh * kw * weight_shape[3]) * 10)
