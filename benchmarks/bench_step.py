@@ -13,6 +13,8 @@ same laps. A row is the median over --repeat steps after --warmup untimed ones; 
 median of whole steps, so it need not equal the sum of the rows above it. The per-layer table wraps each
 NumPy layer's forward and backward with a clock (a few microseconds per call).
 
+Inference is not here: benchmarks/run.py measures it in a process that only predicts.
+
 Memory. Each (implementation, scale) runs in its own fresh process (this script with --impl), so its peak
 resident memory (VmHWM) is that implementation's alone; "RSS before" is the same process after imports,
 images and model, before the first step.
@@ -44,7 +46,7 @@ sys.path.insert(0, HERE)                   # common.py, torch_model.py
 sys.path.insert(1, os.path.dirname(HERE))  # the project root: nn/ and attention_sampling/, without installing
 
 from common import (Laps, current_rss_bytes, median_of_runs, peak_rss_bytes, print_table,  # noqa: E402
-                    python_environment, time_calls)
+                    python_environment)
 
 # The paper's setting (Katharopoulos & Fleuret 2019, colon-cancer histology): see docs/method.md.
 N_IMAGES, HEIGHT, WIDTH, CHANNELS = 8, 1040, 1388, 3
@@ -77,6 +79,30 @@ def make_batch(seed, n=N_IMAGES, height=HEIGHT, width=WIDTH):
     rng = np.random.default_rng(seed)
     images = rng.random((n, height, width, CHANNELS), dtype=np.float32)
     return images, rng.integers(0, N_CLASSES, size=n)
+
+
+def numpy_setup(scale, seed, n=N_IMAGES):
+    """The NumPy model at the paper's settings, its Adam, a batch of n images with labels, a generator."""
+    import nn
+    from attention_sampling.models import AttentionSamplingModel
+
+    images, labels = make_batch(seed, n=n)
+    model = AttentionSamplingModel(N_CLASSES, scale=scale, patch_size=PATCH_SIZE, n_patches=N_PATCHES, seed=seed)
+    return model, nn.Adam(LEARNING_RATE), images, labels, np.random.default_rng(seed)
+
+
+def torch_setup(scale, seed, threads, n=N_IMAGES):
+    """The same for PyTorch (benchmarks/torch_model.py), on `threads` threads; the batch as tensors."""
+    import torch
+    import torch_model
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    images, labels = make_batch(seed, n=n)
+    model = torch_model.AttentionSampling(N_CLASSES, scale=scale, patch_size=PATCH_SIZE, n_patches=N_PATCHES)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+    return (model, optimizer, torch.from_numpy(images), torch.from_numpy(labels),
+            torch.Generator().manual_seed(seed))
 
 
 def step_macs(scale):
@@ -198,15 +224,7 @@ def time_each_layer(model, record):
 
 def run_numpy(scale, args):
     """Measure the NumPy step in this process -> a JSON-able dict."""
-    import nn
-    from attention_sampling.models import AttentionSamplingModel
-    from attention_sampling.training import predict
-
-    images, labels = make_batch(args.seed)
-    model = AttentionSamplingModel(N_CLASSES, scale=scale, patch_size=PATCH_SIZE, n_patches=N_PATCHES,
-                                   seed=args.seed)
-    optimizer = nn.Adam(LEARNING_RATE)
-    rng = np.random.default_rng(args.seed)
+    model, optimizer, images, labels, rng = numpy_setup(scale, args.seed)
     result = {"rss_before": current_rss_bytes()}
 
     def step():
@@ -230,11 +248,6 @@ def run_numpy(scale, args):
     result["pieces"] = median_of_runs([laps.times for laps in runs])
     result["step"] = float(np.median([laps.total for laps in runs]))
     result["layers"] = median_of_runs(layer_runs)
-
-    one_image = images[:1]
-    result["predict_first"], predict_times = time_calls(lambda: predict(model, one_image, rng), args.warmup,
-                                                        args.repeat)
-    result["predict"] = float(np.median(predict_times))
     result["peak_rss"] = peak_rss_bytes()
     return result
 
@@ -248,13 +261,7 @@ def run_torch(scale, args):
     import torch
     import torch_model
 
-    torch.set_num_threads(args.torch_threads)
-    torch.manual_seed(args.seed)
-    images, labels = make_batch(args.seed)
-    images, labels = torch.from_numpy(images), torch.from_numpy(labels)
-    model = torch_model.AttentionSampling(N_CLASSES, scale=scale, patch_size=PATCH_SIZE, n_patches=N_PATCHES)
-    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
-    generator = torch.Generator().manual_seed(args.seed)
+    model, optimizer, images, labels, generator = torch_setup(scale, args.seed, args.torch_threads)
     result = {"rss_before": current_rss_bytes(), "threads": torch.get_num_threads(), "version": torch.__version__}
 
     def step():
@@ -270,11 +277,6 @@ def run_torch(scale, args):
     runs = [step() for _ in range(args.repeat)]
     result["pieces"] = median_of_runs([laps.times for laps in runs])
     result["step"] = float(np.median([laps.total for laps in runs]))
-
-    one_image = images[:1]
-    result["predict_first"], predict_times = time_calls(lambda: torch_model.predict(model, one_image, generator),
-                                                        args.warmup, args.repeat)
-    result["predict"] = float(np.median(predict_times))
     result["peak_rss"] = peak_rss_bytes()
     return result
 
@@ -365,7 +367,7 @@ def print_step_table(scale, results):
     print(f"\nc = {scale}: attention map {h}x{w}; {patches} patches of {PATCH_SIZE}x{PATCH_SIZE}; "
           f"{macs['step'] / 1e9:.1f} GMAC per step (attention {macs['attention forward'] / 1e9:.2f} forward + "
           f"{macs['attention backward'] / 1e9:.2f} backward, features {macs['feature forward'] / 1e9:.2f} + "
-          f"{macs['feature backward'] / 1e9:.2f}); predict {macs['predict'] / 1e9:.2f} GMAC")
+          f"{macs['feature backward'] / 1e9:.2f})")
 
     def row(label, numpy_value, torch_value, show=ms):
         cells = [label, show(numpy_value)]
@@ -387,7 +389,6 @@ def print_step_table(scale, results):
         return f"{2 * macs['step'] / result['step'] / 1e9:.1f}" if result else None
 
     rows.append([" GFLOP/s of the step", gflops(numpy_result)] + ([gflops(torch_result), None] if torch_result else []))
-    rows.append(row("predict, 1 image", numpy_result["predict"], torch_result and torch_result["predict"]))
     rows.append(row("RSS before the first step, MB", numpy_result["rss_before"],
                     torch_result and torch_result["rss_before"], show=mb))
     rows.append(row("peak RSS, MB", numpy_result["peak_rss"], torch_result and torch_result["peak_rss"], show=mb))

@@ -44,7 +44,8 @@ sys.path.insert(0, HERE)                   # common.py, bench_step.py, torch_mod
 sys.path.insert(1, os.path.dirname(HERE))  # the project root: nn/ and attention_sampling/, without installing
 
 from bench_step import (CHANNELS, ENTROPY_WEIGHT, FEATURE_CONVS, FEATURE_DENSE, HEIGHT, LEARNING_RATE,  # noqa: E402
-                        N_CLASSES, N_IMAGES, N_PATCHES, PATCH_SIZE, REPLICAS, WIDTH, make_batch, step_macs)
+                        N_CLASSES, N_IMAGES, N_PATCHES, PATCH_SIZE, REPLICAS, WIDTH, make_batch, numpy_setup,
+                        step_macs, torch_setup)
 from common import current_rss_bytes, peak_rss_bytes, print_table, python_environment, time_calls  # noqa: E402
 
 EPOCHS, DATASET_IMAGES = 300, 374  # the paper's colon-cancer run: 300 epochs over 374 training images
@@ -63,15 +64,9 @@ def full_resolution_macs(n_images):
 # ---------------------------------------------------------------------------------------------------------
 
 def numpy_attention_sampling(scale, args):
-    import nn
-    from attention_sampling.models import AttentionSamplingModel
     from attention_sampling.training import train_step
 
-    images, labels = make_batch(args.seed)
-    model = AttentionSamplingModel(N_CLASSES, scale=scale, patch_size=PATCH_SIZE, n_patches=N_PATCHES,
-                                   seed=args.seed)
-    optimizer = nn.Adam(LEARNING_RATE)
-    rng = np.random.default_rng(args.seed)
+    model, optimizer, images, labels, rng = numpy_setup(scale, args.seed)
     result = {"rss_before": current_rss_bytes()}
     result["step_first"], steps = time_calls(
         lambda: train_step(model, optimizer, images, labels, rng, replicas=REPLICAS, entropy_weight=ENTROPY_WEIGHT),
@@ -83,13 +78,9 @@ def numpy_attention_sampling(scale, args):
 
 def numpy_inference(scale, args):
     """predict on one image in a process that does nothing else, as a deployed classifier would."""
-    from attention_sampling.models import AttentionSamplingModel
     from attention_sampling.training import predict
 
-    images, _ = make_batch(args.seed, n=1)
-    model = AttentionSamplingModel(N_CLASSES, scale=scale, patch_size=PATCH_SIZE, n_patches=N_PATCHES,
-                                   seed=args.seed)
-    rng = np.random.default_rng(args.seed)
+    model, _, images, _, rng = numpy_setup(scale, args.seed, n=1)
     result = {"rss_before": current_rss_bytes()}
     result["predict_first"], predicts = time_calls(lambda: predict(model, images, rng), args.predict_warmup,
                                                    args.predict_repeat)
@@ -99,16 +90,9 @@ def numpy_inference(scale, args):
 
 
 def torch_attention_sampling(scale, args):
-    import torch
     import torch_model
 
-    torch.set_num_threads(args.torch_threads)
-    torch.manual_seed(args.seed)
-    images, labels = make_batch(args.seed)
-    images, labels = torch.from_numpy(images), torch.from_numpy(labels)
-    model = torch_model.AttentionSampling(N_CLASSES, scale=scale, patch_size=PATCH_SIZE, n_patches=N_PATCHES)
-    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
-    generator = torch.Generator().manual_seed(args.seed)
+    model, optimizer, images, labels, generator = torch_setup(scale, args.seed, args.torch_threads)
     result = {"rss_before": current_rss_bytes()}
     result["step_first"], steps = time_calls(
         lambda: torch_model.train_step(model, optimizer, images, labels, generator, REPLICAS, ENTROPY_WEIGHT),
@@ -119,14 +103,9 @@ def torch_attention_sampling(scale, args):
 
 
 def torch_inference(scale, args):
-    import torch
     import torch_model
 
-    torch.set_num_threads(args.torch_threads)
-    torch.manual_seed(args.seed)
-    images = torch.from_numpy(make_batch(args.seed, n=1)[0])
-    model = torch_model.AttentionSampling(N_CLASSES, scale=scale, patch_size=PATCH_SIZE, n_patches=N_PATCHES)
-    generator = torch.Generator().manual_seed(args.seed)
+    model, _, images, _, generator = torch_setup(scale, args.seed, args.torch_threads, n=1)
     result = {"rss_before": current_rss_bytes()}
     result["predict_first"], predicts = time_calls(lambda: torch_model.predict(model, images, generator),
                                                    args.predict_warmup, args.predict_repeat)
