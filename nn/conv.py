@@ -10,7 +10,7 @@ from .layer import Layer
 _CHUNK_BYTES = 64 * 2**20
 
 # Below this fraction of nonzero positions in dL/dy, backward loops over those positions only
-# (nn/conv_kernels.py, "Sparse gradients"); measured crossover in benchmarks/bench_nn.py.
+# (nn/conv_kernels.py, "Sparse gradients"); the crossover: python benchmarks/bench_nn.py --sparse.
 SPARSE_FRACTION = 0.1
 
 
@@ -34,7 +34,8 @@ class Conv2d(Layer):
       dL/db       = sum over positions of g[p, q]
       dL/dx       = g padded by k - 1 - pad, correlated with w flipped in space and C_in <-> C_out
     so the input gradient reuses the forward correlation kernel. Zero padding is never materialised:
-    the kernels clip the taps at the borders (nn/conv_kernels.py).
+    the kernels clip the taps at the borders (nn/conv_kernels.py). A dL/dy that is zero at all but a few
+    positions (behind a global max pool) takes the sparse path, which sums over those positions only.
 
     backward releases the cached input (one backward per forward), so a network's activations are freed
     layer by layer as its backward pass goes down instead of living until the next forward.
