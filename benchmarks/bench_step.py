@@ -35,7 +35,6 @@ import argparse
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -45,8 +44,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)                   # common.py, torch_model.py
 sys.path.insert(1, os.path.dirname(HERE))  # the project root: nn/ and attention_sampling/, without installing
 
-from common import (Laps, current_rss_bytes, median_of_runs, peak_rss_bytes, print_table,  # noqa: E402
-                    python_environment)
+from common import (Laps, current_rss_bytes, mb, median_of_runs, ms, peak_rss_bytes, print_table,  # noqa: E402
+                    python_environment, run_fresh)
 
 # The paper's setting (Katharopoulos & Fleuret 2019, colon-cancer histology): see docs/method.md.
 N_IMAGES, HEIGHT, WIDTH, CHANNELS = 8, 1040, 1388, 3
@@ -328,25 +327,12 @@ def check_torch_matches(seed, case):
 
 def run_child(impl, scale, args, numba_cache, first_call_only=False):
     """This script in a fresh process for one (implementation, scale) -> its JSON result."""
-    command = [sys.executable, os.path.abspath(__file__), "--impl", impl, "--scales", str(scale),
-               "--repeat", str(args.repeat), "--warmup", str(args.warmup), "--seed", str(args.seed),
-               "--torch-threads", str(args.torch_threads)]
+    arguments = ["--impl", impl, "--scales", scale, "--repeat", args.repeat, "--warmup", args.warmup,
+                 "--seed", args.seed, "--torch-threads", args.torch_threads]
     if first_call_only:
-        command.append("--first-call-only")
-    # The Numba cache in a directory of our own: compiled once by the first process, loaded by the others.
-    environment = dict(os.environ, NUMBA_CACHE_DIR=numba_cache)
+        arguments.append("--first-call-only")
     what = "first call only" if first_call_only else f"{args.warmup} warm-up + {args.repeat} timed steps"
-    print(f"  measuring {impl} c={scale} in a fresh process ({what}) ...", file=sys.stderr, flush=True)
-    finished = subprocess.run(command, env=environment, stdout=subprocess.PIPE, text=True, check=True)
-    return json.loads(finished.stdout.strip().splitlines()[-1])
-
-
-def ms(seconds):
-    return None if seconds is None else f"{seconds * 1e3:.1f}"
-
-
-def mb(size):
-    return None if size is None else f"{size / 2**20:.0f}"
+    return run_fresh(__file__, arguments, numba_cache, f"{impl} c={scale} ({what})")
 
 
 def ratio(numerator, denominator):

@@ -6,7 +6,9 @@ that has loaded nothing else (its peak memory is then that implementation's alon
 import os
 import platform
 import resource
+import json
 import statistics
+import subprocess
 import sys
 import time
 
@@ -119,3 +121,21 @@ def python_environment():
     except ImportError:
         pass
     return ", ".join(parts)
+
+
+def run_fresh(script, arguments, numba_cache, label):
+    """python <script> <arguments> in a fresh process (its peak memory is its own) whose Numba cache is
+    numba_cache (compiled once by the first process, loaded by the others) -> the JSON of its last line."""
+    environment = dict(os.environ, NUMBA_CACHE_DIR=numba_cache)
+    print(f"  measuring {label} in a fresh process ...", file=sys.stderr, flush=True)
+    finished = subprocess.run([sys.executable, os.path.abspath(script), *map(str, arguments)], env=environment,
+                              stdout=subprocess.PIPE, text=True, check=True)
+    return json.loads(finished.stdout.strip().splitlines()[-1])
+
+
+def ms(seconds):
+    return None if seconds is None else f"{seconds * 1e3:.1f}"
+
+
+def mb(size):
+    return None if size is None else f"{size / 2**20:.0f}"

@@ -32,7 +32,6 @@ import importlib.util
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +45,8 @@ sys.path.insert(1, os.path.dirname(HERE))  # the project root: nn/ and attention
 from bench_step import (CHANNELS, ENTROPY_WEIGHT, FEATURE_CONVS, FEATURE_DENSE, HEIGHT, LEARNING_RATE,  # noqa: E402
                         N_CLASSES, N_IMAGES, N_PATCHES, PATCH_SIZE, REPLICAS, WIDTH, make_batch, numpy_setup,
                         step_macs, torch_setup)
-from common import current_rss_bytes, peak_rss_bytes, print_table, python_environment, time_calls  # noqa: E402
+from common import (current_rss_bytes, mb, ms, peak_rss_bytes, print_table, python_environment,  # noqa: E402
+                    run_fresh, time_calls)
 
 EPOCHS, DATASET_IMAGES = 300, 374  # the paper's colon-cancer run: 300 epochs over 374 training images
 
@@ -198,23 +198,11 @@ def numba_first_call(args):
 
 def child(spec, args, numba_cache):
     """This script in a fresh process for one measurement -> its JSON result."""
-    command = [sys.executable, os.path.abspath(__file__), "--child", spec, "--repeat", str(args.repeat),
-               "--warmup", str(args.warmup), "--seed", str(args.seed), "--torch-threads", str(args.torch_threads),
-               "--full-batch", str(args.full_batch), "--full-repeat", str(args.full_repeat),
-               "--full-warmup", str(args.full_warmup), "--predict-repeat", str(args.predict_repeat),
-               "--predict-warmup", str(args.predict_warmup)]
-    environment = dict(os.environ, NUMBA_CACHE_DIR=numba_cache)
-    print(f"  measuring {spec} in a fresh process ...", file=sys.stderr, flush=True)
-    finished = subprocess.run(command, env=environment, stdout=subprocess.PIPE, text=True, check=True)
-    return json.loads(finished.stdout.strip().splitlines()[-1])
-
-
-def ms(seconds):
-    return None if seconds is None else f"{seconds * 1e3:.1f}"
-
-
-def mb(size):
-    return None if size is None else f"{size / 2**20:.0f}"
+    arguments = ["--child", spec, "--repeat", args.repeat, "--warmup", args.warmup, "--seed", args.seed,
+                 "--torch-threads", args.torch_threads, "--full-batch", args.full_batch,
+                 "--full-repeat", args.full_repeat, "--full-warmup", args.full_warmup,
+                 "--predict-repeat", args.predict_repeat, "--predict-warmup", args.predict_warmup]
+    return run_fresh(__file__, arguments, numba_cache, spec)
 
 
 def main(argv=None):
