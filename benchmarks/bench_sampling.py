@@ -38,9 +38,12 @@ from dataclasses import dataclass
 import numpy as np
 
 # Run from a checkout without installing: the project root holds attention_sampling/.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)                   # common.py
+sys.path.insert(1, os.path.dirname(HERE))  # the project root
 
 import numba  # noqa: E402
+from common import time_calls  # noqa: E402
 
 from attention_sampling import patches as patches_module  # noqa: E402
 from attention_sampling import sampling as sampling_module  # noqa: E402
@@ -147,13 +150,7 @@ def first_call(function):
 
 def median_time(function, repeat):
     """Median wall time of `repeat` calls after one untimed warm-up call."""
-    function()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(time_calls(function, 1, repeat)[1])
 
 
 def how_compiled(kernel):
