@@ -21,7 +21,7 @@ class Sequential(Layer):
         """forward(x, training=False) for inference only. Each Conv2d -> [BatchNorm2d] -> [LeakyReLU] run
         runs as one convolution: the batch norm's evaluation-mode affine is folded into the weights and the
         leaky ReLU applied as the outputs are stored, so neither makes a pass of its own over the
-        activations. Nothing is cached: no backward may follow."""
+        activations. The fused convolutions cache nothing, so no backward may follow."""
         i = 0
         while i < len(self.layers):
             layer = self.layers[i]
