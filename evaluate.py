@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from attention_sampling.errors import AttentionSamplingError
+from attention_sampling.application.errors import AttentionSamplingError
 
 CHECKPOINT_FILES = {"best": "best.npz", "last": "checkpoint.npz"}
 
@@ -62,8 +62,8 @@ def load_run(run_dir, which):
     if which == "best" and not os.path.isfile(path) and os.path.isfile(os.path.join(run_dir, "checkpoint.npz")):
         raise AttentionSamplingError(f"{path}: no such file (has an epoch finished?); try --checkpoint last")
     # Imported here, not at the top, so --help and the errors above answer at once.
-    from attention_sampling.checkpoint import load_checkpoint
-    from attention_sampling.trainer import build_model
+    from attention_sampling.application.checkpoint import load_checkpoint
+    from attention_sampling.application.trainer import build_model
 
     state = load_checkpoint(path)
     try:
@@ -79,7 +79,7 @@ def load_run(run_dir, which):
 
 def open_data(data, config):
     """The run's image folder (or --data), checked to hold the classes the run was trained on."""
-    from attention_sampling.data import DEFAULT_MAX_PIXELS, ImageFolder
+    from attention_sampling.application.data import DEFAULT_MAX_PIXELS, ImageFolder
 
     where = f"--data {data}"
     if data is None:
@@ -110,8 +110,8 @@ def example_positions(labels, n_classes, per_class):
 
 def evaluate(args):
     """-> (result dict, what the pictures need)."""
-    from attention_sampling.data import stratified_split
-    from attention_sampling.evaluation import classification_report, cross_entropy, predict_dataset
+    from attention_sampling.application.data import stratified_split
+    from attention_sampling.application.evaluation import classification_report, cross_entropy, predict_dataset
 
     config, model, epoch, checkpoint = load_run(args.run, args.checkpoint)
     dataset = open_data(args.data, config)
@@ -174,12 +174,12 @@ def read_metrics(path):
 def draw_pictures(run_dir, pictures):
     """curves.png and attention/<class>_<i>.png in the run folder -> paths written ([] without matplotlib)."""
     try:
-        from attention_sampling import figures
+        from attention_sampling.application import figures
     except ImportError:
         print("evaluate.py: note: matplotlib is not installed (pip install matplotlib): no pictures drawn",
               file=sys.stderr)
         return []
-    from attention_sampling.data import load_batch
+    from attention_sampling.application.data import load_batch
 
     written = []
     metrics = os.path.join(run_dir, "metrics.csv")

@@ -12,9 +12,9 @@ import math
 import os
 import sys
 
-from attention_sampling.data import DEFAULT_MAX_PIXELS, ImageFolder
-from attention_sampling.embedded import ensure_default_dataset
-from attention_sampling.errors import AttentionSamplingError
+from attention_sampling.application.data import DEFAULT_MAX_PIXELS, ImageFolder
+from attention_sampling.application.embedded import ensure_default_dataset
+from attention_sampling.application.errors import AttentionSamplingError
 
 PAPER_EPOCHS = 300
 # The embedded data set is learnt long before 300 epochs; this keeps the default run near 15 minutes.
@@ -170,7 +170,7 @@ def main(argv=None):
 
 
 def train(args):
-    from attention_sampling.trainer import Trainer, saved_config
+    from attention_sampling.application.trainer import Trainer, saved_config
 
     if args.resume:
         run_dir = args.resume

@@ -85,17 +85,3 @@ def sample_cells(attention, n_samples, rng, replace=True):
         indices = _sample_without_replacement(flat, uniforms)
     return np.stack(np.divmod(indices, w), axis=-1)
 
-
-def sample_cells_numpy(attention, n_samples, rng):
-    """The NumPy equivalent of sample_cells (for benchmarks): cumsum and searchsorted, vectorised per image.
-
-    Each image searches its own cdf: shifting all cdfs into one sorted array would round u + i up to
-    i + 1 for u within 2^-53 of 1 and land in the next image.
-    """
-    n, h, w = attention.shape
-    uniforms = rng.random((n, n_samples))
-    cdf = np.cumsum(attention.reshape(n, h * w), axis=1, dtype=np.float64)
-    indices = np.empty((n, n_samples), dtype=np.int64)
-    for row in range(n):
-        indices[row] = np.searchsorted(cdf[row], uniforms[row] * cdf[row, -1], side="right")
-    return np.stack(np.divmod(indices, w), axis=-1)

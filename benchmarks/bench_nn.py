@@ -1,15 +1,15 @@
 """Time the two convolution stacks of attention sampling, forward and backward, against PyTorch if present.
 
-    python benchmarks/bench_nn.py                 # both workloads, 10 timed runs each
-    python benchmarks/bench_nn.py --repeat 20 --workloads feature
-    python benchmarks/bench_nn.py --sparse        # where Conv2d's sparse backward starts to pay
+    python -m benchmarks.bench_nn                 # both workloads, 10 timed runs each
+    python -m benchmarks.bench_nn --repeat 20 --workloads feature
+    python -m benchmarks.bench_nn --sparse        # where Conv2d's sparse backward starts to pay
 
 Workloads (the shapes the method runs at every training step):
   feature    640 patches 50x50x3 -> 4 x [Conv2d 3x3·16 'same' + LeakyReLU]
   attention  8 images 260x347x3  -> 3 x [Conv2d 3x3·8 'same' + BatchNorm2d + LeakyReLU]
 
-Each row is the median wall time over --repeat runs after --warmup untimed ones; "first" is the
-very first forward+backward (Numba compilation or cache loading, BLAS start-up). GFLOP/s counts
+Each row is the median wall time over --repeat runs after --warmup untimed ones; "first" is the first of
+those, the very first forward+backward (Numba compilation or cache loading, BLAS start-up). GFLOP/s counts
 only the convolutions' multiply-adds (2 FLOP each): forward N·H'·W'·kh·kw·C_in·C_out per layer,
 backward twice that (dL/dw and dL/dx). PyTorch, when importable, runs the same layers with the same
 weights in this process: float32, torch.channels_last, input with requires_grad so it also computes
@@ -22,23 +22,14 @@ SPARSE_FRACTION. Behind the global max pool the real fraction is at most 16 / 25
 layer and about 5% for the one below it.
 """
 import argparse
-import os
-import platform
 import statistics
 import sys
-import time
 
 import numpy as np
 
-# Run from a checkout without installing: the project root holds nn/.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import nn  # noqa: E402
-
-try:
-    import torch
-except ImportError:  # PyTorch is an optional yardstick, never a dependency.
-    torch = None
+import nn
+import nn.conv
+from benchmarks.common import import_torch, print_table, python_environment, time_calls
 
 NEGATIVE_SLOPE = 0.01
 
@@ -69,20 +60,23 @@ WORKLOADS = {
 
 
 def conv_macs(model, input_shape):
-    """Forward multiply-adds of every Conv2d in `model` for an input of `input_shape`."""
-    n, h, w, _ = input_shape
+    """Forward multiply-adds of every Conv2d in `model` for an input of `input_shape`, and the output's shape
+    (the other layers keep the shape)."""
+    n, h, w, c = input_shape
     total = 0
     for layer in model.layers:
         if isinstance(layer, nn.Conv2d):
-            kh, kw, c_in, c_out = layer.params["weight"].shape
+            kh, kw, c_in, c = layer.params["weight"].shape
             if layer.padding == "valid":
                 h, w = h - kh + 1, w - kw + 1
-            total += n * h * w * kh * kw * c_in * c_out
-    return total
+            total += n * h * w * kh * kw * c_in * c
+    return total, (n, h, w, c)
 
 
 def to_torch(model):
     """The same layers and weights as a torch.nn.Sequential in channels-last memory format."""
+    import torch
+
     modules = []
     for layer in model.layers:
         if isinstance(layer, nn.Conv2d):
@@ -108,50 +102,22 @@ def to_torch(model):
     return torch.nn.Sequential(*modules).float().to(memory_format=torch.channels_last).train()
 
 
-def run_ours(model, x, grad_out):
-    start = time.perf_counter()
-    y = model.forward(x, training=True)
-    middle = time.perf_counter()
-    model.backward(grad_out)
-    stop = time.perf_counter()
-    return y, middle - start, stop - middle
-
-
-def run_torch(model, x, grad_out):
-    x.grad = None
-    model.zero_grad(set_to_none=True)
-    start = time.perf_counter()
-    y = model(x)
-    middle = time.perf_counter()
-    y.backward(grad_out)
-    stop = time.perf_counter()
-    return y, middle - start, stop - middle
-
-
-def measure(step, warmup, repeat):
-    """Times of the first call, then medians of forward, backward and their sum over `repeat` runs."""
-    _, forward, backward = step()
-    first = forward + backward
-    for _ in range(max(0, warmup - 1)):
-        step()
-    forwards, backwards, totals = [], [], []
-    for _ in range(repeat):
-        _, forward, backward = step()
-        forwards.append(forward)
-        backwards.append(backward)
-        totals.append(forward + backward)
-    return {"first": first, "fwd": statistics.median(forwards), "bwd": statistics.median(backwards),
-            "fwd+bwd": statistics.median(totals)}
+def forward_backward_times(step, warmup, repeat):
+    """time_calls of a step that laps "fwd" and "bwd" -> seconds of the first call's forward+backward, and the
+    medians of forward, backward and their sum."""
+    first, runs = time_calls(step, warmup, repeat, laps=True)
+    return {"first": first["fwd"] + first["bwd"], "fwd": statistics.median(run["fwd"] for run in runs),
+            "bwd": statistics.median(run["bwd"] for run in runs),
+            "fwd+bwd": statistics.median(run["fwd"] + run["bwd"] for run in runs)}
 
 
 def sparse_crossover(args):
     """Dense and sparse backward of one 16->16 convolution against the density of dL/dy -> printed table."""
-    import nn.conv
     rng = np.random.default_rng(args.seed)
     x = rng.standard_normal((640, 50, 50, 16), dtype=np.float32)
     layer = nn.Conv2d(16, 16, 3, rng=args.seed)
     y = layer.forward(x)
-    print(f"{'nonzero positions':>18} {'dense ms':>9} {'sparse ms':>10} {'sparse/dense':>13}")
+    rows = []
     original = nn.conv.SPARSE_FRACTION
     try:
         for density in (0.0064, 0.03, 0.06, 0.1, 0.15, 0.25):
@@ -160,42 +126,25 @@ def sparse_crossover(args):
             for path, fraction in (("dense", 0.0), ("sparse", 1.0)):
                 nn.conv.SPARSE_FRACTION = fraction
 
-                def step():
+                def backward():
                     layer.input = x  # backward releases its cache: give it the input again
-                    start = time.perf_counter()
                     layer.backward(grad_out)
-                    return None, 0.0, time.perf_counter() - start
 
-                times[path] = measure(step, args.warmup, args.repeat)["bwd"]
-            print(f"{density:>17.2%} {times['dense'] * 1e3:9.1f} {times['sparse'] * 1e3:10.1f} "
-                  f"{times['sparse'] / times['dense']:13.2f}")
+                times[path] = statistics.median(time_calls(backward, args.warmup, args.repeat)[1])
+            rows.append([f"{density:.2%}", f"{times['dense'] * 1e3:.1f}", f"{times['sparse'] * 1e3:.1f}",
+                         f"{times['sparse'] / times['dense']:.2f}"])
     finally:
         nn.conv.SPARSE_FRACTION = original
+    print_table(["nonzero positions", "dense ms", "sparse ms", "sparse/dense"], rows, align="rrrr")
     return 0
-
-
-def environment():
-    lines = [f"python {platform.python_version()}, numpy {np.__version__}, cpus {os.cpu_count()}"]
-    try:
-        import numba
-        lines.append(f"numba {numba.__version__}, {numba.config.NUMBA_NUM_THREADS} threads")
-    except ImportError:
-        pass
-    if torch is not None:
-        lines.append(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    else:
-        lines.append("torch not importable: PyTorch columns skipped")
-    blas = os.environ.get("OPENBLAS_CORETYPE")
-    if blas:
-        lines.append(f"OPENBLAS_CORETYPE={blas}")
-    return "; ".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=10, help="timed runs per measurement (default 10)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed runs first, including the first call (default 2)")
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="untimed runs first, including the first call (default 2)")
     parser.add_argument("--workloads", default="feature,attention",
                         help=f"comma-separated, from {sorted(WORKLOADS)} (default both)")
     parser.add_argument("--batch", type=int, default=None, help="override the batch size N of every workload")
@@ -208,22 +157,20 @@ def main(argv=None):
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     if args.sparse:
-        print(environment())
+        print(python_environment())
         print(f"Conv2d 3x3 16->16 backward on 640 x 50x50x16, median of {args.repeat} after {args.warmup} warm-up")
         return sparse_crossover(args)
     names = [name.strip() for name in args.workloads.split(",") if name.strip()]
     unknown = [name for name in names if name not in WORKLOADS]
     if unknown:
         parser.error(f"--workloads: unknown {unknown}, choose from {sorted(WORKLOADS)}")
-    use_torch = torch is not None and not args.no_torch
-    if use_torch:
-        torch.set_num_threads(args.torch_threads)
+    torch = import_torch(args.no_torch, args.torch_threads)
 
-    print(environment())
+    print(python_environment(torch))
+    if torch is None:
+        print("PyTorch not importable or --no-torch: PyTorch columns skipped")
     print(f"median of {args.repeat} runs after {args.warmup} warm-up; ms, and GFLOP/s of the convolutions")
-    header = f"{'workload':<10} {'impl':<6} {'pass':<8} {'first ms':>9} {'median ms':>10} {'GFLOP/s':>8} {'numpy/torch':>12}"
-    print(header)
-    print("-" * len(header))
+    rows, notes = [], []
     for name in names:
         builder, shape, description = WORKLOADS[name]
         if args.batch is not None:
@@ -231,42 +178,50 @@ def main(argv=None):
         rng = np.random.default_rng(args.seed)
         model = builder(rng, np.float32)
         x = rng.standard_normal(shape, dtype=np.float32)
-        # The very first call pays for Numba compilation (or loading its cache): time it on its own.
-        start = time.perf_counter()
-        y = model.forward(x)
-        first_forward = time.perf_counter() - start
-        grad_out = rng.standard_normal(y.shape, dtype=np.float32)
-        start = time.perf_counter()
-        model.backward(grad_out)
-        first = first_forward + time.perf_counter() - start
-        macs = conv_macs(model, shape)
+        macs, output_shape = conv_macs(model, shape)
+        grad_out = rng.standard_normal(output_shape, dtype=np.float32)
         flops = {"fwd": 2 * macs, "bwd": 4 * macs, "fwd+bwd": 6 * macs}
 
-        results = {"numpy": measure(lambda: run_ours(model, x, grad_out), args.warmup, args.repeat)}
-        results["numpy"]["first"] = first
-        if use_torch:
+        def ours(laps):
+            model.forward(x, training=True)
+            laps.lap("fwd")
+            model.backward(grad_out)
+            laps.lap("bwd")
+
+        # The very first call pays for Numba compilation (or loading its cache): time_calls reports it apart.
+        results = {"numpy": forward_backward_times(ours, args.warmup, args.repeat)}
+        notes.append(f"{name}: {description}, {2 * macs / 1e9:.2f} GFLOP forward")
+        if torch is not None:
             torch_model = to_torch(model)
             x_torch = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
             x_torch.requires_grad_(True)
             grad_torch = torch.from_numpy(grad_out).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
-            results["torch"] = measure(lambda: run_torch(torch_model, x_torch, grad_torch), args.warmup, args.repeat)
+
+            def theirs(laps):
+                x_torch.grad = None
+                torch_model.zero_grad(set_to_none=True)
+                laps.lap("zero grad")
+                y = torch_model(x_torch)
+                laps.lap("fwd")
+                y.backward(grad_torch)
+                laps.lap("bwd")
+
+            results["torch"] = forward_backward_times(theirs, args.warmup, args.repeat)
             # Same weights, same input: the outputs agree up to float32 summation order (a sanity check only).
             with torch.no_grad():
                 reference = torch_model(x_torch).permute(0, 2, 3, 1).numpy()
             difference = float(np.max(np.abs(model.forward(x) - reference)))
+            notes.append(f"{name}: max |numpy - torch| forward output: {difference:.2e}")
 
-        print(f"{name}: {description}, {2 * macs / 1e9:.2f} GFLOP forward")
         for impl, timing in results.items():
-            for step in ("fwd", "bwd", "fwd+bwd"):
+            for index, step in enumerate(("fwd", "bwd", "fwd+bwd")):
                 seconds = timing[step]
-                first = f"{timing['first'] * 1e3:9.1f}" if step == "fwd+bwd" else " " * 9
-                ratio = ""
-                if impl == "numpy" and "torch" in results:
-                    ratio = f"{seconds / results['torch'][step]:12.2f}"
-                print(f"{'':<10} {impl:<6} {step:<8} {first} {seconds * 1e3:10.1f} "
-                      f"{flops[step] / seconds / 1e9:8.1f} {ratio:>12}")
-        if use_torch:
-            print(f"{'':<10} max |numpy - torch| forward output: {difference:.2e}")
+                ratio = f"{seconds / results['torch'][step]:.2f}" if impl == "numpy" and "torch" in results else ""
+                rows.append([name if index == 0 and impl == "numpy" else "", impl, step,
+                             f"{timing['first'] * 1e3:.1f}" if step == "fwd+bwd" else "",
+                             f"{seconds * 1e3:.1f}", f"{flops[step] / seconds / 1e9:.1f}", ratio])
+    print_table(["workload", "impl", "pass", "first ms", "median ms", "GFLOP/s", "numpy/torch"], rows, align="lllrrrr")
+    print("\n".join(notes))
     return 0
 
 

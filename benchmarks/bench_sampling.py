@@ -1,7 +1,7 @@
 """Time the sampler and the patch extractor: Numba kernels against vectorised NumPy and plain Python.
 
-    python benchmarks/bench_sampling.py                  # both workloads, 10 timed runs (5 for the Python sampler)
-    python benchmarks/bench_sampling.py --repeat 20 --python-repeat 5 --workloads extractor
+    python -m benchmarks.bench_sampling                  # both workloads, 10 timed runs (5 for the Python sampler)
+    python -m benchmarks.bench_sampling --repeat 20 --python-repeat 5 --workloads extractor
 
 Workloads (what one training step of the method does, at the paper's megapixel scale):
   sampler    32 attention maps of 260x347 cells (float32) -> 20 cells each, with replacement
@@ -21,34 +21,24 @@ slow pure-Python sampler) after one untimed warm-up. "first" is the very first c
 for the Numba kernels that is compilation, or loading the on-disk cache (the note under the table says
 which); the first workload's also pays Numba's one-off start-up, the extractor's starting its thread
 pool. Run with NUMBA_CACHE_DIR=<an empty directory> to see compile times. The "vs" columns say how many
-times faster a row is than the Python row and the NumPy row. Before timing, every implementation's
-output is checked to be identical. The machine may be shared: medians, never means; the script never
-asserts on time.
+times faster a row is than the Python row and the NumPy row. After timing, every implementation's
+output is checked to be identical to the kernel's. The machine may be shared: medians, never means; the
+script never asserts on time.
 """
 import argparse
 import bisect
 import itertools
-import os
-import platform
 import statistics
 import sys
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
-# Run from a checkout without installing: the project root holds attention_sampling/.
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)                   # common.py
-sys.path.insert(1, os.path.dirname(HERE))  # the project root
-
-import numba  # noqa: E402
-from common import time_calls  # noqa: E402
-
-from attention_sampling import patches as patches_module  # noqa: E402
-from attention_sampling import sampling as sampling_module  # noqa: E402
-from attention_sampling.patches import extract_patches, patch_offset  # noqa: E402
-from attention_sampling.sampling import sample_cells, sample_cells_numpy  # noqa: E402
+from attention_sampling import patches as patches_module
+from attention_sampling import sampling as sampling_module
+from attention_sampling.patches import extract_patches, patch_offset
+from attention_sampling.sampling import sample_cells
+from benchmarks.common import print_table, python_environment, time_calls
 
 N_IMAGES, N_SAMPLES = 32, 20
 GRID = (260, 347)
@@ -58,6 +48,21 @@ CHANNELS = 3
 
 
 # ----------------------------------------------------------------------------- the competitors
+
+def sample_cells_numpy(attention, n_samples, rng):
+    """The NumPy equivalent of sample_cells (for benchmarks): cumsum and searchsorted, vectorised per image.
+
+    Each image searches its own cdf: shifting all cdfs into one sorted array would round u + i up to
+    i + 1 for u within 2^-53 of 1 and land in the next image.
+    """
+    n, h, w = attention.shape
+    uniforms = rng.random((n, n_samples))
+    cdf = np.cumsum(attention.reshape(n, h * w), axis=1, dtype=np.float64)
+    indices = np.empty((n, n_samples), dtype=np.int64)
+    for row in range(n):
+        indices[row] = np.searchsorted(cdf[row], uniforms[row] * cdf[row, -1], side="right")
+    return np.stack(np.divmod(indices, w), axis=-1)
+
 
 def sample_cells_python(attention, n_samples, rng):
     """(N, h, w) -> (N, P, 2): the same uniforms and the same float64 cdf as the kernel, searched by bisect."""
@@ -142,15 +147,17 @@ class Row:
     note: str = ""       # how that first call got its machine code
 
 
-def first_call(function):
-    start = time.perf_counter()
-    result = function()
-    return result, time.perf_counter() - start
+def timed_row(implementation, how, function, repeat, kernel=None):
+    """A Row of `function`'s median over `repeat` calls after one untimed warm-up (the first call).
 
-
-def median_time(function, repeat):
-    """Median wall time of `repeat` calls after one untimed warm-up call."""
-    return statistics.median(time_calls(function, 1, repeat)[1])
+    Given the Numba `kernel` that `function` runs, the row also keeps that first call and how it got its
+    machine code (for the other rows the first call says nothing).
+    """
+    first, timed = time_calls(function, 1, repeat)
+    row = Row(implementation, how, statistics.median(timed), repeat)
+    if kernel is not None:
+        row.first, row.note = first, how_compiled(kernel)
+    return row
 
 
 def how_compiled(kernel):
@@ -172,16 +179,13 @@ def bench_sampler(args):
     def run(implementation):
         return lambda: implementation(attention, N_SAMPLES, np.random.default_rng(args.seed))
 
-    cells, first = first_call(run(sample_cells))
-    note = how_compiled(sampling_module._sample_with_replacement)
+    rows = [timed_row("numba", "sample_cells", run(sample_cells), args.repeat,
+                      kernel=sampling_module._sample_with_replacement),
+            timed_row("numpy", "sample_cells_numpy", run(sample_cells_numpy), args.repeat),
+            timed_row("python", "loop + bisect", run(sample_cells_python), args.python_repeat)]
+    cells = run(sample_cells)()
     same_numpy = np.array_equal(run(sample_cells_numpy)(), cells)
     same_python = np.array_equal(run(sample_cells_python)(), cells)
-    rows = [
-        Row("numba", "sample_cells", median_time(run(sample_cells), args.repeat), args.repeat, first, note),
-        Row("numpy", "sample_cells_numpy", median_time(run(sample_cells_numpy), args.repeat), args.repeat),
-        Row("python", "loop + bisect", median_time(run(sample_cells_python), args.python_repeat),
-            args.python_repeat),
-    ]
     description = (f"sampler: {N_IMAGES} maps {GRID[0]}x{GRID[1]} float32 -> {N_SAMPLES} cells each; "
                    f"same cells: numpy {same_numpy}, python {same_python}")
     return description, rows
@@ -197,22 +201,17 @@ def bench_extractor(args):
     def run(implementation):
         return lambda: implementation(images, cells, PATCH_SIZE, SCALE)
 
-    patches, first = first_call(run(extract_patches))
-    note = how_compiled(patches_module._extract)
-    same_numpy = np.array_equal(run(extract_patches_numpy)(), patches)
-    same_python = np.array_equal(run(extract_patches_python)(), patches)
     padded = pad_images(images, PATCH_SIZE, SCALE)
     before = padding_for(images.shape, PATCH_SIZE, SCALE)[0][0]
-    rows = [
-        Row("numba", "extract_patches", median_time(run(extract_patches), args.repeat), args.repeat, first, note),
-        Row("numpy", "pad + fancy index", median_time(run(extract_patches_numpy), args.repeat), args.repeat),
-        Row("", "numpy, pre-padded",
-            median_time(lambda: extract_from_padded(padded, cells, PATCH_SIZE, SCALE, before), args.repeat),
-            args.repeat),
-        # One slice copy per patch is fast enough to share the fast rows' repeat count.
-        Row("python", "loop + slice per patch", median_time(run(extract_patches_python), args.repeat),
-            args.repeat),
-    ]
+    rows = [timed_row("numba", "extract_patches", run(extract_patches), args.repeat, kernel=patches_module._extract),
+            timed_row("numpy", "pad + fancy index", run(extract_patches_numpy), args.repeat),
+            timed_row("", "numpy, pre-padded",
+                      lambda: extract_from_padded(padded, cells, PATCH_SIZE, SCALE, before), args.repeat),
+            # One slice copy per patch is fast enough to share the fast rows' repeat count.
+            timed_row("python", "loop + slice per patch", run(extract_patches_python), args.repeat)]
+    patches = run(extract_patches)()
+    same_numpy = np.array_equal(run(extract_patches_numpy)(), patches)
+    same_python = np.array_equal(run(extract_patches_python)(), patches)
     description = (f"extractor: {N_IMAGES} images {height}x{width}x{CHANNELS} float32, {N_SAMPLES} cells each "
                    f"-> {N_IMAGES * N_SAMPLES} patches {PATCH_SIZE}x{PATCH_SIZE}x{CHANNELS}; "
                    f"same patches: numpy {same_numpy}, python {same_python}")
@@ -222,28 +221,23 @@ def bench_extractor(args):
 WORKLOADS = {"sampler": bench_sampler, "extractor": bench_extractor}
 
 
-def environment():
-    return (f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__} "
-            f"({numba.config.NUMBA_NUM_THREADS} threads), cpus {os.cpu_count()}")
-
-
-def print_table(results):
-    header = (f"{'workload':<10} {'impl':<7} {'how':<24} {'first ms':>9} {'median ms':>10} {'runs':>5} "
-              f"{'vs python':>10} {'vs numpy':>9}")
-    print(header)
-    print("-" * len(header))
-    for name, (description, rows) in results.items():
+def print_results(results):
+    """{workload: (description, rows)} -> one table, then each workload's first-call notes and description."""
+    table = []
+    for name, (_, rows) in results.items():
         seconds_of = {row.implementation: row.seconds for row in rows if row.implementation}
         for index, row in enumerate(rows):
-            first = f"{row.first * 1e3:9.1f}" if row.first is not None else f"{'':>9}"
-            versus_python = f"{seconds_of['python'] / row.seconds:9.1f}x"
-            versus_numpy = f"{seconds_of['numpy'] / row.seconds:8.1f}x"
-            print(f"{name if index == 0 else '':<10} {row.implementation:<7} {row.how:<24} {first} "
-                  f"{row.seconds * 1e3:10.2f} {row.runs:>5} {versus_python} {versus_numpy}")
+            table.append([name if index == 0 else "", row.implementation, row.how,
+                          None if row.first is None else f"{row.first * 1e3:.1f}", f"{row.seconds * 1e3:.2f}",
+                          row.runs, f"{seconds_of['python'] / row.seconds:.1f}x",
+                          f"{seconds_of['numpy'] / row.seconds:.1f}x"])
+    print_table(["workload", "impl", "how", "first ms", "median ms", "runs", "vs python", "vs numpy"], table,
+                align="lllrrrrr")
+    for name, (description, rows) in results.items():
         for row in rows:
             if row.note:
-                print(f"{'':<10} first call of {row.how}: {row.note}")
-        print(f"{'':<10} {description}")
+                print(f"{name}: first call of {row.how}: {row.note}")
+        print(description)
 
 
 def main(argv=None):
@@ -263,11 +257,10 @@ def main(argv=None):
     if unknown:
         parser.error(f"--workloads: unknown {unknown}, choose from {sorted(WORKLOADS)}")
 
-    print(environment())
+    print(python_environment())
     print("median wall time per call in ms after one warm-up; 'first' is the process's first call "
           "(Numba compile or cache load)")
-    results = {name: WORKLOADS[name](args) for name in names}
-    print_table(results)
+    print_results({name: WORKLOADS[name](args) for name in names})
     return 0
 
 

@@ -1,21 +1,22 @@
 """Time one whole training step of attention sampling at the paper's settings, piece by piece, against PyTorch.
 
-    python benchmarks/bench_step.py                   # c = 4 and c = 8, 10 timed steps each, PyTorch if importable
-    python benchmarks/bench_step.py --scales 4 --repeat 5 --no-torch
-    python benchmarks/bench_step.py --impl numpy --scales 4     # one implementation here, JSON on stdout
+    python -m benchmarks.bench_step                   # c = 4 and c = 8, 10 timed steps each, PyTorch if importable
+    python -m benchmarks.bench_step --scales 4 --repeat 5 --no-torch
+    python -m benchmarks.bench_step --impl numpy --scales 4     # one implementation here, JSON on stdout
 
 The workload: 8 images of 1040 x 1388 x 3 float32, 3 classes, each image looked at 4 times (replicas) with
 P = 20 patches of S = 50 pixels, so 640 patches per step; the attention map is the image pooled by c.
 
-Pieces. The NumPy step is training.train_step written out line by line (numpy_train_step below) with a
-clock read between its pieces; the PyTorch step is benchmarks/torch_model.py's train_step, which takes the
-same laps. A row is the median over --repeat steps after --warmup untimed ones; the step's own row is the
-median of whole steps, so it need not equal the sum of the rows above it. The per-layer table wraps each
-NumPy layer's forward and backward with a clock (a few microseconds per call).
+Pieces. The NumPy step is the project's own attention_sampling.train_step, timed through its `lap=`
+callback (it calls lap(name) after each piece, so nothing here copies it); the PyTorch step is
+benchmarks/torch_model.py's train_step, which takes the same laps. A row is the median over --repeat steps
+after --warmup untimed ones; the step's own row is the median of whole steps, so it need not equal the sum
+of the rows above it. The per-layer table wraps each NumPy layer's forward and backward with a clock (a few
+microseconds per call).
 
-Inference is not here: benchmarks/run.py measures it in a process that only predicts.
+Inference is not here: `python -m benchmarks` (benchmarks/run.py) measures it in a process that only predicts.
 
-Memory. Each (implementation, scale) runs in its own fresh process (this script with --impl), so its peak
+Memory. Each (implementation, scale) runs in its own fresh process (this module with --impl), so its peak
 resident memory (VmHWM) is that implementation's alone; "RSS before" is the same process after imports,
 images and model, before the first step.
 
@@ -27,25 +28,19 @@ Work. GFLOP/s is 2 x the analytic multiply-adds of the convolutions and the dens
 step: forward, plus dL/dw of every layer and dL/dx of every layer but each network's first (nothing needs
 the image's gradient). Pooling, batch norm, activations, sampling and extraction are not counted.
 
-Before timing, on a small batch, two checks are printed (never asserted): the piece-by-piece step leaves the
-model exactly as training.train_step does, and the PyTorch model, given the same weights and the same cells,
-gives the same loss and gradients. Times are reported, never asserted on.
+Before timing, when PyTorch runs, one check on a small batch is printed (never asserted): the PyTorch model,
+given the same weights and the same cells as attention_sampling.train_step, gives the same loss and
+gradients. Times are reported, never asserted on.
 """
 import argparse
-import importlib.util
 import json
-import os
 import sys
 import tempfile
+import time
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)                   # common.py, torch_model.py
-sys.path.insert(1, os.path.dirname(HERE))  # the project root: nn/ and attention_sampling/, without installing
-
-from common import (Laps, current_rss_bytes, mb, median_of_runs, ms, peak_rss_bytes, print_table,  # noqa: E402
-                    python_environment, run_fresh)
+from benchmarks.common import import_torch, mb, measure, ms, print_table, python_environment, run_fresh
 
 # The paper's setting (Katharopoulos & Fleuret 2019, colon-cancer histology): see docs/method.md.
 N_IMAGES, HEIGHT, WIDTH, CHANNELS = 8, 1040, 1388, 3
@@ -61,14 +56,15 @@ ATTENTION_CONVS = [(3, 3, 8), (3, 8, 8), (3, 8, 8), (1, 8, 1)]
 FEATURE_CONVS = [(3, 3, 16), (3, 16, 16), (3, 16, 16), (3, 16, 16)]
 FEATURE_DENSE = (16, N_CLASSES)
 
-# The table's rows and the laps each one sums; a row with more than one lap lists them indented below it.
+# The table's rows and the laps of train_step each one sums; a row with more than one lap lists those the
+# step took indented below it ("REINFORCE gradient" or "expectation gradient", as the estimator).
 GROUPS = [
     ("attention forward", ["attention net forward"]),
     ("sampling + extraction", ["sample cells", "gather a_i", "extract patches"]),
     ("feature forward", ["feature net forward", "eq.1 + cross-entropy"]),
     ("feature backward", ["feature backward"]),
-    ("attention backward", ["rewards + advantage", "REINFORCE gradient", "entropy gradient",
-                            "attention net backward"]),
+    ("attention backward", ["rewards + advantage", "REINFORCE gradient", "expectation gradient",
+                            "entropy gradient", "attention net backward"]),
     ("optimizer (Adam)", ["optimizer"]),
 ]
 
@@ -93,7 +89,8 @@ def numpy_setup(scale, seed, n=N_IMAGES):
 def torch_setup(scale, seed, threads, n=N_IMAGES):
     """The same for PyTorch (benchmarks/torch_model.py), on `threads` threads; the batch as tensors."""
     import torch
-    import torch_model
+
+    from benchmarks import torch_model
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -128,68 +125,9 @@ def step_macs(scale):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# NumPy + Numba: the project's own step
+# One implementation in this process: attention_sampling.train_step itself through its `lap` callback, or
+# benchmarks/torch_model.py's train_step, the yardstick
 # ---------------------------------------------------------------------------------------------------------
-
-def numpy_train_step(model, optimizer, images, labels, rng, replicas, entropy_weight, lap):
-    """attention_sampling.training.train_step, piece by piece, calling lap(name) after each piece.
-
-    Keep it in step with training.py: check_numpy_replica() verifies that both leave the model identical.
-    Returns (metrics, cells).
-    """
-    import nn
-    from attention_sampling.objective import (attention_entropy, entropy_gradient, patch_rewards,
-                                              reinforce_gradient, standardised_advantage)
-    from attention_sampling.patches import extract_patches
-    from attention_sampling.sampling import sample_cells
-    from attention_sampling.training import classify_patches, feature_loss_backward
-
-    n = images.shape[0]
-    p = model.n_patches
-    labels = np.asarray(labels, dtype=np.int64)
-
-    # look(): the attention net once per image, then K cells and their patches.
-    log_attention = model.attention.forward(images, True)
-    lap("attention net forward")
-    attention = np.exp(log_attention)
-    cells = sample_cells(attention, replicas * p, rng)
-    lap("sample cells")
-    sampled_weights = attention[np.arange(n)[:, None], cells[..., 0], cells[..., 1]]
-    lap("gather a_i")
-    sampled_patches = extract_patches(images, cells, model.patch_size, model.scale)
-    lap("extract patches")
-
-    replica_labels = np.repeat(labels, replicas)
-    weights = sampled_weights.reshape(n * replicas, p)
-    patches = sampled_patches.reshape((n * replicas, p) + sampled_patches.shape[2:])
-    features, logits = classify_patches(model, patches, weights, training=True)
-    lap("feature net forward")
-    loss_fn = nn.CrossEntropyLoss()
-    loss = loss_fn.forward(logits, replica_labels)
-    lap("eq.1 + cross-entropy")
-
-    rewards = patch_rewards(features, replica_labels).reshape(n, replicas * p)
-    advantage = standardised_advantage(rewards)
-    lap("rewards + advantage")
-    map_shape = log_attention.shape[1:]
-    grad_log_attention = reinforce_gradient(advantage, cells, map_shape)
-    lap("REINFORCE gradient")
-    entropy = attention_entropy(log_attention)
-    grad_log_attention -= entropy_weight * entropy_gradient(log_attention)
-    lap("entropy gradient")
-    model.attention.backward((grad_log_attention / n).astype(log_attention.dtype))
-    lap("attention net backward")
-    # After the attention net's backward, as in training.py: its activations are freed first (peak memory).
-    feature_loss_backward(model, features, weights, replica_labels, loss_fn)
-    lap("feature backward")
-
-    optimizer.step(model.params, model.grads)
-    lap("optimizer")
-
-    metrics = {"loss": loss, "accuracy": float(np.mean(logits.argmax(axis=1) == replica_labels)),
-               "reward": float(rewards.mean()), "entropy": float(entropy.mean())}
-    return metrics, cells
-
 
 def layer_label(layer):
     kind = type(layer).__name__
@@ -206,8 +144,6 @@ def time_each_layer(model, record):
 
     Instance attributes shadow the class's methods, so Sequential and train_step call the wrappers unchanged.
     """
-    import time
-
     named = [("attention pool", model.attention.pool)]
     named += [(f"attention {i} {layer_label(layer)}", layer) for i, layer in enumerate(model.attention.layers)]
     named += [(f"features {i} {layer_label(layer)}", layer) for i, layer in enumerate(model.features.layers)]
@@ -221,93 +157,64 @@ def time_each_layer(model, record):
             setattr(layer, method, timed)
 
 
-def run_numpy(scale, args):
-    """Measure the NumPy step in this process -> a JSON-able dict."""
-    model, optimizer, images, labels, rng = numpy_setup(scale, args.seed)
-    result = {"rss_before": current_rss_bytes()}
+def run_here(impl, scale, args):
+    """Measure one implementation's step in this process -> a JSON-able dict."""
+    if impl == "numpy":
+        from attention_sampling import train_step
 
-    def step():
-        laps = Laps()
-        numpy_train_step(model, optimizer, images, labels, rng, REPLICAS, ENTROPY_WEIGHT, laps.lap)
-        return laps
+        model, optimizer, images, labels, rng = numpy_setup(scale, args.seed)
+        layer_seconds = {}
+        time_each_layer(model, layer_seconds)
 
-    result["first_step"] = step().total
-    if args.first_call_only:
-        return result
+        def step(laps):
+            layer_seconds.clear()
+            train_step(model, optimizer, images, labels, rng, replicas=REPLICAS, entropy_weight=ENTROPY_WEIGHT,
+                       lap=laps.lap)
+            laps.times.update(layer_seconds)  # "<layer>|forward" keys beside the laps, medians alike
+    else:
+        from benchmarks import torch_model
 
-    for _ in range(max(0, args.warmup - 1)):
-        step()
-    record = {}
-    time_each_layer(model, record)
-    runs, layer_runs = [], []
-    for _ in range(args.repeat):
-        record.clear()
-        runs.append(step())
-        layer_runs.append(dict(record))
-    result["pieces"] = median_of_runs([laps.times for laps in runs])
-    result["step"] = float(np.median([laps.total for laps in runs]))
-    result["layers"] = median_of_runs(layer_runs)
-    result["peak_rss"] = peak_rss_bytes()
-    return result
+        model, optimizer, images, labels, generator = torch_setup(scale, args.seed, args.torch_threads)
 
+        def step(laps):
+            torch_model.train_step(model, optimizer, images, labels, generator, REPLICAS, ENTROPY_WEIGHT, laps.lap)
 
-# ---------------------------------------------------------------------------------------------------------
-# PyTorch: the yardstick (benchmarks/torch_model.py)
-# ---------------------------------------------------------------------------------------------------------
-
-def run_torch(scale, args):
-    """Measure the PyTorch step in this process -> a JSON-able dict."""
-    import torch
-    import torch_model
-
-    model, optimizer, images, labels, generator = torch_setup(scale, args.seed, args.torch_threads)
-    result = {"rss_before": current_rss_bytes(), "threads": torch.get_num_threads(), "version": torch.__version__}
-
-    def step():
-        laps = Laps()
-        torch_model.train_step(model, optimizer, images, labels, generator, REPLICAS, ENTROPY_WEIGHT, laps.lap)
-        return laps
-
-    result["first_step"] = step().total
-    if args.first_call_only:
-        return result
-    for _ in range(max(0, args.warmup - 1)):
-        step()
-    runs = [step() for _ in range(args.repeat)]
-    result["pieces"] = median_of_runs([laps.times for laps in runs])
-    result["step"] = float(np.median([laps.total for laps in runs]))
-    result["peak_rss"] = peak_rss_bytes()
-    return result
+    # --first-call-only: the first train_step alone, no warm-up.
+    repeat = 0 if args.first_call_only else args.repeat
+    measured = measure(step, 1 if args.first_call_only else args.warmup, repeat, laps=True)
+    medians = measured["median"]
+    return {"rss_before": measured["rss_before"], "peak_rss": measured["peak_rss"],
+            "first_step": measured["first"]["total"], "step": medians.get("total"),
+            "pieces": {name: seconds for name, seconds in medians.items() if "|" not in name and name != "total"},
+            "layers": {name: seconds for name, seconds in medians.items() if "|" in name}}
 
 
 # ---------------------------------------------------------------------------------------------------------
 # The driver: checks, one fresh process per measurement, tables
 # ---------------------------------------------------------------------------------------------------------
 
-def check_numpy_replica(seed):
-    """Small batch: numpy_train_step and training.train_step from the same state -> (identical?, cells, models)."""
+def torch_check_case(seed):
+    """Small batch: one training.train_step, and the cells it drew (the same model and generator looked at
+    the same images again) -> (images, labels, cells, initial params, initial buffers, model, metrics)."""
     import nn
-    from attention_sampling.models import AttentionSamplingModel
-    from attention_sampling.training import train_step
+    from attention_sampling import AttentionSamplingModel, look, train_step
 
     images, labels = make_batch(seed, n=2, height=96, width=120)
     settings = dict(scale=4, patch_size=PATCH_SIZE, n_patches=5, seed=seed)
-    reference, replica = AttentionSamplingModel(N_CLASSES, **settings), AttentionSamplingModel(N_CLASSES, **settings)
-    initial = {key: value.copy() for key, value in replica.params.items()}
-    initial_buffers = {key: value.copy() for key, value in replica.buffers.items()}
-    expected = train_step(reference, nn.Adam(LEARNING_RATE), images, labels, np.random.default_rng(seed),
-                          replicas=2, entropy_weight=ENTROPY_WEIGHT)
-    metrics, cells = numpy_train_step(replica, nn.Adam(LEARNING_RATE), images, labels, np.random.default_rng(seed),
-                                      2, ENTROPY_WEIGHT, lap=lambda name: None)
-    identical = metrics == expected and all(np.array_equal(reference.params[key], value)
-                                            for key, value in replica.params.items())
-    return identical, (images, labels, cells, initial, initial_buffers, replica, metrics)
+    model, twin = AttentionSamplingModel(N_CLASSES, **settings), AttentionSamplingModel(N_CLASSES, **settings)
+    initial = {key: value.copy() for key, value in model.params.items()}
+    initial_buffers = {key: value.copy() for key, value in model.buffers.items()}
+    cells = look(twin, images, np.random.default_rng(seed), 2, training=True).cells
+    metrics = train_step(model, nn.Adam(LEARNING_RATE), images, labels, np.random.default_rng(seed),
+                         replicas=2, entropy_weight=ENTROPY_WEIGHT)
+    return images, labels, cells, initial, initial_buffers, model, metrics
 
 
 def check_torch_matches(seed, case):
     """The same weights and cells through torch_model.train_step -> (largest gradient difference, loss difference)."""
     import torch
-    import torch_model
+
+    from benchmarks import torch_model
 
     images, labels, cells, params, buffers, numpy_model, numpy_metrics = case
     model = torch_model.AttentionSampling(N_CLASSES, scale=4, patch_size=PATCH_SIZE, n_patches=5)
@@ -326,13 +233,13 @@ def check_torch_matches(seed, case):
 
 
 def run_child(impl, scale, args, numba_cache, first_call_only=False):
-    """This script in a fresh process for one (implementation, scale) -> its JSON result."""
+    """This module in a fresh process for one (implementation, scale) -> its JSON result."""
     arguments = ["--impl", impl, "--scales", scale, "--repeat", args.repeat, "--warmup", args.warmup,
                  "--seed", args.seed, "--torch-threads", args.torch_threads]
     if first_call_only:
         arguments.append("--first-call-only")
     what = "first call only" if first_call_only else f"{args.warmup} warm-up + {args.repeat} timed steps"
-    return run_fresh(__file__, arguments, numba_cache, f"{impl} c={scale} ({what})")
+    return run_fresh("benchmarks.bench_step", arguments, numba_cache, f"{impl} c={scale} ({what})")
 
 
 def ratio(numerator, denominator):
@@ -367,8 +274,9 @@ def print_step_table(scale, results):
                         torch_result and group_seconds(torch_result["pieces"], names)))
         if len(names) > 1:
             for name in names:
-                rows.append(row("  " + name, numpy_result["pieces"].get(name),
-                                torch_result and torch_result["pieces"].get(name)))
+                if name in numpy_result["pieces"] or (torch_result and name in torch_result["pieces"]):
+                    rows.append(row("  " + name, numpy_result["pieces"].get(name),
+                                    torch_result and torch_result["pieces"].get(name)))
     rows.append(row("whole step (median of steps)", numpy_result["step"], torch_result and torch_result["step"]))
 
     def gflops(result):
@@ -431,26 +339,21 @@ def main(argv=None):
     if args.impl:
         if len(args.scales) != 1:
             parser.error("--impl measures one scale: give exactly one --scales value")
-        measure = run_numpy if args.impl == "numpy" else run_torch
-        print(json.dumps(measure(args.scales[0], args)))
+        print(json.dumps(run_here(args.impl, args.scales[0], args)))
         return 0
 
-    use_torch = not args.no_torch and importlib.util.find_spec("torch") is not None
-    print(python_environment())
+    torch = import_torch(args.no_torch, args.torch_threads)
+    use_torch = torch is not None
+    print(python_environment(torch))
     print(f"{N_IMAGES} images {HEIGHT}x{WIDTH}x{CHANNELS} float32, {REPLICAS} replicas x P={N_PATCHES} patches of "
           f"S={PATCH_SIZE}, {N_CLASSES} classes; median of {args.repeat} steps after {args.warmup} warm-up")
 
-    identical, case = check_numpy_replica(args.seed)
-    print(f"check: the piece-by-piece step leaves the model as training.train_step does: "
-          f"{'identical' if identical else 'DIFFERENT - update numpy_train_step to match training.py'}")
     if use_torch:
-        import torch
-        torch.set_num_threads(args.torch_threads)
-        worst, loss_difference = check_torch_matches(args.seed, case)
+        worst, loss_difference = check_torch_matches(args.seed, torch_check_case(args.seed))
         print(f"check: PyTorch on the same weights and cells: |loss difference| {loss_difference:.1e}, "
               f"largest gradient difference {worst:.1e} "
               f"of the network's largest gradient entry")
-        print(f"torch {torch.__version__}, {args.torch_threads} threads, channels_last")
+        print("torch: channels_last, float32, autograd")
     else:
         print("PyTorch not importable or --no-torch: numpy only")
 

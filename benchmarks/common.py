@@ -1,16 +1,18 @@
-"""Helpers the benchmark scripts share: split a run into timed pieces, medians, memory, tables.
+"""Helpers the benchmark scripts share: timing (split into pieces or not), medians, memory, tables, environment.
 
-Nothing here imports the project or PyTorch, so a benchmark can measure one implementation in a process
-that has loaded nothing else (its peak memory is then that implementation's alone).
+Nothing here imports the project, nor PyTorch unless import_torch is called, so a benchmark can measure one
+implementation in a process that has loaded nothing else (its peak memory is then that implementation's alone).
 """
+import json
 import os
 import platform
 import resource
-import json
 import statistics
 import subprocess
 import sys
 import time
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where `-m benchmarks.x` resolves
 
 
 class Laps:
@@ -44,23 +46,39 @@ def median_of_runs(runs):
     return {name: statistics.median(run[name] for run in runs if name in run) for name in names}
 
 
-def time_calls(function, warmup, repeat):
-    """Call `function()` 1 + max(0, warmup - 1) + repeat times -> (first call's seconds, [seconds of each timed call]).
+def time_calls(function, warmup, repeat, laps=False):
+    """Call `function` 1 + max(0, warmup - 1) + repeat times -> (the first call, [each timed call]).
 
-    The first call is also the first warm-up call: it pays for compilation, cache loading and first-touch
-    page faults, so it is reported on its own and never mixed into the median.
+    A call is measured as its wall seconds; with laps=True, `function(laps)` is given a fresh Laps to split
+    itself with, and a call is measured as {piece: seconds, ..., "total": seconds} (median_of_runs takes
+    the medians). The first call is also the first warm-up call: it pays for compilation, cache loading
+    and first-touch page faults, so it is reported on its own and never mixed into the median.
     """
-    start = time.perf_counter()
-    function()
-    first = time.perf_counter() - start
-    for _ in range(max(0, warmup - 1)):
-        function()
-    timed = []
-    for _ in range(repeat):
+    def call():
+        if laps:
+            split = Laps()
+            function(split)
+            return {**split.times, "total": split.total}
         start = time.perf_counter()
         function()
-        timed.append(time.perf_counter() - start)
-    return first, timed
+        return time.perf_counter() - start
+
+    first = call()
+    for _ in range(max(0, warmup - 1)):
+        call()
+    return first, [call() for _ in range(repeat)]
+
+
+def measure(function, warmup, repeat, laps=False):
+    """time_calls in this process, with its memory -> {"rss_before", "first", "median", "peak_rss"}.
+
+    Call it once the inputs and model exist: "rss_before" is then their memory, before the first call.
+    "median" is seconds, or with laps=True a dict of median seconds per piece (None after no timed call).
+    """
+    rss_before = current_rss_bytes()
+    first, timed = time_calls(function, warmup, repeat, laps)
+    median = median_of_runs(timed) if laps else (statistics.median(timed) if timed else None)
+    return {"rss_before": rss_before, "first": first, "median": median, "peak_rss": peak_rss_bytes()}
 
 
 def _proc_status_bytes(field):
@@ -110,8 +128,9 @@ def print_table(headers, rows, align=None):
     print("\n".join(format_table(headers, rows, align)))
 
 
-def python_environment():
-    """One line: Python, NumPy, CPU count, and Numba's threads if Numba is importable (without importing torch)."""
+def python_environment(torch=None):
+    """One line: Python, NumPy, CPU count, Numba's threads if Numba is importable, OPENBLAS_CORETYPE if set,
+    and, given the torch module, its version and threads (torch is never imported here)."""
     import numpy as np
 
     parts = [f"python {platform.python_version()}", f"numpy {np.__version__}", f"cpus {os.cpu_count()}"]
@@ -120,16 +139,33 @@ def python_environment():
         parts.append(f"numba {numba.__version__} ({numba.config.NUMBA_NUM_THREADS} threads)")
     except ImportError:
         pass
+    if torch is not None:
+        parts.append(f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    if os.environ.get("OPENBLAS_CORETYPE"):
+        parts.append(f"OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']}")
     return ", ".join(parts)
 
 
-def run_fresh(script, arguments, numba_cache, label):
-    """python <script> <arguments> in a fresh process (its peak memory is its own) whose Numba cache is
+def import_torch(skip, threads):
+    """PyTorch on `threads` threads, or None if `skip` or it is not importable: it is a yardstick, never a
+    dependency."""
+    if skip:
+        return None
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    return torch
+
+
+def run_fresh(module, arguments, numba_cache, label):
+    """python -m <module> <arguments> in a fresh process (its peak memory is its own) whose Numba cache is
     numba_cache (compiled once by the first process, loaded by the others) -> the JSON of its last line."""
     environment = dict(os.environ, NUMBA_CACHE_DIR=numba_cache)
     print(f"  measuring {label} in a fresh process ...", file=sys.stderr, flush=True)
-    finished = subprocess.run([sys.executable, os.path.abspath(script), *map(str, arguments)], env=environment,
-                              stdout=subprocess.PIPE, text=True, check=True)
+    finished = subprocess.run([sys.executable, "-m", module, *map(str, arguments)], env=environment,
+                              cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True, check=True)
     return json.loads(finished.stdout.strip().splitlines()[-1])
 
 

@@ -1,8 +1,9 @@
-"""The issue-#5 benchmark in one table: attention sampling in NumPy + Numba against PyTorch, same run.
+"""Attention sampling in NumPy + Numba against PyTorch in one table: train step, inference and the
+full-resolution CNN it replaces, each timed and its peak memory measured in the same run.
 
     python -m benchmarks                       # c = 4 and 8, 10 timed calls each, PyTorch if importable
-    python benchmarks/run.py --repeat 20 --no-torch
-    python benchmarks/run.py --full-batch 2 --full-repeat 3   # a lighter full-resolution CNN row
+    python -m benchmarks --repeat 20 --no-torch
+    python -m benchmarks --full-batch 2 --full-repeat 3   # a lighter full-resolution CNN row
 
 Rows (8 images 1040 x 1388 x 3 float32, 3 classes, the paper's P = 20 patches of S = 50, 4 replicas):
   train step c=...     training.train_step on 8 images (the attention net once per image, 640 patches)
@@ -20,33 +21,27 @@ workload. Inference runs in a process that only predicts, as a deployed classifi
 PyTorch is benchmarks/torch_model.py: the same model, channels-last, float32, --torch-threads threads,
 with autograd; numpy/torch is the ratio of the two medians.
 
-Every measurement runs in its own fresh process (this script with --child), one after the other, so a
-peak RSS is one implementation's alone and both implementations see the same machine within minutes.
+Every measurement runs in its own fresh process (`python -m benchmarks.run --child ...`), one after the
+other, so a peak RSS is one implementation's alone and both implementations see the same machine within
+minutes.
 The machine may be shared: compare ratios within one run. Nothing here asserts on time.
 
 Projection: a 300-epoch run on a 374-image set with batches of 8 is 300 x ceil(374 / 8) train steps;
 hours = that x the median step (data loading and augmentation not included).
 """
 import argparse
-import importlib.util
 import json
 import math
-import os
 import sys
 import tempfile
 import time
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)                   # common.py, bench_step.py, torch_model.py
-sys.path.insert(1, os.path.dirname(HERE))  # the project root: nn/ and attention_sampling/, without installing
-
-from bench_step import (CHANNELS, ENTROPY_WEIGHT, FEATURE_CONVS, FEATURE_DENSE, HEIGHT, LEARNING_RATE,  # noqa: E402
-                        N_CLASSES, N_IMAGES, N_PATCHES, PATCH_SIZE, REPLICAS, WIDTH, make_batch, numpy_setup,
-                        step_macs, torch_setup)
-from common import (current_rss_bytes, mb, ms, peak_rss_bytes, print_table, python_environment,  # noqa: E402
-                    run_fresh, time_calls)
+from benchmarks.bench_step import (CHANNELS, ENTROPY_WEIGHT, FEATURE_CONVS, FEATURE_DENSE, HEIGHT, LEARNING_RATE,
+                                   N_CLASSES, N_IMAGES, N_PATCHES, PATCH_SIZE, REPLICAS, WIDTH, make_batch,
+                                   numpy_setup, step_macs, torch_setup)
+from benchmarks.common import import_torch, mb, measure, ms, print_table, python_environment, run_fresh, time_calls
 
 EPOCHS, DATASET_IMAGES = 300, 374  # the paper's colon-cancer run: 300 epochs over 374 training images
 
@@ -63,88 +58,58 @@ def full_resolution_macs(n_images):
 # Children: one workload, one implementation, in this process -> JSON
 # ---------------------------------------------------------------------------------------------------------
 
-def numpy_attention_sampling(scale, args):
-    from attention_sampling.training import train_step
+def train_step_call(impl, scale, args):
+    """One train_step on N_IMAGES images, as a function of no arguments."""
+    if impl == "numpy":
+        from attention_sampling import train_step
 
-    model, optimizer, images, labels, rng = numpy_setup(scale, args.seed)
-    result = {"rss_before": current_rss_bytes()}
-    result["step_first"], steps = time_calls(
-        lambda: train_step(model, optimizer, images, labels, rng, replicas=REPLICAS, entropy_weight=ENTROPY_WEIGHT),
-        args.warmup, args.repeat)
-    result["step"] = float(np.median(steps))
-    result["peak_rss"] = peak_rss_bytes()
-    return result
-
-
-def numpy_inference(scale, args):
-    """predict on one image in a process that does nothing else, as a deployed classifier would."""
-    from attention_sampling.training import predict
-
-    model, _, images, _, rng = numpy_setup(scale, args.seed, n=1)
-    result = {"rss_before": current_rss_bytes()}
-    result["predict_first"], predicts = time_calls(lambda: predict(model, images, rng), args.predict_warmup,
-                                                   args.predict_repeat)
-    result["predict"] = float(np.median(predicts))
-    result["peak_rss"] = peak_rss_bytes()
-    return result
-
-
-def torch_attention_sampling(scale, args):
-    import torch_model
+        model, optimizer, images, labels, rng = numpy_setup(scale, args.seed)
+        return lambda: train_step(model, optimizer, images, labels, rng, replicas=REPLICAS,
+                                  entropy_weight=ENTROPY_WEIGHT)
+    from benchmarks import torch_model
 
     model, optimizer, images, labels, generator = torch_setup(scale, args.seed, args.torch_threads)
-    result = {"rss_before": current_rss_bytes()}
-    result["step_first"], steps = time_calls(
-        lambda: torch_model.train_step(model, optimizer, images, labels, generator, REPLICAS, ENTROPY_WEIGHT),
-        args.warmup, args.repeat)
-    result["step"] = float(np.median(steps))
-    result["peak_rss"] = peak_rss_bytes()
-    return result
+    return lambda: torch_model.train_step(model, optimizer, images, labels, generator, REPLICAS, ENTROPY_WEIGHT)
 
 
-def torch_inference(scale, args):
-    import torch_model
+def predict_call(impl, scale, args):
+    """predict on one image, in a process that does nothing else, as a deployed classifier would."""
+    if impl == "numpy":
+        from attention_sampling import predict
+
+        model, _, images, _, rng = numpy_setup(scale, args.seed, n=1)
+        return lambda: predict(model, images, rng)
+    from benchmarks import torch_model
 
     model, _, images, _, generator = torch_setup(scale, args.seed, args.torch_threads, n=1)
-    result = {"rss_before": current_rss_bytes()}
-    result["predict_first"], predicts = time_calls(lambda: torch_model.predict(model, images, generator),
-                                                   args.predict_warmup, args.predict_repeat)
-    result["predict"] = float(np.median(predicts))
-    result["peak_rss"] = peak_rss_bytes()
-    return result
+    return lambda: torch_model.predict(model, images, generator)
 
 
-def numpy_full_resolution(args):
+def full_resolution_call(impl, args):
     """The feature network over --full-batch whole images: one training step, as the patches' would be."""
-    import nn
-    from attention_sampling.models import FeatureNetwork
-
     images, labels = make_batch(args.seed, n=args.full_batch)
-    network = FeatureNetwork(N_CLASSES, CHANNELS, rng=args.seed)
-    optimizer = nn.Adam(LEARNING_RATE)
-    loss_fn = nn.CrossEntropyLoss()
+    if impl == "numpy":
+        import nn
+        from attention_sampling.models import FeatureNetwork
 
-    def step():
-        logits = network.forward(images, True)
-        loss_fn.forward(logits, labels)
-        network.backward(loss_fn.backward())
-        optimizer.step(network.params, network.grads)
+        network = FeatureNetwork(N_CLASSES, CHANNELS, rng=args.seed)
+        optimizer = nn.Adam(LEARNING_RATE)
+        loss_fn = nn.CrossEntropyLoss()
 
-    result = {"rss_before": current_rss_bytes()}
-    result["step_first"], steps = time_calls(step, args.full_warmup, args.full_repeat)
-    result["step"] = float(np.median(steps))
-    result["peak_rss"] = peak_rss_bytes()
-    return result
+        def step():
+            logits = network.forward(images, True)
+            loss_fn.forward(logits, labels)
+            network.backward(loss_fn.backward())
+            optimizer.step(network.params, network.grads)
+        return step
 
-
-def torch_full_resolution(args):
     import torch
     import torch.nn.functional as F
-    import torch_model
+
+    from benchmarks import torch_model
 
     torch.set_num_threads(args.torch_threads)
     torch.manual_seed(args.seed)
-    images, labels = make_batch(args.seed, n=args.full_batch)
     pixels = torch.from_numpy(images).permute(0, 3, 1, 2)  # a channels-last NCHW view, no copy
     labels = torch.from_numpy(labels)
     network = torch_model.feature_network(N_CLASSES, CHANNELS).to(memory_format=torch.channels_last)
@@ -154,42 +119,33 @@ def torch_full_resolution(args):
         optimizer.zero_grad(set_to_none=True)
         F.cross_entropy(network(pixels), labels).backward()
         optimizer.step()
-
-    result = {"rss_before": current_rss_bytes()}
-    result["step_first"], steps = time_calls(step, args.full_warmup, args.full_repeat)
-    result["step"] = float(np.median(steps))
-    result["peak_rss"] = peak_rss_bytes()
-    return result
+    return step
 
 
 def run_child_here(args):
+    """One measurement, "<impl>:<workload>", in this process -> {"rss_before", "first", "median", "peak_rss"}."""
     impl, workload = args.child.split(":")
     if workload == "full":
-        measure = numpy_full_resolution if impl == "numpy" else torch_full_resolution
-        return measure(args)
+        return measure(full_resolution_call(impl, args), args.full_warmup, args.full_repeat)
     if workload.startswith("predict"):
-        measure = numpy_inference if impl == "numpy" else torch_inference
-        return measure(int(workload[len("predict"):]), args)
-    measure = numpy_attention_sampling if impl == "numpy" else torch_attention_sampling
-    return measure(int(workload), args)
+        return measure(predict_call(impl, int(workload[len("predict"):]), args), args.predict_warmup,
+                       args.predict_repeat)
+    return measure(train_step_call(impl, int(workload), args), args.warmup, args.repeat)
 
 
 def numba_first_call(args):
     """A fresh process, empty Numba cache: import, then the first train_step (compiling every kernel)."""
     start = time.perf_counter()
     import nn
-    from attention_sampling.models import AttentionSamplingModel
-    from attention_sampling.training import train_step
+    from attention_sampling import AttentionSamplingModel, train_step
     imported = time.perf_counter() - start
     images, labels = make_batch(args.seed, n=2, height=260, width=348)
     model = AttentionSamplingModel(N_CLASSES, scale=4, patch_size=PATCH_SIZE, n_patches=N_PATCHES, seed=args.seed)
     rng = np.random.default_rng(args.seed)
-    times = []
-    for _ in range(2):  # the second call shows what a small step costs once compiled
-        start = time.perf_counter()
-        train_step(model, nn.Adam(LEARNING_RATE), images, labels, rng, replicas=REPLICAS)
-        times.append(time.perf_counter() - start)
-    return {"import": imported, "first": times[0], "second": times[1]}
+    # The second call shows what a small step costs once compiled.
+    first, (second,) = time_calls(lambda: train_step(model, nn.Adam(LEARNING_RATE), images, labels, rng,
+                                                     replicas=REPLICAS), 1, 1)
+    return {"import": imported, "first": first, "second": second}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -197,12 +153,12 @@ def numba_first_call(args):
 # ---------------------------------------------------------------------------------------------------------
 
 def child(spec, args, numba_cache):
-    """This script in a fresh process for one measurement -> its JSON result."""
+    """This module in a fresh process for one measurement -> its JSON result."""
     arguments = ["--child", spec, "--repeat", args.repeat, "--warmup", args.warmup, "--seed", args.seed,
                  "--torch-threads", args.torch_threads, "--full-batch", args.full_batch,
                  "--full-repeat", args.full_repeat, "--full-warmup", args.full_warmup,
                  "--predict-repeat", args.predict_repeat, "--predict-warmup", args.predict_warmup]
-    return run_fresh(__file__, arguments, numba_cache, spec)
+    return run_fresh("benchmarks.run", arguments, numba_cache, spec)
 
 
 def main(argv=None):
@@ -229,12 +185,12 @@ def main(argv=None):
         print(json.dumps(result))
         return 0
 
-    use_torch = not args.no_torch and importlib.util.find_spec("torch") is not None
+    torch = import_torch(args.no_torch, args.torch_threads)
+    use_torch = torch is not None
     impls = ["numpy"] + (["torch"] if use_torch else [])
-    print(python_environment())
-    if use_torch:
-        import torch
-        print(f"torch {torch.__version__}, {args.torch_threads} threads, channels_last")
+    print(python_environment(torch))
+    print("torch: channels_last, float32, autograd" if use_torch else
+          "PyTorch not importable or --no-torch: numpy only")
     print(f"{N_IMAGES} images {HEIGHT}x{WIDTH}x{CHANNELS} float32, {REPLICAS} replicas x P={N_PATCHES} patches "
           f"of S={PATCH_SIZE}; median of {args.repeat} calls after {args.warmup} warm-up "
           f"(inference: {args.predict_repeat} after {args.predict_warmup}; "
@@ -255,9 +211,9 @@ def main(argv=None):
 
     rows = []
 
-    def add_row(label, key, field, macs):
+    def add_row(label, key, macs):
         cells = [label]
-        values = {impl: results[(impl, key)][field] for impl in impls}
+        values = {impl: results[(impl, key)]["median"] for impl in impls}
         cells.append(ms(values["numpy"]))
         if use_torch:
             cells += [ms(values["torch"]), f"{values['numpy'] / values['torch']:.2f}"]
@@ -268,12 +224,12 @@ def main(argv=None):
 
     for scale in args.scales:
         macs = step_macs(scale)
-        add_row(f"train step c={scale}", scale, "step", macs["step"])
+        add_row(f"train step c={scale}", scale, macs["step"])
     for scale in args.scales:
         macs = step_macs(scale)
-        add_row(f"predict 1 image c={scale}", f"predict{scale}", "predict", macs["predict"])
+        add_row(f"predict 1 image c={scale}", f"predict{scale}", macs["predict"])
     if args.full_batch:
-        add_row(f"full-res CNN step, {args.full_batch} images", "full", "step", full_resolution_macs(args.full_batch))
+        add_row(f"full-res CNN step, {args.full_batch} images", "full", full_resolution_macs(args.full_batch))
 
     headers = ["ms (median)", "numpy"] + (["torch", "numpy/torch"] if use_torch else []) + ["GMAC"]
     headers += [f"GFLOP/s {impl}" for impl in impls] + [f"peak MB {impl}" for impl in impls]
@@ -284,10 +240,10 @@ def main(argv=None):
     print(f"\nProjection: {EPOCHS} epochs x ceil({DATASET_IMAGES}/{N_IMAGES}) = {steps_per_run} train steps "
           f"(data loading and augmentation not included)")
     for scale in args.scales:
-        print("  " + ", ".join(f"c={scale} {impl}: {steps_per_run * results[(impl, scale)]['step'] / 3600:.2f} h"
+        print("  " + ", ".join(f"c={scale} {impl}: {steps_per_run * results[(impl, scale)]['median'] / 3600:.2f} h"
                                for impl in impls))
     if args.full_batch:
-        per_image = {impl: results[(impl, "full")]["step"] / args.full_batch for impl in impls}
+        per_image = {impl: results[(impl, "full")]["median"] / args.full_batch for impl in impls}
         print("  full-res CNN: " + ", ".join(f"{impl} {EPOCHS * DATASET_IMAGES * per_image[impl] / 3600:.1f} h"
                                             for impl in impls)
               + f" ({', '.join(f'{impl} {per_image[impl] * 1e3:.0f} ms' for impl in impls)} per image)")
@@ -297,8 +253,8 @@ def main(argv=None):
           f"kernel; 2 images 260x348) {first_call['first']:.2f}, the same step again {first_call['second']:.2f}")
     for scale in args.scales:
         print(f"  c={scale}, cache loaded: " + ", ".join(
-            f"{impl} first train_step {results[(impl, scale)]['step_first']:.2f} "
-            f"(median {results[(impl, scale)]['step']:.2f})" for impl in impls))
+            f"{impl} first train_step {results[(impl, scale)]['first']:.2f} "
+            f"(median {results[(impl, scale)]['median']:.2f})" for impl in impls))
     return 0
 
 

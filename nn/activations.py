@@ -5,7 +5,7 @@ machine but 5-15 ms on a loaded shared one (measured on the 2-core benchmark box
 parallel pass over 8M floats, 2 ms on one thread), more than a second core saves on a memory-bound pass.
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .layer import Layer
 
@@ -13,7 +13,7 @@ from .layer import Layer
 @njit(cache=True)
 def _leaky_relu_forward(x, slope, out, positive):
     """Flat arrays: one pass writes the output and the sign mask (NumPy would need three)."""
-    for k in prange(x.size):
+    for k in range(x.size):
         positive[k] = x[k] > 0
         out[k] = x[k] if positive[k] else x[k] * slope
     return out
@@ -21,7 +21,7 @@ def _leaky_relu_forward(x, slope, out, positive):
 
 @njit(cache=True)
 def _leaky_relu_backward(grad_out, slope, positive, grad_in):
-    for k in prange(grad_out.size):
+    for k in range(grad_out.size):
         grad_in[k] = grad_out[k] if positive[k] else grad_out[k] * slope
     return grad_in
 
@@ -29,7 +29,7 @@ def _leaky_relu_backward(grad_out, slope, positive, grad_in):
 @njit(cache=True)
 def _leaky_relu_inplace(x, slope):
     """x = leaky_relu(x), overwriting x."""
-    for k in prange(x.size):
+    for k in range(x.size):
         if not x[k] > 0:
             x[k] *= slope
     return x
@@ -38,7 +38,7 @@ def _leaky_relu_inplace(x, slope):
 @njit(cache=True)
 def _leaky_relu_backward_from_output(grad, slope, out):
     """grad *= slope where out <= 0, overwriting grad: for slope >= 0, out > 0 exactly where x > 0."""
-    for k in prange(grad.size):
+    for k in range(grad.size):
         if not out[k] > 0:
             grad[k] *= slope
     return grad

@@ -10,7 +10,7 @@ on a shared 2-core machine (nn/activations.py). The sums are still taken in `par
 """
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .layer import Layer
 
@@ -20,7 +20,7 @@ def _channel_sums(rows, centre, partial):
     """partial[part] = sum over the part's rows of (rows - centre) and of its square, in float64."""
     parts = partial.shape[0]
     m, c = rows.shape
-    for part in prange(parts):
+    for part in range(parts):
         total = np.zeros(c, dtype=np.float64)
         squares = np.zeros(c, dtype=np.float64)
         for r in range(part * m // parts, (part + 1) * m // parts):
@@ -37,7 +37,7 @@ def _channel_sums(rows, centre, partial):
 def _normalise(rows, mean, inv_std, gamma, beta, out):
     """out = (rows - mean) · inv_std · gamma + beta, row by row."""
     m, c = rows.shape
-    for r in prange(m):
+    for r in range(m):
         for k in range(c):
             out[r, k] = (rows[r, k] - mean[k]) * inv_std[k] * gamma[k] + beta[k]
     return out
@@ -48,7 +48,7 @@ def _gradient_sums(grad_rows, rows, mean, inv_std, partial):
     """partial[part] = sum of g and of g · x_hat over the part's rows, in float64."""
     parts = partial.shape[0]
     m, c = rows.shape
-    for part in prange(parts):
+    for part in range(parts):
         total = np.zeros(c, dtype=np.float64)
         weighted = np.zeros(c, dtype=np.float64)
         for r in range(part * m // parts, (part + 1) * m // parts):
@@ -65,7 +65,7 @@ def _gradient_sums(grad_rows, rows, mean, inv_std, partial):
 def _input_gradient(grad_rows, rows, mean, inv_std, scale, mean_g, mean_gx, out):
     """out = scale · (g - mean_g - x_hat · mean_gx), with scale = gamma · inv_std."""
     m, c = rows.shape
-    for r in prange(m):
+    for r in range(m):
         for k in range(c):
             x_hat = (rows[r, k] - mean[k]) * inv_std[k]
             out[r, k] = scale[k] * (grad_rows[r, k] - mean_g[k] - x_hat * mean_gx[k])

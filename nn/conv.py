@@ -3,14 +3,14 @@ import numpy as np
 
 from . import conv_kernels
 from .init import default_rng, kaiming_normal
-from .layer import Layer
+from .layer import Layer, check_spatial
 
 # Images per call of the weight-gradient kernel: bounds its zero-padded copy of grad_out (channels
 # rounded up to a whole register tile, 8x the size for a 1-channel output) to about 64 MB.
 _CHUNK_BYTES = 64 * 2**20
 
 # Below this fraction of nonzero positions in dL/dy, backward loops over those positions only
-# (nn/conv_kernels.py, "Sparse gradients"); the crossover: python benchmarks/bench_nn.py --sparse.
+# (nn/conv_kernels.py, "Sparse gradients"); the crossover: python -m benchmarks.bench_nn --sparse.
 SPARSE_FRACTION = 0.1
 
 
@@ -86,6 +86,7 @@ class Conv2d(Layer):
             bias = np.zeros(c_out, dtype=weight.dtype)
         out_h = x.shape[1] + top + bottom - kh + 1
         out_w = x.shape[2] + left + right - kw + 1
+        check_spatial(self, x.shape, (out_h, out_w))
         return conv_kernels.correlate(x, weight, bias, top, left, out_h, out_w, negative_slope)
 
     def backward(self, grad_out):

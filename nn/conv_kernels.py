@@ -206,7 +206,7 @@ def weight_gradient(x, grad_out, kh, kw, top, left):
 @njit(cache=True)  # memory-bound: one thread, no thread-pool wake-up (see nn/activations.py)
 def _channel_sum_kernel(rows, partial):
     parts = partial.shape[0]
-    for part in prange(parts):
+    for part in range(parts):
         for r in range(part * rows.shape[0] // parts, (part + 1) * rows.shape[0] // parts):
             for c in range(rows.shape[1]):
                 partial[part, c] += rows[r, c]

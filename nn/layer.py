@@ -2,6 +2,19 @@
 import numpy as np
 
 
+def check_spatial(layer, input_shape, output_hw):
+    """Raise ValueError if a layer is given, or would produce, a spatial map with no positions.
+
+    NumPy and the kernels accept empty arrays without complaint, and a max over no positions returns
+    whatever the output buffer held: an empty map must stop where it arises, naming the layer and sizes.
+    """
+    height, width = input_shape[1], input_shape[2]
+    out_height, out_width = output_hw
+    if min(height, width, out_height, out_width) < 1:
+        raise ValueError(f"{layer!r} on a {height}x{width} input gives a {out_height}x{out_width} output: "
+                         "a spatial map needs at least one row and one column")
+
+
 class Layer:
     """A differentiable function with parameters.
 

@@ -9,7 +9,7 @@ nn/activations.py for why not a thread pool).
 import numpy as np
 from numba import njit, prange
 
-from .layer import Layer
+from .layer import Layer, check_spatial
 
 
 @njit(cache=True, parallel=True)
@@ -52,7 +52,7 @@ def _average_pool_backward_kernel(grad_out, factor, channels, grad_rows):
     out_h, out_row = grad_out.shape[1], grad_out.shape[2]
     out_w = out_row // channels
     norm = grad_rows.dtype.type(factor * factor)
-    for item in prange(n * height):
+    for item in range(n * height):
         image, r = item // height, item % height
         target = grad_rows[image, r]
         target[:] = 0
@@ -121,6 +121,7 @@ class AvgPool2d(Layer):
         n, h, w, c = x.shape
         self.input_shape = x.shape
         ho, wo = h // f, w // f
+        check_spatial(self, x.shape, (ho, wo))
         # A float32 sum of f^2 values: the same order of rounding as NumPy's mean in x's dtype.
         rows = np.ascontiguousarray(x).reshape(n, h, w * c)
         out = np.empty((n, ho, wo * c), dtype=x.dtype)
@@ -147,6 +148,7 @@ class GlobalMaxPool2d(Layer):
 
     def forward(self, x, training=True):
         n, h, w, c = x.shape
+        check_spatial(self, x.shape, (1, 1))
         self.input_shape = x.shape
         flat = np.ascontiguousarray(x).reshape(n, h * w, c)
         out = _global_max_pool_kernel(flat, np.empty((n, c), dtype=x.dtype))
@@ -167,6 +169,7 @@ class GlobalAvgPool2d(Layer):
     """(N, H, W, C) -> (N, C): the mean over all positions."""
 
     def forward(self, x, training=True):
+        check_spatial(self, x.shape, (1, 1))
         self.input_shape = x.shape
         return x.mean(axis=(1, 2), dtype=x.dtype)
 

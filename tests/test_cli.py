@@ -12,11 +12,11 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from attention_sampling.checkpoint import load_checkpoint
-from attention_sampling.data import ImageFolder, stratified_split
-from attention_sampling.embedded import ensure_default_dataset
-from attention_sampling.evaluation import predict_dataset
-from attention_sampling.trainer import build_model
+from attention_sampling.application.checkpoint import load_checkpoint
+from attention_sampling.application.data import ImageFolder, stratified_split
+from attention_sampling.application.embedded import ensure_default_dataset
+from attention_sampling.application.evaluation import predict_dataset
+from attention_sampling.application.trainer import build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "train.py")

@@ -29,11 +29,11 @@ from PIL import Image
 import evaluate
 import nn
 import train
-from attention_sampling import trainer as trainer_module
-from attention_sampling.checkpoint import FORMAT, load_checkpoint
-from attention_sampling.data import read_image
-from attention_sampling.embedded import ensure_default_dataset
-from attention_sampling.errors import AttentionSamplingError
+from attention_sampling.application import trainer as trainer_module
+from attention_sampling.application.checkpoint import FORMAT, load_checkpoint
+from attention_sampling.application.data import read_image
+from attention_sampling.application.embedded import ensure_default_dataset
+from attention_sampling.application.errors import AttentionSamplingError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "train.py")
@@ -285,7 +285,7 @@ def test_decompression_bomb_is_refused_above_max_pixels(data, tmp_path, capsys, 
     # Pillow's own check, should a format's header escape ours: DecompressionBombError (above twice its
     # limit) and the post-decoding check (between once and twice) both end in AttentionSamplingError.
     image = str(data / "vertical" / "0000.png")
-    from attention_sampling import data as data_module
+    from attention_sampling.application import data as data_module
     original = data_module.image_size
     try:
         data_module.image_size = lambda path: None
@@ -659,7 +659,7 @@ def test_ctrl_c_saves_the_epoch_in_progress_and_says_how_to_resume(kill_data, un
 
 def test_ctrl_c_before_training_starts_is_a_message_not_a_traceback(data, tmp_path, monkeypatch, capsys):
     """Ctrl-C while the images are checked: nothing to save, exit 130 and what to do."""
-    from attention_sampling.data import ImageFolder
+    from attention_sampling.application.data import ImageFolder
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -675,7 +675,7 @@ def test_ctrl_c_before_training_starts_is_a_message_not_a_traceback(data, tmp_pa
 def test_a_run_folder_in_use_is_refused_naming_it_and_its_owner(run_copy, capsys):
     """While the folder's lock is held, train.py neither resumes nor starts there: one line naming the folder
     and the owner's pid, nothing touched; once released, the run resumes."""
-    from attention_sampling.runlock import RunLock
+    from attention_sampling.application.runlock import RunLock
     before = file_bytes(run_copy)
     holder = RunLock(str(run_copy)).acquire()
     try:
@@ -691,7 +691,7 @@ def test_a_run_folder_in_use_is_refused_naming_it_and_its_owner(run_copy, capsys
 def test_a_second_train_py_is_refused_and_the_lock_dies_with_its_process(kill_data, tmp_path):
     """The real thing: a second train.py on a folder a running one trains in exits 2 naming the running one's
     pid; after kill -9 of the first, the lock is free again without any cleaning."""
-    from attention_sampling.runlock import RunLock
+    from attention_sampling.application.runlock import RunLock
     first = Process(["--data", kill_data, "--out", "run", "--epochs", 1000, *TINY], tmp_path)
     try:
         assert first.training.wait(180) and first.process.poll() is None, first.lines

@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from attention_sampling.sampling import sample_cells, sample_cells_numpy
+from attention_sampling.sampling import sample_cells
+from benchmarks.bench_sampling import sample_cells_numpy
 from tests.strategies import seeds
 
 try:

@@ -5,8 +5,9 @@ from hypothesis import strategies as st
 
 import nn
 from attention_sampling.models import AttentionNetwork, AttentionSamplingModel, FeatureNetwork
-from attention_sampling.synthetic import make_dataset
-from attention_sampling.training import classify_patches, feature_loss_backward, look, predict, train_step
+from attention_sampling.application.synthetic import make_dataset
+from attention_sampling.objective import expected_logits_backward
+from attention_sampling.training import classify_patches, look, predict, train_step
 from tests.gradcheck import assert_gradients_close, numerical_gradient
 
 
@@ -44,7 +45,8 @@ def test_feature_gradient_of_eq1_loss_matches_finite_differences(n, p, size, see
     features, logits = classify_patches(model, sampled.patches, weights, training=True)
     loss_fn = nn.CrossEntropyLoss()
     loss_fn.forward(logits, labels)
-    feature_loss_backward(model, features, weights, labels, loss_fn)
+    grad_features = expected_logits_backward(loss_fn.backward(), weights)
+    model.features.backward(grad_features.reshape(-1, 3))
     analytic = {k: v.copy() for k, v in model.features.grads.items()}
 
     def loss():
@@ -131,3 +133,17 @@ def test_learns_where_to_look_and_what_it_sees():
     print(f"accuracy {accuracy:.2f}, attention on spots {mass_on_spots:.2f} vs area {share_of_cells:.3f}")
     assert accuracy >= 0.8
     assert mass_on_spots >= 5 * share_of_cells
+
+
+def test_train_step_reports_each_phase_to_lap_in_order():
+    """The benchmark times the real step through `lap`: every phase is reported once, in the order run."""
+    rng = np.random.default_rng(0)
+    images, labels = rng.random((2, 16, 20, 3), dtype=np.float32), np.array([0, 1])
+    expected_tail = ["entropy gradient", "attention net backward", "feature backward", "optimizer"]
+    for estimator, gradient in (("reinforce", ["rewards + advantage", "REINFORCE gradient"]),
+                                ("expectation", ["expectation gradient"])):
+        model = AttentionSamplingModel(2, scale=4, patch_size=8, n_patches=3)
+        names = []
+        train_step(model, nn.Adam(1e-3), images, labels, rng, replicas=2, estimator=estimator, lap=names.append)
+        assert names == ["attention net forward", "sample cells", "gather a_i", "extract patches",
+                         "feature net forward", "eq.1 + cross-entropy"] + gradient + expected_tail

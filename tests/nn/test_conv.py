@@ -125,3 +125,12 @@ def test_rejects_unknown_padding():
     """A padding other than "same" or "valid" is refused when the layer is built."""
     with pytest.raises(ValueError, match="padding"):
         Conv2d(1, 1, 3, padding="full")
+
+
+@pytest.mark.parametrize("kernel, padding, shape", [(3, "valid", (1, 2, 5, 1)), (4, "valid", (1, 5, 3, 1)),
+                                                    (3, "same", (1, 0, 4, 1))])
+def test_an_empty_output_map_is_a_clear_error(kernel, padding, shape):
+    layer = Conv2d(1, 2, kernel, padding, rng=0)
+    for run in (layer.forward, layer.infer):
+        with pytest.raises(ValueError, match="a spatial map needs at least one row and one column"):
+            run(np.zeros(shape))

@@ -105,3 +105,12 @@ def test_global_average_pool_forward_is_spatial_mean(shape, seed):
     """GlobalAvgPool2d: (N, H, W, C) -> (N, C), the mean over H and W."""
     x = normal_array(seed, shape)
     np.testing.assert_allclose(GlobalAvgPool2d().forward(x), x.mean(axis=(1, 2)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("layer, shape", [(AvgPool2d(3), (1, 2, 5, 1)), (AvgPool2d(2), (1, 4, 1, 2)),
+                                          (GlobalMaxPool2d(), (2, 0, 3, 1)), (GlobalAvgPool2d(), (2, 3, 0, 1))])
+def test_an_empty_map_in_or_out_is_a_clear_error(layer, shape):
+    with pytest.raises(ValueError, match="a spatial map needs at least one row and one column"):
+        layer.forward(np.zeros(shape))
+    with pytest.raises(ValueError, match="a spatial map needs at least one row and one column"):
+        layer.infer(np.zeros(shape))

@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from attention_sampling.data import (Augmentation, ImageFolder, load_batch, read_image, resize_bilinear,
+from attention_sampling.application.data import (Augmentation, ImageFolder, load_batch, read_image, resize_bilinear,
                                      stratified_split, to_rgb8)
-from attention_sampling.errors import AttentionSamplingError
+from attention_sampling.application.errors import AttentionSamplingError
 
 HEIGHT, WIDTH = 12, 10
 

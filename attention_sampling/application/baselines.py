@@ -11,7 +11,7 @@ import numpy as np
 
 import nn
 from .data import load_batch
-from .models import FeatureNetwork
+from ..models import FeatureNetwork
 
 
 class UniformAttention:

@@ -18,8 +18,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from attention_sampling.data import read_image
-from attention_sampling.errors import AttentionSamplingError
+from attention_sampling.application.data import read_image
+from attention_sampling.application.errors import AttentionSamplingError
 
 EXTENSIONS = (".png", ".tif", ".jpg", ".bmp", ".jpeg", ".tiff")
 # Small enough that an accepted header never makes a fuzz case allocate much; the limit's own tests are

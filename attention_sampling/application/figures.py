@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
-from .patches import patch_boxes
+from ..patches import patch_boxes
 
 ATTENTION_COLORMAP = "inferno"
 BOX_COLORMAP = "cool"

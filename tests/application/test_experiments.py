@@ -3,8 +3,8 @@ killed command resumes from its CSV."""
 import numpy as np
 import pytest
 
-from attention_sampling import experiments
-from attention_sampling.embedded import ensure_default_dataset
+from attention_sampling.application import experiments
+from attention_sampling.application.embedded import ensure_default_dataset
 
 TINY = dict(n_per_class=4, height=48, width=64, spot_size=6, n_spots=2, n_distractors=1)
 
@@ -39,7 +39,7 @@ def test_compare_trains_every_method_and_resumes(tiny_datasets, capsys):
 
 
 def test_uniform_attention_is_flat_and_has_nothing_to_learn():
-    from attention_sampling.baselines import UniformAttention
+    from attention_sampling.application.baselines import UniformAttention
 
     log_attention = UniformAttention(4).forward(np.zeros((2, 17, 25, 3), dtype=np.float32))
     assert log_attention.shape == (2, 4, 6)

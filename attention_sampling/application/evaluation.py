@@ -2,7 +2,7 @@
 import numpy as np
 
 from .data import load_batch
-from .training import predict
+from ..training import predict
 
 
 def predict_dataset(model, dataset, indices, shape, batch_size=8, seed=0, keep=None, estimator="reinforce",

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from attention_sampling.evaluation import classification_report, confusion_matrix, cross_entropy, predict_dataset
+from attention_sampling.application.evaluation import classification_report, confusion_matrix, cross_entropy, predict_dataset
 from attention_sampling.models import AttentionSamplingModel
 
 # Ten images of three classes. Counting by hand, (true, predicted):

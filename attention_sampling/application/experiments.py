@@ -1,7 +1,7 @@
 """Experiments over many training runs, resumable row by row.
 
-    python -m attention_sampling.experiments paper-table --data ROOT --out runs/paper-table
-    python -m attention_sampling.experiments compare --out runs/compare
+    python -m attention_sampling.application.experiments paper-table --data ROOT --out runs/paper-table
+    python -m attention_sampling.application.experiments compare --out runs/compare
 
 paper-table trains the grid of the paper, (patch size S, patches P) in (50,1) (50,5) (50,20) (20,5),
 with 5 seeds each, and prints mean ± std of train and test accuracy and of training time. Each finished
@@ -156,7 +156,7 @@ def run_one(config):
 
 def run_in_subprocess(config):
     """Run `run_one` in a fresh process, so that its peak memory is its own -> result with peak_mb."""
-    command = [sys.executable, "-m", "attention_sampling.experiments", "run-one", json.dumps(config)]
+    command = [sys.executable, "-m", "attention_sampling.application.experiments", "run-one", json.dumps(config)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stdout, stderr = process.communicate()
     if process.returncode != 0:
@@ -215,7 +215,7 @@ def summarise_compare(rows):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m attention_sampling.experiments",
+    parser = argparse.ArgumentParser(prog="python -m attention_sampling.application.experiments",
                                      description="Experiments over many resumable training runs.")
     commands = parser.add_subparsers(dest="command", required=True)
     table = commands.add_parser("paper-table", help="the paper's grid of patch size x patches, several seeds")
