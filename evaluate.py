@@ -42,11 +42,12 @@ def parse_args(argv=None):
                     "draws curves.png and attention/<class>_<i>.png into the run folder.")
     parser.add_argument("run", metavar="RUN", help="run folder written by train.py")
     parser.add_argument("--data", metavar="ROOT", help="images in ROOT/<class>/ (default: the run's folder)")
-    parser.add_argument("--split", choices=("test", "train", "all"), default="test",
-                        help="test: held out in training (default); train; all")
+    parser.add_argument("--split", choices=("test", "val", "train", "all"), default="test",
+                        help="test: held out in training and never used to choose (default); val: the "
+                             "validation images best.npz was chosen on; train; all")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.add_argument("--checkpoint", choices=tuple(CHECKPOINT_FILES), default="best",
-                        help="best: best.npz (default); last: checkpoint.npz")
+                        help="best: best.npz, the epoch chosen on validation (default); last: checkpoint.npz")
     parser.add_argument("--examples", type=non_negative_int, default=2, metavar="K",
                         help="attention pictures per class (default 2; 0: none)")
     parser.add_argument("--seed", type=int, default=None, metavar="N",
@@ -116,8 +117,8 @@ def evaluate(args):
     config, model, epoch, checkpoint = load_run(args.run, args.checkpoint)
     dataset = open_data(args.data, config)
     classes = list(config["classes"])
-    train, test = stratified_split(dataset.labels, config["test_fraction"], config["seed"])
-    indices = {"test": test, "train": train, "all": np.arange(len(dataset))}[args.split]
+    split = stratified_split(dataset.labels, config["test_fraction"], config["seed"], config.get("val_fraction", 0.0))
+    indices = {"test": split.test, "val": split.val, "train": split.train, "all": np.arange(len(dataset))}[args.split]
     if len(indices) == 0:
         raise AttentionSamplingError(f"--split {args.split}: no images in it")
     # The trainer scored epoch e (1-based) with seed + e - 1: the same draws reproduce metrics.csv.

@@ -49,6 +49,13 @@ def non_negative_float(text):
     return value
 
 
+def non_negative_fraction(text):
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 0 and below 1, got {text}")
+    return value
+
+
 def fraction(text):
     value = float(text)
     if not 0 < value < 1:
@@ -59,7 +66,7 @@ def fraction(text):
 # Flags whose value is stored with the run. They default to None on the command line so that a resumed
 # run can tell a typed value (compared with the saved one) from a default (taken from the run).
 DEFAULTS = dict(patches=20, size=50, scale=4, batch_size=8, replicas=4, lr=1e-3, entropy=0.01, seed=0,
-                test_fraction=0.3, estimator="reinforce", sampling="with", bad_images="stop",
+                test_fraction=0.15, val_fraction=0.15, estimator="reinforce", sampling="with", bad_images="stop",
                 max_pixels=DEFAULT_MAX_PIXELS)
 
 
@@ -89,7 +96,11 @@ def parse_args(argv=None):
     add("--lr", type=positive_float, metavar="LR", help="Adam learning rate (default 1e-3)")
     add("--entropy", type=non_negative_float, metavar="LAMBDA", help="weight lambda of the attention-entropy bonus (default 0.01)")
     add("--seed", type=int, metavar="N", help="seed of the split, the model and the sampling (default 0)")
-    add("--test-fraction", type=fraction, metavar="F", help="share of each class held out for testing (default 0.3)")
+    add("--test-fraction", type=fraction, metavar="F",
+        help="share of each class held out for testing, never used to choose anything (default 0.15)")
+    add("--val-fraction", type=non_negative_fraction, metavar="F",
+        help="share of each class held out for validation, on which best.npz is chosen (default 0.15; "
+             "0: none, best.npz is the last epoch)")
     add("--estimator", choices=("reinforce", "expectation"),
         help="attention gradient: reinforce (the paper, default) or expectation (unbiased, no reward)")
     add("--sampling", choices=("with", "without"), help="draw patches with (default) or without replacement")
@@ -156,6 +167,15 @@ def image_list(dataset):
     return {"count": len(dataset), "sha256": dataset.digest()}
 
 
+def run_summary(history):
+    """The two honest numbers of a run: test accuracy at the epoch chosen on validation, and at the last."""
+    from attention_sampling.application.trainer import best_epoch
+
+    last, best = history[-1], history[best_epoch(history) - 1]
+    return (f"test accuracy {best['test_accuracy']:.3f} at epoch {best['epoch']} (best on validation), "
+            f"{last['test_accuracy']:.3f} at the last epoch ({last['epoch']})")
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
@@ -196,7 +216,8 @@ def train(args):
                       log=lambda line: print(line, file=sys.stderr), progress=not args.quiet)
     check_settings(trainer.config)
     counts = trainer.model.parameter_counts()
-    print(f"run: {run_dir}  ({len(trainer.train_indices)} train / {len(trainer.test_indices)} test images, "
+    print(f"run: {run_dir}  ({len(trainer.train_indices)} train / {len(trainer.val_indices)} validation / "
+          f"{len(trainer.test_indices)} test images, "
           f"classes {', '.join(dataset.classes)}; parameters: attention {counts['attention']}, "
           f"features {counts['features']})", file=sys.stderr)
     try:
@@ -210,9 +231,7 @@ def train(args):
                   f"python train.py --resume {run_dir}", file=sys.stderr)
         return 130
     if history:
-        last = history[-1]
-        print(f"done: test accuracy {last['test_accuracy']:.3f} after {last['epoch']} epochs; "
-              f"see: python evaluate.py {run_dir}", file=sys.stderr)
+        print(f"done: {run_summary(history)}; see: python evaluate.py {run_dir}", file=sys.stderr)
     return 0
 
 

@@ -22,10 +22,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "train.py")
 EVALUATE = os.path.join(ROOT, "evaluate.py")
 TINY = ["--patches", "3", "--size", "12", "--scale", "4", "--replicas", "2", "--batch-size", "4", "--quiet"]
-METRIC_COLUMNS = ["epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "entropy", "reward",
+METRIC_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
+                  "entropy", "reward",
                   "seconds"]
 TRAIN_FLAGS = ["--data", "--out", "--patches", "--size", "--scale", "--epochs", "--batch-size", "--replicas", "--lr",
-               "--entropy", "--seed", "--test-fraction", "--resume", "--no-augment", "--quiet"]
+               "--entropy", "--seed", "--test-fraction", "--val-fraction", "--resume", "--no-augment", "--quiet"]
 EVALUATE_FLAGS = ["--data", "--split", "--json", "--checkpoint", "--examples", "--seed"]
 
 
@@ -97,7 +98,9 @@ def test_training_writes_metrics_checkpoints_and_config(two_epoch_run, data_root
     assert os.path.samefile(config["data"], data_root)
     last = load_checkpoint(str(two_epoch_run / "checkpoint.npz"))["meta"]
     assert last["epoch"] == 2 and last["config"] == config and len(last["history"]) == 2
-    assert 1 <= load_checkpoint(str(two_epoch_run / "best.npz"))["meta"]["epoch"] <= 2
+    # best.npz: the epoch of the highest validation accuracy (ties: lower validation loss), never test's.
+    chosen = min(rows, key=lambda row: (-float(row["val_accuracy"]), float(row["val_loss"]), int(row["epoch"])))
+    assert load_checkpoint(str(two_epoch_run / "best.npz"))["meta"]["epoch"] == int(chosen["epoch"])
 
 
 def test_evaluate_prints_the_tables_and_draws_the_pictures(two_epoch_run, tmp_path):
@@ -111,7 +114,7 @@ def test_evaluate_prints_the_tables_and_draws_the_pictures(two_epoch_run, tmp_pa
     matrix = [line.split() for line in lines[heading + 2:heading + 5]]
     assert [row[0] for row in matrix] == ["checkerboard", "horizontal", "vertical"]
     counts = np.array([[int(v) for v in row[1:]] for row in matrix])
-    # The test split holds round(4 * 0.3) = 1 image of each class.
+    # The test split holds round(4 * 0.15) = 1 image of each class, at least one.
     np.testing.assert_array_equal(counts.sum(axis=1), [1, 1, 1])
 
     curves = iio.imread(run_dir / "curves.png")
@@ -133,7 +136,7 @@ def test_evaluate_json_matches_predictions_made_in_process(two_epoch_run, tmp_pa
     model = build_model(config)
     model.load_state_dict(state["model"])
     dataset = ImageFolder.scan(config["data"])
-    _, test = stratified_split(dataset.labels, config["test_fraction"], config["seed"])
+    test = stratified_split(dataset.labels, config["test_fraction"], config["seed"], config["val_fraction"]).test
     epoch = state["meta"]["epoch"]
     probabilities = predict_dataset(model, dataset, test, tuple(config["image_shape"]), config["batch_size"],
                                     seed=result["seed"])

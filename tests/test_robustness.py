@@ -319,7 +319,8 @@ def poison(kind, at_call):
     return train_step
 
 
-@pytest.mark.parametrize("kind, at_call", [("loss", 2), ("weights", 5)])
+# 12 images, 6 of them for training (15% test, 15% validation, at least one per class each): 3 steps of 2.
+@pytest.mark.parametrize("kind, at_call", [("loss", 2), ("weights", 3)])
 def test_nan_reaching_the_model_stops_training_and_keeps_the_last_good_checkpoint(run_copy, monkeypatch, capsys,
                                                                                    kind, at_call):
     """Epoch 2 goes wrong (a NaN loss mid-epoch, or infinite weights after the epoch's last step with finite

@@ -13,6 +13,7 @@ import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import imageio.v3 as iio
 import numpy as np
@@ -259,19 +260,41 @@ class ImageFolder:
         return dataset, Validation(common, bad, resized)
 
 
-def stratified_split(labels, test_fraction, seed):
-    """(N,) labels -> (train indices, test indices): the same fraction of every class goes to test."""
+class Split(NamedTuple):
+    """Indices into a data set: trained on, chosen on (validation), reported (test)."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+def stratified_split(labels, test_fraction, seed, val_fraction=0.0):
+    """(N,) labels -> Split(train, val, test): the same fractions of every class go to test and validation.
+
+    Each class is shuffled by a generator seeded by `seed`; its first round(n * test_fraction) images are
+    test, the next round(n * val_fraction) validation, the rest training. Test is drawn first, so a run
+    without validation (val_fraction 0, as runs made before validation existed) has the same test images.
+    Every class keeps at least one training image, and one test image when it has two or more.
+    """
     if not 0 < test_fraction < 1:
         raise AttentionSamplingError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
+    if not 0 <= val_fraction < 1 or test_fraction + val_fraction >= 1:
+        raise AttentionSamplingError(f"--val-fraction must be >= 0 and leave images to train on "
+                                     f"(with --test-fraction {test_fraction}), got {val_fraction}")
     rng = np.random.default_rng(seed)
-    train, test = [], []
+    parts = {"train": [], "val": [], "test": []}
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
         n_test = int(round(len(members) * test_fraction))
         n_test = min(max(n_test, 1), len(members) - 1) if len(members) > 1 else 0
-        test += list(members[:n_test])
-        train += list(members[n_test:])
-    return np.sort(np.array(train, dtype=np.int64)), np.sort(np.array(test, dtype=np.int64))
+        n_val = int(round(len(members) * val_fraction))
+        if val_fraction > 0:
+            n_val = max(n_val, 1)
+        n_val = max(0, min(n_val, len(members) - n_test - 1))
+        parts["test"] += list(members[:n_test])
+        parts["val"] += list(members[n_test:n_test + n_val])
+        parts["train"] += list(members[n_test + n_val:])
+    return Split(**{name: np.sort(np.array(indices, dtype=np.int64)) for name, indices in parts.items()})
 
 
 def resize_bilinear(image, height, width):

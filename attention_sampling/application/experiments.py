@@ -138,8 +138,9 @@ def run_one(config):
 
     dataset = ImageFolder.scan(config["data"])
     if config.get("baseline") == "downscaled":
-        train_indices, test_indices = stratified_split(dataset.labels, config["test_fraction"], config["seed"])
-        return train_downscaled(dataset, train_indices, test_indices, config, log=lambda line: None)
+        split = stratified_split(dataset.labels, config["test_fraction"], config["seed"],
+                                 config.get("val_fraction", 0.0))
+        return train_downscaled(dataset, split.train, split.test, config, log=lambda line: None)
     # A comparison run is short: an unfinished one starts again rather than resuming.
     shutil.rmtree(config["run_dir"], ignore_errors=True)
     trainer = Trainer(dataset, config["run_dir"], config, log=lambda line: None, progress=False)

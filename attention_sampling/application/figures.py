@@ -22,20 +22,27 @@ MIN_COLUMNS = 6
 
 
 def plot_curves(history_rows, path):
-    """Loss and accuracy per epoch, train and test, in two panels -> PNG at `path`.
+    """Loss and accuracy per epoch (train, validation, test), and what the attention did -> PNG at `path`.
 
-    `history_rows` are metrics.csv rows (dicts; values may be the CSV's strings).
+    `history_rows` are metrics.csv rows (dicts; values may be the CSV's strings). The third panel shows the
+    attention's health: its entropy, the distinct cells among the P of a look, and the share of sampled
+    patches that reach outside the image; a collapse onto one cell or a border shows there first.
+    Columns a run does not have (runs made before they existed) are left out.
     """
     def column(key):
-        return np.array([float(row[key]) for row in history_rows])
+        return np.array([float(row[key]) if row.get(key) not in (None, "") else np.nan for row in history_rows])
+
+    def has(key):
+        return key in history_rows[0] and np.isfinite(column(key)).any()
 
     epochs = column("epoch")
-    figure = Figure(figsize=(10, 4), layout="constrained")
-    loss_axes, accuracy_axes = figure.subplots(1, 2)
+    figure = Figure(figsize=(15, 4), layout="constrained")
+    loss_axes, accuracy_axes, attention_axes = figure.subplots(1, 3)
     marker = "o" if len(epochs) <= 30 else None
     for axes, metric in ((loss_axes, "loss"), (accuracy_axes, "accuracy")):
-        for split in ("train", "test"):
-            axes.plot(epochs, column(f"{split}_{metric}"), marker=marker, markersize=4, label=split)
+        for split, name in (("train", "train"), ("val", "validation"), ("test", "test")):
+            if has(f"{split}_{metric}"):
+                axes.plot(epochs, column(f"{split}_{metric}"), marker=marker, markersize=4, label=name)
         axes.set_xlabel("epoch")
         axes.set_ylabel(metric)
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -44,13 +51,35 @@ def plot_curves(history_rows, path):
     loss_axes.set_title("cross-entropy loss")
     accuracy_axes.set_title("accuracy")
     accuracy_axes.set_ylim(-0.02, 1.02)
-    test_accuracy = column("test_accuracy")
-    if np.isfinite(test_accuracy).any():
-        # The epoch best.npz holds: the first one with the highest test accuracy.
-        best = int(np.nanargmax(test_accuracy))
+    if has("val_accuracy"):
+        # The epoch best.npz holds (trainer.best_epoch): chosen on validation; its test accuracy is reported.
+        from .trainer import best_epoch
+        best = int(best_epoch([{"epoch": int(float(row["epoch"])), "val_accuracy": float(row["val_accuracy"]),
+                                "val_loss": float(row["val_loss"])} for row in history_rows])) - 1
         accuracy_axes.axvline(epochs[best], color="grey", linestyle=":", linewidth=1)
-        accuracy_axes.annotate(f"best {test_accuracy[best]:.3f}", (epochs[best], test_accuracy[best]),
-                               textcoords="offset points", xytext=(4, -12), fontsize=8, color="grey")
+        accuracy_axes.annotate(f"best on validation: test {column('test_accuracy')[best]:.3f}",
+                               (epochs[best], column("test_accuracy")[best]), textcoords="offset points",
+                               xytext=(4, -12), fontsize=8, color="grey")
+    attention_axes.set_title("attention")
+    attention_axes.set_xlabel("epoch")
+    attention_axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    attention_axes.grid(alpha=0.3)
+    if has("entropy"):
+        attention_axes.plot(epochs, column("entropy"), marker=marker, markersize=4, color="C3", label="entropy (nats)")
+    if has("distinct_cells"):
+        attention_axes.plot(epochs, column("distinct_cells"), marker=marker, markersize=4, color="C4",
+                            label="distinct cells per look")
+    attention_axes.set_ylim(bottom=0)
+    if has("outside"):
+        share_axes = attention_axes.twinx()
+        share_axes.plot(epochs, column("outside"), marker=marker, markersize=4, color="C5", linestyle="--",
+                        label="patches reaching outside (share)")
+        share_axes.set_ylim(-0.02, 1.02)
+        share_axes.set_ylabel("share of patches")
+        lines = attention_axes.get_lines() + share_axes.get_lines()
+        attention_axes.legend(lines, [line.get_label() for line in lines], fontsize=8)
+    else:
+        attention_axes.legend(fontsize=8)
     figure.savefig(path, dpi=100)
 
 

@@ -23,8 +23,8 @@ from .errors import AttentionSamplingError
 from .evaluation import cross_entropy, predict_dataset
 from .runfolder import RunFolder, read_config_json
 
-METRIC_COLUMNS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "entropy",
-                  "reward", "seconds")
+METRIC_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
+                  "entropy", "reward", "seconds")
 # Settings a resumed run may change: they decide how long it runs and which files are data, not the model.
 # (Which files are data is checked on its own: config['image_list'] must not change.)
 RESUMABLE = ("epochs", "bad_images", "max_pixels")
@@ -43,6 +43,15 @@ def saved_config(run_dir):
     if not folder.exists():
         raise AttentionSamplingError(f"--resume {run_dir}: no such run folder")
     return folder.load()["meta"]["config"]
+
+
+def best_epoch(history):
+    """The epoch best.npz keeps: the highest validation accuracy, ties to the lower validation loss, then to
+    the earlier epoch. Never the test split: it is only reported. A run without validation images (or one
+    made before they existed) has nothing to choose on: its last epoch is its best."""
+    if not history or "val_accuracy" not in history[-1] or math.isnan(history[-1]["val_accuracy"]):
+        return history[-1]["epoch"] if history else None
+    return min(history, key=lambda row: (-row["val_accuracy"], row["val_loss"], row["epoch"]))["epoch"]
 
 
 def all_finite(arrays):
@@ -105,8 +114,9 @@ class Trainer:
                 self.config = config
                 self._start()
             self.folder.remove_temporaries()
-            self.train_indices, self.test_indices = stratified_split(
-                dataset.labels, self.config["test_fraction"], self.config["seed"])
+            # Runs made before validation existed have no val_fraction: the same split as then (no validation).
+            self.train_indices, self.val_indices, self.test_indices = stratified_split(
+                dataset.labels, self.config["test_fraction"], self.config["seed"], self.config.get("val_fraction", 0.0))
             self.augment = Augmentation() if self.config["augment"] else None
             self.estimator = self.config.get("estimator", "reinforce")
             self.replace = self.config.get("sampling", "with") == "with"
@@ -285,18 +295,20 @@ class Trainer:
         totals = self.totals
         row = {"epoch": self.epoch + 1, "train_loss": totals.mean("loss"), "train_accuracy": totals.mean("accuracy"),
                "entropy": totals.mean("entropy"), "reward": totals.mean("reward"), "seconds": round(seconds, 3)}
+        row["val_loss"], row["val_accuracy"] = self._evaluate(self.val_indices)
         row["test_loss"], row["test_accuracy"] = self._evaluate(self.test_indices)
-        if len(self.test_indices) and not math.isfinite(row["test_loss"]):
-            raise self._diverged(f"test loss {row['test_loss']}")
+        for split in ("val", "test"):
+            if not math.isnan(row[f"{split}_accuracy"]) and not math.isfinite(row[f"{split}_loss"]):
+                raise self._diverged(f"{split} loss {row[f'{split}_loss']}")
         self.history.append(row)
         self.epoch += 1
         self.order = None
-        best = max((r["test_accuracy"] for r in self.history[:-1]), default=-1.0)
         # The checkpoint goes last: a kill before it redoes this epoch, which rewrites the other two.
-        if not row["test_accuracy"] <= best:  # strictly better, or the first epoch
+        if best_epoch(self.history) == row["epoch"]:
             self.save(self.folder.best)
         self.folder.write_metrics(self.history, METRIC_COLUMNS)
         self.save()
         self.log(f"epoch {row['epoch']:3d}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f}  "
-                 f"test loss {row['test_loss']:.4f} acc {row['test_accuracy']:.3f}  "
+                 + (f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.3f}  " if len(self.val_indices) else "")
+                 + f"test loss {row['test_loss']:.4f} acc {row['test_accuracy']:.3f}  "
                  f"entropy {row['entropy']:.2f}  {row['seconds']:.1f}s")

@@ -147,7 +147,7 @@ def test_scan_errors_name_the_folder(tmp_path):
 
 def test_stratified_split_by_hand():
     labels = np.array([0] * 10 + [1] * 20 + [2] * 7)
-    train, test = stratified_split(labels, 0.3, seed=0)
+    train, _, test = stratified_split(labels, 0.3, seed=0)
     # round(10 * 0.3) = 3, round(20 * 0.3) = 6, round(7 * 0.3) = 2.
     assert [int(np.sum(labels[test] == c)) for c in range(3)] == [3, 6, 2]
     assert [int(np.sum(labels[train] == c)) for c in range(3)] == [7, 14, 5]
@@ -157,7 +157,8 @@ def test_stratified_split_by_hand():
 @given(st.lists(st.integers(1, 12), min_size=1, max_size=4), st.floats(0.05, 0.95), st.integers(0, 2**32 - 1))
 def test_stratified_split_is_disjoint_complete_per_class_and_seeded(counts, fraction, seed):
     labels = np.random.default_rng(seed).permutation(np.repeat(np.arange(len(counts)), counts))
-    train, test = stratified_split(labels, fraction, seed)
+    train, val, test = stratified_split(labels, fraction, seed)
+    assert val.size == 0
     assert np.intersect1d(train, test).size == 0
     np.testing.assert_array_equal(np.sort(np.concatenate([train, test])), np.arange(len(labels)))
     for label, n in enumerate(counts):
@@ -170,13 +171,13 @@ def test_stratified_split_is_disjoint_complete_per_class_and_seeded(counts, frac
         if 1 <= n * fraction - 0.5 and n * fraction + 0.5 <= n - 1:
             assert abs(n_test - n * fraction) <= 0.5 + 1e-9
     again = stratified_split(labels, fraction, seed)
-    np.testing.assert_array_equal(again[0], train)
-    np.testing.assert_array_equal(again[1], test)
+    np.testing.assert_array_equal(again.train, train)
+    np.testing.assert_array_equal(again.test, test)
 
 
 def test_stratified_split_depends_on_the_seed():
     labels = np.repeat(np.arange(3), 20)
-    splits = {tuple(stratified_split(labels, 0.3, seed)[1]) for seed in range(5)}
+    splits = {tuple(stratified_split(labels, 0.3, seed).test) for seed in range(5)}
     assert len(splits) > 1
 
 
@@ -184,6 +185,41 @@ def test_stratified_split_depends_on_the_seed():
 def test_stratified_split_refuses_a_fraction_outside_zero_one(fraction):
     with pytest.raises(AttentionSamplingError, match="--test-fraction"):
         stratified_split(np.array([0, 0, 1, 1]), fraction, 0)
+
+
+def test_validation_split_by_hand_keeps_the_test_images_of_a_split_without_it():
+    """70 / 15 / 15 as the reference: round(20 * 0.15) = 3 per class to each of test and validation;
+    the test images are those a run without validation holds out, so old runs keep their test split."""
+    labels = np.repeat(np.arange(3), 20)
+    split = stratified_split(labels, 0.15, seed=4, val_fraction=0.15)
+    assert [int(np.sum(labels[split.test] == c)) for c in range(3)] == [3, 3, 3]
+    assert [int(np.sum(labels[split.val] == c)) for c in range(3)] == [3, 3, 3]
+    np.testing.assert_array_equal(split.test, stratified_split(labels, 0.15, seed=4).test)
+
+
+@settings(max_examples=40)
+@given(st.lists(st.integers(1, 30), min_size=1, max_size=4), st.floats(0.05, 0.5), st.floats(0.01, 0.45),
+       st.integers(0, 2**32 - 1))
+def test_three_way_split_is_disjoint_complete_stratified_and_trains_on_every_class(counts, test_fraction,
+                                                                                   val_fraction, seed):
+    labels = np.random.default_rng(seed).permutation(np.repeat(np.arange(len(counts)), counts))
+    split = stratified_split(labels, test_fraction, seed, val_fraction)
+    everything = np.concatenate(split)
+    np.testing.assert_array_equal(np.sort(everything), np.arange(len(labels)))
+    for label, n in enumerate(counts):
+        sizes = [int(np.sum(labels[part] == label)) for part in split]
+        assert sizes[0] >= 1  # every class is trained on
+        if n >= 3:
+            assert sizes[1] >= 1 and sizes[2] >= 1  # and, when it can, validated and tested
+        if n >= 20 and test_fraction * n >= 1 and val_fraction * n >= 1:
+            assert abs(sizes[2] - n * test_fraction) <= 0.5 + 1e-9
+            assert abs(sizes[1] - n * val_fraction) <= 0.5 + 1e-9 or sizes[0] == 1
+
+
+@pytest.mark.parametrize("val_fraction", [-0.1, 0.7, 1.0])
+def test_stratified_split_refuses_a_validation_fraction_that_leaves_nothing_to_train(val_fraction):
+    with pytest.raises(AttentionSamplingError, match="--val-fraction"):
+        stratified_split(np.arange(20) % 2, 0.3, 0, val_fraction)
 
 
 @settings(max_examples=30)

@@ -1,0 +1,33 @@
+"""The trainer's choice of best epoch: on validation only, never on the test split."""
+import math
+
+from attention_sampling.application.trainer import EpochTotals, best_epoch
+
+
+def row(epoch, val_accuracy, val_loss, test_accuracy):
+    return {"epoch": epoch, "val_accuracy": val_accuracy, "val_loss": val_loss, "test_accuracy": test_accuracy}
+
+
+def test_best_epoch_follows_validation_not_test():
+    history = [row(1, 0.5, 1.0, 0.9), row(2, 0.8, 0.9, 0.4), row(3, 0.7, 0.5, 0.95)]
+    assert best_epoch(history) == 2
+
+
+def test_best_epoch_breaks_accuracy_ties_by_validation_loss_then_by_the_earlier_epoch():
+    assert best_epoch([row(1, 0.8, 0.7, 0), row(2, 0.8, 0.6, 0), row(3, 0.8, 0.6, 1)]) == 2
+
+
+def test_without_validation_the_last_epoch_is_best():
+    nan = math.nan
+    assert best_epoch([row(1, nan, nan, 0.9), row(2, nan, nan, 0.1)]) == 2
+    # A history written before validation existed has no val columns at all.
+    assert best_epoch([{"epoch": 1, "test_accuracy": 0.9}, {"epoch": 2, "test_accuracy": 0.1}]) == 2
+
+
+def test_epoch_totals_average_per_image_over_uneven_batches():
+    totals = EpochTotals()
+    totals.add({"loss": 1.0, "accuracy": 1.0, "entropy": 2.0, "reward": 0.5}, 3)
+    totals.add({"loss": 2.0, "accuracy": 0.0, "entropy": 4.0, "reward": 0.0}, 1)
+    assert totals.images == 4
+    assert math.isclose(totals.mean("loss"), 1.25) and math.isclose(totals.mean("accuracy"), 0.75)
+    assert math.isclose(totals.mean("entropy"), 2.5) and math.isclose(totals.mean("reward"), 0.375)
