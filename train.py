@@ -15,6 +15,7 @@ import sys
 from attention_sampling.application.data import DEFAULT_MAX_PIXELS, ImageFolder
 from attention_sampling.application.embedded import ensure_default_dataset
 from attention_sampling.application.errors import AttentionSamplingError
+from attention_sampling.application.settings import TRAINING_DEFAULTS
 
 PAPER_EPOCHS = 300
 # The embedded data set is learnt long before 300 epochs; this keeps the default run near 15 minutes.
@@ -65,9 +66,7 @@ def fraction(text):
 
 # Flags whose value is stored with the run. They default to None on the command line so that a resumed
 # run can tell a typed value (compared with the saved one) from a default (taken from the run).
-DEFAULTS = dict(patches=20, size=50, scale=4, batch_size=8, replicas=4, lr=1e-3, entropy=0.01, seed=0,
-                test_fraction=0.15, val_fraction=0.15, estimator="reinforce", sampling="with", bad_images="stop",
-                max_pixels=DEFAULT_MAX_PIXELS)
+DEFAULTS = dict(TRAINING_DEFAULTS, bad_images="stop", max_pixels=DEFAULT_MAX_PIXELS)
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -3,18 +3,23 @@
     python -m attention_sampling.application.experiments paper-table --data ROOT --out runs/paper-table
     python -m attention_sampling.application.experiments compare --out runs/compare
 
-paper-table trains the grid of the paper, (patch size S, patches P) in (50,1) (50,5) (50,20) (20,5),
-with 5 seeds each, and prints mean ± std of train and test accuracy and of training time. Each finished
-run is appended to results.csv at once; a killed command resumes: finished rows are skipped and an
-unfinished run continues from its own checkpoint.
+paper-table trains the grid of the paper, (patch size S, patches P) in (50,1) (50,5) (50,20) (20,5), at
+the sizes and scale given (on images reduced from the paper's, the same field of view is a smaller patch:
+--sizes 15 6 --scale 2 on the 417 x 312 lymphoma slides), with several seeds, and prints mean ± std of
+the test accuracy at the epoch chosen on validation and at the last epoch, and the time per run, beside
+the paper's numbers. Each finished run is appended to results.csv at once; a killed command resumes:
+finished rows are skipped and an unfinished run continues from its own checkpoint (more --epochs than a
+finished run had: it continues to the new count).
 """
 import argparse
 import csv
+import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -22,9 +27,15 @@ from .data import ImageFolder
 from .embedded import FEW_SPOTS, ensure_default_dataset
 from .errors import AttentionSamplingError
 from .evaluation import predict_dataset
+from .settings import TRAINING_DEFAULTS
 
-PAPER_GRID = ((50, 1), (50, 5), (50, 20), (20, 5))
-RESULT_COLUMNS = ("size", "patches", "seed", "epochs", "train_accuracy", "test_accuracy", "seconds")
+PAPER_GRID = ((50, 1), (50, 5), (50, 20), (20, 5))  # (S, P) in the paper's pixels
+# The paper's Table (lymphoma, 5 trials, 300 epochs, full resolution) and the reference implementation's
+# logged validation accuracy (one run, mean of the last 10 of 300 epochs): ../shared data README.
+PAPER_TEST_ACCURACY = {(50, 1): "0.81 ± 0.02", (50, 5): "0.89 ± 0.02", (50, 20): "0.94 ± 0.01", (20, 5): "0.87 ± 0.02"}
+REFERENCE_VALIDATION = {(50, 1): "0.78", (50, 5): "0.84", (50, 20): "0.91", (20, 5): "0.81"}
+RESULT_COLUMNS = ("paper_size", "size", "patches", "scale", "seed", "epochs", "best_epoch", "val_accuracy",
+                  "test_accuracy_best", "test_accuracy_last", "train_accuracy", "seconds")
 
 
 def peak_rss_mb():
@@ -42,52 +53,89 @@ def read_results(path):
 
 
 def append_row(path, row, columns=RESULT_COLUMNS):
-    """Append one finished run to a CSV, flushed to disk at once so a killed command loses no result."""
-    new = not os.path.exists(path)
+    """Append one finished run to a CSV, flushed to disk at once so a killed command loses no result.
+    Locked, so that parallel jobs (or two commands on one folder) never interleave a row or a header."""
     with open(path, "a", newline="") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
-        if new:
+        if handle.tell() == 0:
             writer.writeheader()
         writer.writerow(row)
         handle.flush()
         os.fsync(handle.fileno())
 
 
-def train_one(dataset, run_dir, config, log):
-    """Train (or resume) one run to the end -> its result row."""
-    from .trainer import Trainer
+def train_one(config, log):
+    """Train (or resume) one run of the table to config['epochs'] -> its result row (without grid names)."""
+    from .trainer import Trainer, best_epoch
 
+    dataset = ImageFolder.scan(config["data"])
+    run_dir = config["run_dir"]
     resume = os.path.exists(os.path.join(run_dir, "checkpoint.npz"))
-    trainer = Trainer(dataset, run_dir, config if not resume else {"epochs": config["epochs"]},
-                      resume=resume, log=log, progress=False)
+    trainer = Trainer(dataset, run_dir, {"epochs": config["epochs"]} if resume else config, resume=resume, log=log,
+                      progress=False)
     history = trainer.fit()
     shape = tuple(trainer.config["image_shape"])
     train_probabilities = predict_dataset(trainer.model, dataset, trainer.train_indices, shape,
                                           config["batch_size"], seed=config["seed"], estimator=trainer.estimator,
                                           replace=trainer.replace)
     train_accuracy = float(np.mean(train_probabilities.argmax(1) == dataset.labels[trainer.train_indices]))
-    return {"size": config["size"], "patches": config["patches"], "seed": config["seed"],
-            "epochs": config["epochs"], "train_accuracy": round(train_accuracy, 4),
-            "test_accuracy": round(history[-1]["test_accuracy"], 4),
-            "seconds": round(sum(row["seconds"] for row in history), 1)}
+    best = history[best_epoch(history) - 1]
+    return {"epochs": len(history), "best_epoch": best["epoch"], "val_accuracy": round(best["val_accuracy"], 4),
+            "test_accuracy_best": round(best["test_accuracy"], 4),
+            "test_accuracy_last": round(history[-1]["test_accuracy"], 4),
+            "train_accuracy": round(train_accuracy, 4), "seconds": round(sum(row["seconds"] for row in history), 1)}
 
 
-def mean_std(rows, key, digits):
+def mean_std(rows, key, digits, scale=1.0):
     """'mean ± std' of one column over the runs of a setting (std over seeds, 0 for one run)."""
-    values = np.array([float(r[key]) for r in rows])
+    values = np.array([float(r[key]) for r in rows]) * scale
     return f"{values.mean():.{digits}f} ± {values.std():.{digits}f}"
 
 
-def summarise(rows, grid):
-    """-> table text in the paper's layout: one line per (S, P) with mean ± std over seeds."""
-    lines = [f"{'S':>4} {'P':>4} {'runs':>5}  {'train accuracy':>16}  {'test accuracy':>16}  {'time (s)':>14}"]
-    for size, patches in grid:
-        chosen = [r for r in rows if int(r["size"]) == size and int(r["patches"]) == patches]
+def summarise(rows, grid=PAPER_GRID):
+    """-> a Markdown table in the paper's layout: one line per (S, P) with mean ± std over seeds, beside
+    the paper's test accuracy and the reference implementation's logged validation accuracy."""
+    lines = ["| S (paper -> used) | P | runs | epochs | test acc., validation-best epoch | test acc., last epoch "
+             "| validation acc. | minutes per run | paper (test) | reference (validation) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for paper_size, patches in grid:
+        chosen = [r for r in rows if int(r["paper_size"]) == paper_size and int(r["patches"]) == patches]
         if not chosen:
             continue
-        lines.append(f"{size:>4} {patches:>4} {len(chosen):>5}  {mean_std(chosen, 'train_accuracy', 3):>16}  "
-                     f"{mean_std(chosen, 'test_accuracy', 3):>16}  {mean_std(chosen, 'seconds', 0):>14}")
+        sizes = sorted({int(r["size"]) for r in chosen})
+        epochs = sorted({int(r["epochs"]) for r in chosen})
+        lines.append(f"| {paper_size} -> {'/'.join(map(str, sizes))} | {patches} | {len(chosen)} | "
+                     f"{'/'.join(map(str, epochs))} | {mean_std(chosen, 'test_accuracy_best', 3)} | "
+                     f"{mean_std(chosen, 'test_accuracy_last', 3)} | {mean_std(chosen, 'val_accuracy', 3)} | "
+                     f"{mean_std(chosen, 'seconds', 0, 1 / 60)} | {PAPER_TEST_ACCURACY[(paper_size, patches)]} | "
+                     f"{REFERENCE_VALIDATION[(paper_size, patches)]} |")
     return "\n".join(lines)
+
+
+def run_in_subprocess(command, config, threads=None, verbose=False):
+    """`python -m ...experiments <command> CONFIG_JSON` in a fresh process -> the JSON of its last line.
+    A fresh process per run: its peak memory is its own, and parallel runs do not share an interpreter."""
+    environment = dict(os.environ)
+    if threads:
+        environment.update(NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+                           OPENBLAS_NUM_THREADS=str(threads))
+    process = subprocess.Popen([sys.executable, "-m", "attention_sampling.application.experiments", command,
+                                json.dumps(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=environment)
+    # The run's own lines (one per epoch) are passed on as they come; the last one names a failure.
+    last_line = f"exit code {process.returncode}"
+    for line in process.stderr:
+        if line.strip():
+            last_line = line.strip()
+            if verbose:
+                print(line, end="", file=sys.stderr, flush=True)
+    stdout = process.stdout.read()
+    process.wait()
+    if process.returncode != 0:
+        last_line = last_line if last_line else f"exit code {process.returncode}"
+        raise AttentionSamplingError(f"run {config.get('run_dir')} failed: {last_line}")
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def paper_table(args):
@@ -95,23 +143,45 @@ def paper_table(args):
     dataset = ImageFolder.scan(data)
     os.makedirs(args.out, exist_ok=True)
     results_path = os.path.join(args.out, "results.csv")
-    done = {(int(r["size"]), int(r["patches"]), int(r["seed"])) for r in read_results(results_path)}
+    sizes = dict(zip((50, 20), args.sizes))
+    grid = [(size, patches) for size, patches in PAPER_GRID if f"{size},{patches}" in args.grid]
+    done = {(int(r["paper_size"]), int(r["patches"]), int(r["seed"]), int(r["epochs"]))
+            for r in read_results(results_path)}
     height, width = dataset.image_shape()
-    for size, patches in PAPER_GRID:
+    print(f"paper-table: {len(dataset)} images {height}x{width} in {data}; scale {args.scale}; sizes used for the "
+          f"paper's " + ", ".join(f"S={paper} -> {used} px" for paper, used in sizes.items())
+          + f"; {args.seeds} seeds x {args.epochs} epochs; {args.jobs} parallel job(s)", file=sys.stderr)
+    todo = []
+    for paper_size, patches in grid:
+        size = sizes[paper_size]
         for seed in range(args.seeds):
-            if (size, patches, seed) in done:
+            if (paper_size, patches, seed, args.epochs) in done:
                 continue
-            config = dict(data=os.path.abspath(data), classes=dataset.classes, image_shape=[height, width],
-                          patches=patches, size=size, scale=args.scale, epochs=args.epochs,
-                          batch_size=args.batch_size, replicas=args.replicas, lr=args.lr, entropy=args.entropy,
-                          seed=seed, test_fraction=args.test_fraction, augment=not args.no_augment)
-            run_dir = os.path.join(args.out, f"S{size}-P{patches}-seed{seed}")
-            print(f"training S={size} P={patches} seed={seed} -> {run_dir}", file=sys.stderr)
-            row = train_one(dataset, run_dir, config, log=lambda line: print("  " + line, file=sys.stderr))
-            append_row(results_path, row)
-    table = summarise(read_results(results_path), PAPER_GRID)
+            settings = {key: getattr(args, key) for key in ("batch_size", "replicas", "lr", "entropy", "temperature",
+                                                            "test_fraction", "val_fraction")}
+            config = dict(TRAINING_DEFAULTS, **settings, data=os.path.abspath(data), classes=dataset.classes,
+                          image_shape=[height, width], patches=patches, size=size, scale=args.scale,
+                          epochs=args.epochs, seed=seed, augment=not args.no_augment,
+                          run_dir=os.path.join(args.out, f"S{size}-P{patches}-seed{seed}"))
+            todo.append((paper_size, config))
+
+    def run(item):
+        paper_size, config = item
+        print(f"training S={config['size']} (paper {paper_size}) P={config['patches']} seed={config['seed']} "
+              f"-> {config['run_dir']}", file=sys.stderr, flush=True)
+        row = run_in_subprocess("table-run", config, threads=max(1, (os.cpu_count() or 1) // args.jobs),
+                                verbose=True)
+        row = {"paper_size": paper_size, "size": config["size"], "patches": config["patches"],
+               "scale": config["scale"], "seed": config["seed"], **row}
+        append_row(results_path, row)
+        print(f"  done: {json.dumps(row)}", file=sys.stderr, flush=True)
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for _ in pool.map(run, todo):
+            pass
+    table = summarise(read_results(results_path), grid)
     print(table)
-    with open(os.path.join(args.out, "table.txt"), "w") as handle:
+    with open(os.path.join(args.out, "table.md"), "w") as handle:
         handle.write(table + "\n")
 
 
@@ -155,18 +225,6 @@ def run_one(config):
             "seconds": sum(row["seconds"] for row in history)}
 
 
-def run_in_subprocess(config):
-    """Run `run_one` in a fresh process, so that its peak memory is its own -> result with peak_mb."""
-    command = [sys.executable, "-m", "attention_sampling.application.experiments", "run-one", json.dumps(config)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    stdout, stderr = process.communicate()
-    if process.returncode != 0:
-        last_line = (stderr.strip().splitlines() or [f"exit code {process.returncode}"])[-1]
-        raise AttentionSamplingError(f"run {config.get('run_dir')} failed: {last_line}")
-    result = json.loads(stdout.strip().splitlines()[-1])
-    return result
-
-
 def compare(args):
     os.makedirs(args.out, exist_ok=True)
     results_path = os.path.join(args.out, "compare.csv")
@@ -188,7 +246,7 @@ def compare(args):
                               run_dir=os.path.join(args.out, dataset_name, method.split(" (")[0].replace(", ", "-")
                                                    .replace(" ", "-") + f"-seed{seed}"))
                 print(f"{dataset_name}: {method}, seed {seed}", file=sys.stderr)
-                result = run_in_subprocess(config)
+                result = run_in_subprocess("run-one", config)
                 row = {"dataset": dataset_name, "method": method, "seed": seed,
                        "train_accuracy": round(result["train_accuracy"], 4),
                        "test_accuracy": round(result["test_accuracy"], 4),
@@ -219,17 +277,37 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m attention_sampling.application.experiments",
                                      description="Experiments over many resumable training runs.")
     commands = parser.add_subparsers(dest="command", required=True)
-    table = commands.add_parser("paper-table", help="the paper's grid of patch size x patches, several seeds")
+    table = commands.add_parser(
+        "paper-table", help="the paper's grid of patch size x patches, several seeds",
+        description="Train the paper's grid (S, P) in (50,1) (50,5) (50,20) (20,5) and tabulate the test accuracy "
+                    "at the validation-best and at the last epoch, mean ± std over seeds, beside the paper's.")
+    defaults = TRAINING_DEFAULTS
     table.add_argument("--data", help="image folder ROOT/<class>/<images> (default: the embedded data set)")
-    table.add_argument("--out", default="runs/paper-table", help="folder for the runs and results.csv")
-    table.add_argument("--seeds", type=int, default=5, help="random trials per setting (default 5)")
+    table.add_argument("--out", default="runs/paper-table", help="folder for the runs, results.csv and table.md")
+    table.add_argument("--seeds", type=int, default=5, help="random trials per setting: seeds 0..N-1 (default 5)")
     table.add_argument("--epochs", type=int, default=300, help="epochs per run (default 300, as the paper)")
-    table.add_argument("--scale", type=int, default=4, help="down-scaling factor c (default 4)")
-    table.add_argument("--batch-size", type=int, default=8, help="images per step (default 8)")
-    table.add_argument("--replicas", type=int, default=4, help="samples of each image per step (default 4)")
-    table.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    table.add_argument("--entropy", type=float, default=0.01, help="entropy bonus weight (default 0.01)")
-    table.add_argument("--test-fraction", type=float, default=0.3, help="held-out share (default 0.3)")
+    table.add_argument("--sizes", type=int, nargs=2, default=[50, 20], metavar=("S50", "S20"),
+                       help="patch sizes used for the paper's S = 50 and S = 20 (default 50 20; the lymphoma "
+                            "slides reduced to 417 x 312: 15 6)")
+    table.add_argument("--scale", type=int, default=defaults["scale"],
+                       help=f"down-scaling factor c (default {defaults['scale']}; reduced lymphoma: 2)")
+    table.add_argument("--grid", nargs="+", default=[f"{s},{p}" for s, p in PAPER_GRID],
+                       choices=[f"{s},{p}" for s, p in PAPER_GRID], metavar="S,P",
+                       help="which of the paper's settings to run, in the paper's sizes (default: all four)")
+    table.add_argument("--jobs", type=int, default=1,
+                       help="runs trained at once, each in its own process with cores / jobs threads (default 1)")
+    table.add_argument("--batch-size", type=int, default=defaults["batch_size"], help="images per step (default 8)")
+    table.add_argument("--replicas", type=int, default=defaults["replicas"],
+                       help="samples of each image per step (default 4)")
+    table.add_argument("--lr", type=float, default=defaults["lr"], help="Adam learning rate (default 1e-3)")
+    table.add_argument("--entropy", type=float, default=defaults["entropy"],
+                       help=f"entropy bonus weight (default {defaults['entropy']}, as train.py)")
+    table.add_argument("--temperature", type=float, default=defaults.get("temperature", 1.0),
+                       help=f"classifier temperature T (default {defaults.get('temperature', 1.0)}, as train.py)")
+    table.add_argument("--test-fraction", type=float, default=defaults["test_fraction"],
+                       help="held-out test share of each class (default 0.15)")
+    table.add_argument("--val-fraction", type=float, default=defaults["val_fraction"],
+                       help="validation share of each class, on which the best epoch is chosen (default 0.15)")
     table.add_argument("--no-augment", action="store_true", help="turn off flips, contrast and zoom")
     comparison = commands.add_parser("compare", help="estimators x sampling modes against two baselines")
     comparison.add_argument("--out", default="runs/compare", help="folder for the runs and compare.csv")
@@ -248,12 +326,18 @@ def main(argv=None):
     comparison.add_argument("--entropy", type=float, default=0.01, help="entropy bonus weight (default 0.01)")
     one = commands.add_parser("run-one", help="one run of compare, its settings as JSON (used internally)")
     one.add_argument("config", help="JSON of one run's settings")
+    table_run = commands.add_parser("table-run", help="one run of paper-table, its settings as JSON (used internally)")
+    table_run.add_argument("config", help="JSON of one run's settings")
     args = parser.parse_args(argv)
     try:
         if args.command == "paper-table":
             paper_table(args)
         elif args.command == "compare":
             compare(args)
+        elif args.command == "table-run":
+            config = json.loads(args.config)
+            print(json.dumps(train_one(config, log=lambda line: print(f"  {os.path.basename(config['run_dir'])}: "
+                                                                         f"{line}", file=sys.stderr, flush=True))))
         elif args.command == "run-one":
             result = run_one(json.loads(args.config))
             result["peak_mb"] = peak_rss_mb()

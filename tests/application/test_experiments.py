@@ -47,19 +47,32 @@ def test_uniform_attention_is_flat_and_has_nothing_to_learn():
 
 
 def test_paper_table_summary_layout():
-    rows = [dict(size=50, patches=5, seed=s, train_accuracy=a, test_accuracy=a - 0.1, seconds=10 + s)
+    rows = [dict(paper_size=50, size=15, patches=5, seed=s, epochs=30, test_accuracy_best=a,
+                 test_accuracy_last=a - 0.1, val_accuracy=a + 0.05, seconds=600 + 60 * s)
             for s, a in enumerate((0.9, 0.8))]
     table = experiments.summarise(rows, experiments.PAPER_GRID)
-    assert "0.850 ± 0.050" in table and "0.750 ± 0.050" in table
-    assert len(table.splitlines()) == 2  # the header and the one setting that has runs
+    lines = table.splitlines()
+    assert len(lines) == 3  # the header, its rule and the one setting that has runs
+    cells = [cell.strip() for cell in lines[2].strip("|").split("|")]
+    assert cells == ["50 -> 15", "5", "2", "30", "0.850 ± 0.050", "0.750 ± 0.050", "0.900 ± 0.050", "10 ± 0",
+                     "0.89 ± 0.02", "0.84"]
 
 
 def test_paper_table_trains_and_resumes(tmp_path):
     data = ensure_default_dataset(str(tmp_path / "data"), **TINY)
-    args = ["paper-table", "--data", data, "--out", str(tmp_path / "table"), "--seeds", "1", "--epochs", "1",
-            "--batch-size", "4", "--replicas", "1"]
+    out = tmp_path / "table"
+    args = ["paper-table", "--data", data, "--out", str(out), "--seeds", "1", "--epochs", "1",
+            "--batch-size", "4", "--replicas", "1", "--sizes", "10", "6", "--scale", "2", "--grid", "50,1", "20,5"]
     assert experiments.main(args) == 0
-    rows = experiments.read_results(tmp_path / "table" / "results.csv")
-    assert {(int(r["size"]), int(r["patches"])) for r in rows} == set(experiments.PAPER_GRID)
-    assert experiments.main(args) == 0
-    assert len(experiments.read_results(tmp_path / "table" / "results.csv")) == len(rows)
+    rows = experiments.read_results(out / "results.csv")
+    assert {(int(r["paper_size"]), int(r["size"]), int(r["patches"])) for r in rows} == {(50, 10, 1), (20, 6, 5)}
+    for row in rows:
+        assert int(row["best_epoch"]) == 1 and int(row["scale"]) == 2
+        assert 0 <= float(row["test_accuracy_best"]) <= 1
+    assert experiments.main(args) == 0  # everything done: nothing trained again
+    assert len(experiments.read_results(out / "results.csv")) == len(rows)
+    # More epochs: the same runs continue from their checkpoints to the new count.
+    assert experiments.main(args[:8] + ["2"] + args[9:]) == 0
+    longer = [r for r in experiments.read_results(out / "results.csv") if int(r["epochs"]) == 2]
+    assert len(longer) == 2
+    assert "20 -> 6" in (out / "table.md").read_text()

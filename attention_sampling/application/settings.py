@@ -1,0 +1,21 @@
+"""The training settings every entry point shares (train.py, the experiments), and their defaults.
+
+One place, so that `train.py` and `experiments paper-table` cannot drift apart. Kept free of heavy
+imports: train.py --help reads it before NumPy's kernels are compiled.
+"""
+
+# What a run is made of; all of it is stored in the run's config.json and checked again on --resume.
+TRAINING_DEFAULTS = dict(
+    patches=20,            # P, patches sampled per image
+    size=50,               # S, patch side in full-resolution pixels
+    scale=4,               # c, down-scaling of the attention view
+    batch_size=8,
+    replicas=4,            # fresh looks at each image per step
+    lr=1e-3,               # Adam
+    entropy=0.01,          # lambda of the attention-entropy bonus
+    seed=0,
+    test_fraction=0.15,    # 70 / 15 / 15, as the reference implementation splits
+    val_fraction=0.15,
+    estimator="reinforce",
+    sampling="with",
+)
