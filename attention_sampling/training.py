@@ -5,9 +5,10 @@ import numpy as np
 
 import nn
 from .objective import (attention_entropy, entropy_gradient, estimator_weights, expectation_backward,
-                        expectation_logits, expected_logits, expected_logits_backward, patch_rewards,
-                        reinforce_gradient, scatter_to_cells, standardised_advantage)
-from .patches import extract_patches
+                        expectation_logits, expected_logits, expected_logits_backward, floored_attention,
+                        floored_attention_backward, patch_rewards, reinforce_gradient, scatter_to_cells,
+                        standardised_advantage)
+from .patches import extract_patches, outside_image
 from .sampling import sample_cells
 
 
@@ -15,19 +16,23 @@ from .sampling import sample_cells
 class Sampled:
     """What one look at a batch produced: attention, where it sampled, and what it saw there."""
 
-    log_attention: np.ndarray  # (N, h, w)
+    log_attention: np.ndarray  # (N, h, w) the attention network's output
+    log_sampling: np.ndarray   # (N, h, w) the distribution sampled: log a, or log a_s with a floor
     cells: np.ndarray          # (N, K, 2) with K = replicas * P
-    weights: np.ndarray        # (N, K) attention a_i of each sampled cell
+    weights: np.ndarray        # (N, K) probability a_i (a_s,i with a floor) of each sampled cell
     patches: np.ndarray        # (N, K, S, S, C)
 
 
-def look(model, images, rng, n_looks, training, replace=True):
+def look(model, images, rng, n_looks, training, replace=True, border="zero", floor=0.0):
     """(N, H, W, C) images -> Sampled with K = n_looks * P draws per image: the attention net once per
-    image, then n_looks independent looks of P cells each (distinct within a look when replace=False)."""
+    image, then n_looks independent looks of P cells each (distinct within a look when replace=False).
+
+    floor eps > 0 samples from a_s = (1 - eps) a + eps / (h w) instead of a; border is extract_patches's."""
     p = model.n_patches
     # Inference runs the fused evaluation path: same numbers, fewer passes, nothing cached for a backward.
     log_attention = model.attention.forward(images, True) if training else model.attention.infer(images)
-    attention = np.exp(log_attention)
+    log_sampling = floored_attention(log_attention, floor)
+    attention = np.exp(log_sampling)
     n = images.shape[0]
     if replace:
         cells = sample_cells(attention, n_looks * p, rng)
@@ -35,41 +40,60 @@ def look(model, images, rng, n_looks, training, replace=True):
         cells = sample_cells(np.repeat(attention, n_looks, axis=0), p, rng, replace=False)
         cells = cells.reshape(n, n_looks * p, 2)
     weights = attention[np.arange(n)[:, None], cells[..., 0], cells[..., 1]]
-    patches = extract_patches(images, cells, model.patch_size, model.scale)
-    return Sampled(log_attention, cells, weights, patches)
+    patches = extract_patches(images, cells, model.patch_size, model.scale, border)
+    return Sampled(log_attention, log_sampling, cells, weights, patches)
 
 
-def classify_patches(model, patches, weights, training):
+def classify_patches(model, patches, weights, training, temperature=1.0):
     """(M, P, S, S, C) patches, (M, P) weights -> features (M, P, C) and logits (M, C) of eq. 1."""
     m, p = weights.shape
     flat = patches.reshape((m * p,) + patches.shape[2:])
     features = model.features.forward(flat, True) if training else model.features.infer(flat)
     features = features.reshape(m, p, -1)
-    return features, expected_logits(features, weights)
+    return features, expected_logits(features, weights, temperature)
 
 
-def feature_loss_backward(model, features, weights, labels, loss_fn):
+def feature_loss_backward(model, features, weights, labels, loss_fn, temperature=1.0):
     """Backpropagate the cross-entropy of eq. 1 into the feature network (fills its grads)."""
     m, p, c = features.shape
-    grad_features = expected_logits_backward(loss_fn.backward(), weights)
+    grad_features = expected_logits_backward(loss_fn.backward(), weights, temperature)
     model.features.backward(grad_features.reshape(m * p, c))
 
 
+def look_statistics(cells, n_looks, patch_size, scale, image_shape):
+    """(N, K, 2) cells of n_looks looks of P per image -> (mean number of distinct cells per look of P,
+    share of draws whose patch reaches past the image border): how spread, and how border-bound, the
+    sampling is. A collapsed attention gives 1 distinct cell per look."""
+    n, k, _ = cells.shape
+    looks = cells.reshape(n * n_looks, k // n_looks, 2)
+    codes = np.sort(looks[..., 0] * (image_shape[1] + 1) + looks[..., 1], axis=1)
+    distinct = 1 + np.count_nonzero(np.diff(codes, axis=1), axis=1)
+    outside = outside_image(cells, patch_size, scale, image_shape)
+    return float(distinct.mean()), float(outside.mean())
+
+
 def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight=0.01,
-               estimator="reinforce", replace=True):
+               estimator="reinforce", replace=True, temperature=1.0, border="zero", floor=0.0):
     """One update of both networks on (N, H, W, C) images with (N,) integer labels -> dict of metrics.
 
     Each image is looked at `replicas` times with fresh samples (P each); the attention network runs
     once per image. estimator="reinforce" (the paper): eq. 1 with weights a_i / sum a, REINFORCE for the
     attention with a per-image baseline over all replicas' patches. estimator="expectation": the
     unbiased estimate of E_a[f] differentiated directly (objective.expectation_backward).
+
+    temperature T: the classifier is softmax(T x eq. 1) (and the rewards softmax(T f_i)[y]).
+    border: what a patch sees past the image edge ("zero", "reflect", "inside"; patches.py).
+    floor eps: cells are drawn from a_s = (1 - eps) a + eps / (h w); the estimators score a_s, and
+    their gradient reaches a through the mixing (objective.floored_attention_backward).
+    Metrics: loss, accuracy, reward, entropy (of a), distinct_cells (mean distinct cells per look of P),
+    outside (share of draws whose patch reaches past the border, patches.outside_image).
     """
     if estimator not in ("reinforce", "expectation"):
         raise ValueError(f"estimator must be 'reinforce' or 'expectation', got {estimator!r}")
     n = images.shape[0]
     p = model.n_patches
     labels = np.asarray(labels, dtype=np.int64)
-    sampled = look(model, images, rng, replicas, training=True, replace=replace)
+    sampled = look(model, images, rng, replicas, training=True, replace=replace, border=border, floor=floor)
     map_shape = sampled.log_attention.shape[1:]
 
     replica_labels = np.repeat(labels, replicas)
@@ -80,11 +104,12 @@ def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight
 
     if estimator == "reinforce":
         # Feature network: cross-entropy of eq. 1 per (image, replica), by backprop.
-        features, logits = classify_patches(model, patches, attention_values, training=True)
+        features, logits = classify_patches(model, patches, attention_values, training=True,
+                                            temperature=temperature)
         loss = loss_fn.forward(logits, replica_labels)
-        grad_features = expected_logits_backward(loss_fn.backward(), attention_values)
+        grad_features = expected_logits_backward(loss_fn.backward(), attention_values, temperature)
         # Attention network: REINFORCE with a per-image baseline.
-        rewards = patch_rewards(features, replica_labels).reshape(n, replicas * p)
+        rewards = patch_rewards(features, replica_labels, temperature).reshape(n, replicas * p)
         advantage = standardised_advantage(rewards)
         # The attention loss is the surrogate's mean over the n images.
         grad_log_attention = reinforce_gradient(advantage, sampled.cells, map_shape,
@@ -92,13 +117,17 @@ def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight
     else:
         m = n * replicas
         features = model.features.forward(patches.reshape((m * p,) + patches.shape[2:]), True).reshape(m, p, -1)
-        logits = expectation_logits(features, draw_weights)
+        logits = expectation_logits(features, draw_weights, temperature)
         loss = loss_fn.forward(logits, replica_labels)
-        grad_features, grad_per_draw = expectation_backward(loss_fn.backward(), features, draw_weights)
-        rewards = patch_rewards(features, replica_labels).reshape(n, replicas * p)
+        grad_features, grad_per_draw = expectation_backward(loss_fn.backward(), features, draw_weights,
+                                                            temperature)
+        rewards = patch_rewards(features, replica_labels, temperature).reshape(n, replicas * p)
         # The cross-entropy is already a mean over the n * replicas looks: its gradient needs no scaling.
         grad_log_attention = scatter_to_cells(grad_per_draw.reshape(n, -1), sampled.cells, map_shape)
 
+    # Both estimators differentiate the distribution sampled; the floor's mixing carries that to log a.
+    grad_log_attention = floored_attention_backward(grad_log_attention, sampled.log_attention,
+                                                    sampled.log_sampling, floor)
     entropy = attention_entropy(sampled.log_attention)
     # Minimise -lambda H(a): spreading the attention is rewarded, so it does not collapse early.
     grad_log_attention -= entropy_weight * entropy_gradient(sampled.log_attention) / n
@@ -110,11 +139,15 @@ def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight
     optimizer.step(model.params, model.grads)
 
     predictions = logits.argmax(axis=1)
+    distinct_cells, outside = look_statistics(sampled.cells, replicas, model.patch_size, model.scale,
+                                              images.shape[1:3])
     return {
         "loss": loss,
         "accuracy": float(np.mean(predictions == replica_labels)),
         "reward": float(rewards.mean()),
         "entropy": float(entropy.mean()),
+        "distinct_cells": distinct_cells,
+        "outside": outside,
     }
 
 
@@ -129,22 +162,26 @@ class Prediction:
     patches: np.ndarray        # (N, P, S, S, C)
 
 
-def predict(model, images, rng, n_patches=None, estimator="reinforce", replace=True):
+def predict(model, images, rng, n_patches=None, estimator="reinforce", replace=True, temperature=1.0,
+            border="zero", floor=0.0):
     """(N, H, W, C) images -> Prediction, with batch-norm running statistics (evaluation mode).
 
     The classification follows the estimator the model was trained with: eq. 1 (weights a_i / sum a)
-    for REINFORCE, the unbiased expectation weights for the expectation estimator.
+    for REINFORCE, the unbiased expectation weights for the expectation estimator; temperature, border
+    and floor should be the ones it was trained with (train_step). Prediction.attention is the network's
+    a; the cells are drawn from the floored a_s when floor > 0, and Prediction.weights are a_s there.
     """
     if n_patches is not None and n_patches != model.n_patches:
         model = _with_patches(model, n_patches)
-    sampled = look(model, images, rng, 1, training=False, replace=replace)
+    sampled = look(model, images, rng, 1, training=False, replace=replace, border=border, floor=floor)
     if estimator == "expectation":
         weights = estimator_weights(sampled.weights, replace)
         m, p = weights.shape
         features = model.features.infer(sampled.patches.reshape((m * p,) + sampled.patches.shape[2:]))
-        logits = expectation_logits(features.reshape(m, p, -1), weights)
+        logits = expectation_logits(features.reshape(m, p, -1), weights, temperature)
     else:
-        _, logits = classify_patches(model, sampled.patches, sampled.weights, training=False)
+        _, logits = classify_patches(model, sampled.patches, sampled.weights, training=False,
+                                     temperature=temperature)
     return Prediction(nn.softmax(logits, axis=-1), np.exp(sampled.log_attention), sampled.cells,
                       sampled.weights, sampled.patches)
 
