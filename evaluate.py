@@ -204,7 +204,8 @@ def draw_pictures(run_dir, pictures):
             image = load_batch(dataset, [index], tuple(config["image_shape"]))[0]
             path = os.path.join(run_dir, "attention", f"{classes[label]}_{i}.png")
             figures.plot_explanation(image, pictures["kept"][position], classes, label, config["scale"],
-                                     config["size"], path, title=os.path.relpath(dataset.paths[index], dataset.root))
+                                     config["size"], path, title=os.path.relpath(dataset.paths[index], dataset.root),
+                                     border=config.get("border", "zero"))
             written.append(path)
     except OSError as error:
         raise AttentionSamplingError(

@@ -93,7 +93,16 @@ def parse_args(argv=None):
     add("--batch-size", type=positive_int, metavar="N", help="images per training step (default 8)")
     add("--replicas", type=positive_int, metavar="R", help="fresh samples of each image per step (default 4)")
     add("--lr", type=positive_float, metavar="LR", help="Adam learning rate (default 1e-3)")
-    add("--entropy", type=non_negative_float, metavar="LAMBDA", help="weight lambda of the attention-entropy bonus (default 0.01)")
+    add("--entropy", type=non_negative_float, metavar="LAMBDA",
+        help=f"weight lambda of the attention-entropy bonus (default {TRAINING_DEFAULTS['entropy']})")
+    add("--temperature", type=positive_float, metavar="T",
+        help=f"classifier temperature: o = softmax(T x eq. 1) (default {TRAINING_DEFAULTS['temperature']})")
+    add("--border", choices=("zero", "reflect", "inside"),
+        help=f"what a patch sees where it leaves the image: zeros, the image mirrored, or the patch shifted "
+             f"inside (default {TRAINING_DEFAULTS['border']})")
+    add("--floor", type=non_negative_fraction, metavar="EPS",
+        help=f"sample cells from (1 - EPS) a + EPS / cells: every cell stays reachable "
+             f"(default {TRAINING_DEFAULTS['floor']})")
     add("--seed", type=int, metavar="N", help="seed of the split, the model and the sampling (default 0)")
     add("--test-fraction", type=fraction, metavar="F",
         help="share of each class held out for testing, never used to choose anything (default 0.15)")

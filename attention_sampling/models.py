@@ -2,6 +2,7 @@
 import numpy as np
 
 import nn
+from .patches import BORDERS
 
 NEGATIVE_SLOPE = 0.01
 
@@ -65,17 +66,26 @@ class FeatureNetwork(nn.Sequential):
 
 
 class AttentionSamplingModel:
-    """Both networks and the sampling settings: scale c, patch size S, patches per image P.
+    """Both networks and the settings that make them one model: scale c, patch size S, patches per image
+    P; the classifier temperature T (o = softmax(T x eq. 1)); what a patch sees past the image edge
+    (border: "zero", "reflect" or "inside", patches.py); the uniform floor eps mixed into the attention
+    when sampling (objective.floored_attention). The defaults of the last three are the original method's
+    (T = 1, zero padding, no floor); train.py's defaults are chosen by experiment (README).
 
     `params`, `grads` and `buffers` are flat dicts prefixed 'attention.' and 'features.', so one Adam
     walks both networks and one .npz holds the whole model.
     """
 
     def __init__(self, n_classes, scale=4, patch_size=50, n_patches=20, in_channels=3, seed=0,
-                 dtype=np.float32):
+                 dtype=np.float32, temperature=1.0, border="zero", floor=0.0):
+        if border not in BORDERS:
+            raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
+        if not 0 <= floor < 1:
+            raise ValueError(f"floor must be in [0, 1), got {floor}")
         rng = np.random.default_rng(seed)
         self.config = dict(n_classes=int(n_classes), scale=int(scale), patch_size=int(patch_size),
-                           n_patches=int(n_patches), in_channels=int(in_channels))
+                           n_patches=int(n_patches), in_channels=int(in_channels), temperature=float(temperature),
+                           border=border, floor=float(floor))
         self.attention = AttentionNetwork(scale, in_channels, rng=rng, dtype=dtype)
         self.features = FeatureNetwork(n_classes, in_channels, rng=rng, dtype=dtype)
 
@@ -83,6 +93,9 @@ class AttentionSamplingModel:
     scale = property(lambda self: self.config["scale"])
     patch_size = property(lambda self: self.config["patch_size"])
     n_patches = property(lambda self: self.config["n_patches"])
+    temperature = property(lambda self: self.config["temperature"])
+    border = property(lambda self: self.config["border"])
+    floor = property(lambda self: self.config["floor"])
 
     def _merged(self, attribute):
         merged = {f"attention.{k}": v for k, v in getattr(self.attention, attribute).items()}

@@ -8,25 +8,31 @@ import numpy as np
 from nn import softmax
 
 
-def expected_logits(features, weights):
-    """(M, P, C) features, (M, P) weights -> (M, C): sum_i a_i f_i / sum_i a_i  (eq. 1, before softmax)."""
+def expected_logits(features, weights, temperature=1.0):
+    """(M, P, C) features, (M, P) weights -> (M, C): T sum_i a_i f_i / sum_i a_i  (eq. 1, before softmax).
+
+    The temperature T scales the logits. With unit-length f and T = 1 the logits are a vector of length
+    at most 1, so with C = 3 classes softmax can never give the right class more than ~0.63 (the best
+    case is f = (2, -1, -1) / sqrt(6)): the cross-entropy never saturates, and its gradient never fades
+    even on images already classified right. The paper's reference implementation uses T = 3 (up to 0.95).
+    """
     normalised = weights / weights.sum(axis=1, keepdims=True)
-    return np.einsum("mp,mpc->mc", normalised, features)
+    return temperature * np.einsum("mp,mpc->mc", normalised, features)
 
 
-def expected_logits_backward(grad_logits, weights):
-    """(M, C) dL/dlogits, (M, P) weights -> (M, P, C) dL/df_i = a_i / sum a * dL/dlogits.
+def expected_logits_backward(grad_logits, weights, temperature=1.0):
+    """(M, C) dL/dlogits, (M, P) weights -> (M, P, C) dL/df_i = T a_i / sum a * dL/dlogits.
 
     The weights are constants for the feature network: the attention network learns by REINFORCE.
     """
     normalised = weights / weights.sum(axis=1, keepdims=True)
-    return normalised[:, :, None] * grad_logits[:, None, :]
+    return temperature * normalised[:, :, None] * grad_logits[:, None, :]
 
 
-def patch_rewards(features, labels):
-    """(M, P, C) features, (M,) labels -> (M, P) reward r_i = softmax(f_i)[y]: how much patch i alone
-    supports the right class."""
-    probabilities = softmax(features, axis=-1)
+def patch_rewards(features, labels, temperature=1.0):
+    """(M, P, C) features, (M,) labels -> (M, P) reward r_i = softmax(T f_i)[y]: how much patch i alone
+    supports the right class, under the same classifier temperature as eq. 1."""
+    probabilities = softmax(temperature * features, axis=-1)
     return np.take_along_axis(probabilities, labels[:, None, None], axis=2)[:, :, 0]
 
 
@@ -97,22 +103,49 @@ def estimator_weights(attention_values, replace=True):
     return ((1 - drawn_before) + later_draws * attention_values) / p
 
 
-def expectation_logits(features, weights):
-    """(M, P, C) features, (M, P) estimator weights -> (M, C) estimate of E_{i ~ a}[f_i]."""
-    return np.einsum("mp,mpc->mc", weights, features)
+def expectation_logits(features, weights, temperature=1.0):
+    """(M, P, C) features, (M, P) estimator weights -> (M, C) estimate of T E_{i ~ a}[f_i]."""
+    return temperature * np.einsum("mp,mpc->mc", weights, features)
 
 
-def expectation_backward(grad_logits, features, weights):
+def expectation_backward(grad_logits, features, weights, temperature=1.0):
     """Gradients of the loss through the estimate: -> (dL/df (M, P, C), dL/dlog a_i (M, P)).
 
-    dL/df_m = w_m g. For the attention, d E_a[f] = sum_k f_k d a_k = sum_k a_k (f_k d log a_k): again an
+    dL/df_m = T w_m g. For the attention, d E_a[f] = sum_k f_k d a_k = sum_k a_k (f_k d log a_k): again an
     expectation over a, of f_k d log a_k, so the same weights estimate it without bias:
-        dL/dlog a_{i_m} = w_m (g . f_m)
+        dL/dlog a_{i_m} = T w_m (g . f_m)
     with g = dL/dlogits and the weights held constant.
     """
+    grad_logits = temperature * grad_logits
     grad_features = weights[:, :, None] * grad_logits[:, None, :]
     grad_log_attention = weights * np.einsum("mc,mpc->mp", grad_logits, features)
     return grad_features, grad_log_attention
+
+
+def floored_attention(log_attention, floor):
+    """(N, h, w) log a -> (N, h, w) log a_s of the sampling distribution a_s = (1 - eps) a + eps / K.
+
+    K = h w cells, 0 <= eps < 1. The uniform floor eps keeps every cell drawn with probability at least eps / K, so a
+    collapsed attention still sees other cells and can get a reward signal from them (the paper's
+    library mixes in such a floor when sampling). All estimators then work with a_s, the distribution
+    actually sampled: its log-probabilities score REINFORCE and its values weight eq. 1.
+    """
+    if floor == 0:
+        return log_attention
+    cells = log_attention.shape[1] * log_attention.shape[2]
+    # log((1 - eps) a + eps / K) = logaddexp(log(1 - eps) + log a, log(eps / K)), exact for tiny a too.
+    return np.logaddexp(np.log1p(-floor) + log_attention, np.log(floor / cells)).astype(log_attention.dtype)
+
+
+def floored_attention_backward(grad_log_sampled, log_attention, log_sampled, floor):
+    """(N, h, w) dL/dlog a_s -> (N, h, w) dL/dlog a, back through the mixing.
+
+    a_s,k depends on a_k alone: d log a_s,k / d log a_k = (1 - eps) a_k / a_s,k, so
+        dL/dlog a_k = dL/dlog a_s,k (1 - eps) exp(log a_k - log a_s,k).
+    """
+    if floor == 0:
+        return grad_log_sampled
+    return grad_log_sampled * (1 - floor) * np.exp(log_attention - log_sampled)
 
 
 def scatter_to_cells(values, cells, map_shape):

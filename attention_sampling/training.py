@@ -5,9 +5,10 @@ import numpy as np
 
 import nn
 from .objective import (attention_entropy, entropy_gradient, estimator_weights, expectation_backward,
-                        expectation_logits, expected_logits, expected_logits_backward, patch_rewards,
-                        reinforce_gradient, scatter_to_cells, standardised_advantage)
-from .patches import extract_patches
+                        expectation_logits, expected_logits, expected_logits_backward, floored_attention,
+                        floored_attention_backward, patch_rewards, reinforce_gradient, scatter_to_cells,
+                        standardised_advantage)
+from .patches import extract_patches, outside_image
 from .sampling import sample_cells
 
 
@@ -15,9 +16,10 @@ from .sampling import sample_cells
 class Sampled:
     """What one look at a batch produced: attention, where it sampled, and what it saw there."""
 
-    log_attention: np.ndarray  # (N, h, w)
+    log_attention: np.ndarray  # (N, h, w) the attention network's output
+    log_sampling: np.ndarray   # (N, h, w) the distribution sampled: log a, or log a_s with a floor
     cells: np.ndarray          # (N, K, 2) with K = replicas * P
-    weights: np.ndarray        # (N, K) attention a_i of each sampled cell
+    weights: np.ndarray        # (N, K) probability a_i (a_s,i with a floor) of each sampled cell
     patches: np.ndarray        # (N, K, S, S, C)
 
 
@@ -27,12 +29,16 @@ def _no_lap(name):
 
 def look(model, images, rng, n_looks, training, replace=True, lap=_no_lap):
     """(N, H, W, C) images -> Sampled with K = n_looks * P draws per image: the attention net once per
-    image, then n_looks independent looks of P cells each (distinct within a look when replace=False)."""
+    image, then n_looks independent looks of P cells each (distinct within a look when replace=False).
+
+    With the model's floor eps > 0 the cells come from a_s = (1 - eps) a + eps / (h w) instead of a; the
+    patches are cut with the model's border mode (patches.py)."""
     p = model.n_patches
     # Inference runs the fused evaluation path: same numbers, fewer passes, nothing cached for a backward.
     log_attention = model.attention.forward(images, True) if training else model.attention.infer(images)
     lap("attention net forward")
-    attention = np.exp(log_attention)
+    log_sampling = floored_attention(log_attention, model.floor)
+    attention = np.exp(log_sampling)
     n = images.shape[0]
     if replace:
         cells = sample_cells(attention, n_looks * p, rng)
@@ -42,9 +48,9 @@ def look(model, images, rng, n_looks, training, replace=True, lap=_no_lap):
     lap("sample cells")
     weights = attention[np.arange(n)[:, None], cells[..., 0], cells[..., 1]]
     lap("gather a_i")
-    patches = extract_patches(images, cells, model.patch_size, model.scale)
+    patches = extract_patches(images, cells, model.patch_size, model.scale, model.border)
     lap("extract patches")
-    return Sampled(log_attention, cells, weights, patches)
+    return Sampled(log_attention, log_sampling, cells, weights, patches)
 
 
 def patch_features(model, patches, training):
@@ -59,7 +65,19 @@ def patch_features(model, patches, training):
 def classify_patches(model, patches, weights, training):
     """(M, P, S, S, C) patches, (M, P) weights -> features (M, P, C) and logits (M, C) of eq. 1."""
     features = patch_features(model, patches, training)
-    return features, expected_logits(features, weights)
+    return features, expected_logits(features, weights, model.temperature)
+
+
+def look_statistics(cells, n_looks, patch_size, scale, image_shape):
+    """(N, K, 2) cells of n_looks looks of P per image -> (mean number of distinct cells per look of P,
+    share of draws whose patch reaches past the image border): how spread, and how border-bound, the
+    sampling is. A collapsed attention gives 1 distinct cell per look."""
+    n, k, _ = cells.shape
+    looks = cells.reshape(n * n_looks, k // n_looks, 2)
+    codes = np.sort(looks[..., 0] * (image_shape[1] + 1) + looks[..., 1], axis=1)
+    distinct = 1 + np.count_nonzero(np.diff(codes, axis=1), axis=1)
+    outside = outside_image(cells, patch_size, scale, image_shape)
+    return float(distinct.mean()), float(outside.mean())
 
 
 def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight=0.01,
@@ -70,6 +88,13 @@ def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight
     once per image. estimator="reinforce" (the paper): eq. 1 with weights a_i / sum a, REINFORCE for the
     attention with a per-image baseline over all replicas' patches. estimator="expectation": the
     unbiased estimate of E_a[f] differentiated directly (objective.expectation_backward).
+
+    The model's own settings shape the step: its temperature T (the classifier is softmax(T x eq. 1), the
+    rewards softmax(T f_i)[y]), its border mode (what a patch sees past the image edge) and its floor eps
+    (cells drawn from a_s = (1 - eps) a + eps / (h w); the estimators score a_s, and their gradient
+    reaches a through the mixing, objective.floored_attention_backward).
+    Metrics: loss, accuracy, reward, entropy (of a), distinct_cells (mean distinct cells per look of P),
+    outside (share of draws whose patch reaches past the border, patches.outside_image).
 
     `lap(name)` is called after each phase ("attention net forward", ..., "optimizer"), so that a
     benchmark can time this very function piece by piece (benchmarks/bench_step.py).
@@ -92,16 +117,17 @@ def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight
     features = patch_features(model, patches, training=True)
     lap("feature net forward")
     loss_fn = nn.CrossEntropyLoss()
-    logits = expected_logits(features, attention_values) if estimator == "reinforce" else \
-        expectation_logits(features, draw_weights)
+    temperature = model.temperature
+    logits = expected_logits(features, attention_values, temperature) if estimator == "reinforce" else \
+        expectation_logits(features, draw_weights, temperature)
     loss = loss_fn.forward(logits, replica_labels)
     lap("eq.1 + cross-entropy")
-    rewards = patch_rewards(features, replica_labels).reshape(n, replicas * p)
+    rewards = patch_rewards(features, replica_labels, temperature).reshape(n, replicas * p)
 
     if estimator == "reinforce":
         # Feature network by backprop (the weights a_i are constants for it); attention by REINFORCE
         # with a per-image baseline.
-        grad_features = expected_logits_backward(loss_fn.backward(), attention_values)
+        grad_features = expected_logits_backward(loss_fn.backward(), attention_values, temperature)
         advantage = standardised_advantage(rewards)
         lap("rewards + advantage")
         # The attention loss is the surrogate's mean over the n images.
@@ -109,11 +135,15 @@ def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight
                                                 None if replace else (p * draw_weights).reshape(n, -1)) / n
         lap("REINFORCE gradient")
     else:
-        grad_features, grad_per_draw = expectation_backward(loss_fn.backward(), features, draw_weights)
+        grad_features, grad_per_draw = expectation_backward(loss_fn.backward(), features, draw_weights,
+                                                            temperature)
         # The cross-entropy is already a mean over the n * replicas looks: its gradient needs no scaling.
         grad_log_attention = scatter_to_cells(grad_per_draw.reshape(n, -1), sampled.cells, map_shape)
         lap("expectation gradient")
 
+    # Both estimators differentiate the distribution sampled; the floor's mixing carries that to log a.
+    grad_log_attention = floored_attention_backward(grad_log_attention, sampled.log_attention,
+                                                    sampled.log_sampling, model.floor)
     entropy = attention_entropy(sampled.log_attention)
     # Minimise -lambda H(a): spreading the attention is rewarded, so it does not collapse early.
     grad_log_attention -= entropy_weight * entropy_gradient(sampled.log_attention) / n
@@ -129,11 +159,15 @@ def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight
     lap("optimizer")
 
     predictions = logits.argmax(axis=1)
+    distinct_cells, outside = look_statistics(sampled.cells, replicas, model.patch_size, model.scale,
+                                              images.shape[1:3])
     return {
         "loss": loss,
         "accuracy": float(np.mean(predictions == replica_labels)),
         "reward": float(rewards.mean()),
         "entropy": float(entropy.mean()),
+        "distinct_cells": distinct_cells,
+        "outside": outside,
     }
 
 
@@ -152,16 +186,18 @@ def predict(model, images, rng, n_patches=None, estimator="reinforce", replace=T
     """(N, H, W, C) images -> Prediction, with batch-norm running statistics (evaluation mode).
 
     The classification follows the estimator the model was trained with: eq. 1 (weights a_i / sum a)
-    for REINFORCE, the unbiased expectation weights for the expectation estimator.
+    for REINFORCE, the unbiased expectation weights for the expectation estimator; the model's temperature,
+    border and floor as in train_step. Prediction.attention is the network's a; with a floor the cells are
+    drawn from a_s, and Prediction.weights are a_s there.
     """
     if n_patches is not None and n_patches != model.n_patches:
         model = _with_patches(model, n_patches)
     sampled = look(model, images, rng, 1, training=False, replace=replace)
     features = patch_features(model, sampled.patches, training=False)
     if estimator == "expectation":
-        logits = expectation_logits(features, estimator_weights(sampled.weights, replace))
+        logits = expectation_logits(features, estimator_weights(sampled.weights, replace), model.temperature)
     else:
-        logits = expected_logits(features, sampled.weights)
+        logits = expected_logits(features, sampled.weights, model.temperature)
     return Prediction(nn.softmax(logits, axis=-1), np.exp(sampled.log_attention), sampled.cells,
                       sampled.weights, sampled.patches)
 

@@ -158,7 +158,7 @@ def paper_table(args):
             if (paper_size, patches, seed, args.epochs) in done:
                 continue
             settings = {key: getattr(args, key) for key in ("batch_size", "replicas", "lr", "entropy", "temperature",
-                                                            "test_fraction", "val_fraction")}
+                                                            "border", "floor", "test_fraction", "val_fraction")}
             config = dict(TRAINING_DEFAULTS, **settings, data=os.path.abspath(data), classes=dataset.classes,
                           image_shape=[height, width], patches=patches, size=size, scale=args.scale,
                           epochs=args.epochs, seed=seed, augment=not args.no_augment,
@@ -242,6 +242,7 @@ def compare(args):
                               patches=args.patches, size=args.size, scale=args.scale, epochs=args.epochs,
                               batch_size=args.batch_size, replicas=args.replicas, lr=args.lr,
                               entropy=args.entropy, seed=seed, test_fraction=0.3, augment=True,
+                              **{key: TRAINING_DEFAULTS[key] for key in ("temperature", "border", "floor")},
                               downscale=args.downscale, **settings,
                               run_dir=os.path.join(args.out, dataset_name, method.split(" (")[0].replace(", ", "-")
                                                    .replace(" ", "-") + f"-seed{seed}"))
@@ -302,8 +303,12 @@ def main(argv=None):
     table.add_argument("--lr", type=float, default=defaults["lr"], help="Adam learning rate (default 1e-3)")
     table.add_argument("--entropy", type=float, default=defaults["entropy"],
                        help=f"entropy bonus weight (default {defaults['entropy']}, as train.py)")
-    table.add_argument("--temperature", type=float, default=defaults.get("temperature", 1.0),
-                       help=f"classifier temperature T (default {defaults.get('temperature', 1.0)}, as train.py)")
+    table.add_argument("--temperature", type=float, default=defaults["temperature"],
+                       help=f"classifier temperature T (default {defaults['temperature']}, as train.py)")
+    table.add_argument("--border", choices=("zero", "reflect", "inside"), default=defaults["border"],
+                       help=f"patch border mode (default {defaults['border']}, as train.py)")
+    table.add_argument("--floor", type=float, default=defaults["floor"],
+                       help=f"uniform floor of the sampling distribution (default {defaults['floor']}, as train.py)")
     table.add_argument("--test-fraction", type=float, default=defaults["test_fraction"],
                        help="held-out test share of each class (default 0.15)")
     table.add_argument("--val-fraction", type=float, default=defaults["val_fraction"],

@@ -88,7 +88,7 @@ def upsample_attention(attention, scale):
     return np.kron(attention, np.ones((scale, scale), dtype=attention.dtype))
 
 
-def plot_explanation(image, prediction, class_names, label, scale, patch_size, path, title=None):
+def plot_explanation(image, prediction, class_names, label, scale, patch_size, path, title=None, border="zero"):
     """One image's explanation -> PNG at `path`: what an expert checks (the paper's Fig. 7-8).
 
     Top: the (H, W, 3) image, the attention map over it (each cell drawn over its c x c pixels, more
@@ -127,7 +127,7 @@ def plot_explanation(image, prediction, class_names, label, scale, patch_size, p
     main.imshow(overlay, extent=(0, upsampled.shape[1], upsampled.shape[0], 0), interpolation="nearest")
     figure.colorbar(ScalarMappable(norm, ATTENTION_COLORMAP), ax=main, shrink=0.8, label="attention per cell")
 
-    boxes = patch_boxes(np.asarray(cells), patch_size, scale)
+    boxes = patch_boxes(np.asarray(cells), patch_size, scale, image.shape[:2], border)
     relative = weights / weights.max()
     box_colors = colormaps[BOX_COLORMAP](0.2 + 0.8 * relative)
     # Sampling is with replacement: a cell drawn twice gets one box listing both draws.

@@ -24,15 +24,19 @@ from .evaluation import cross_entropy, predict_dataset
 from .runfolder import RunFolder, read_config_json
 
 METRIC_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
-                  "entropy", "reward", "seconds")
+                  "entropy", "distinct_cells", "outside", "reward", "seconds")
 # Settings a resumed run may change: they decide how long it runs and which files are data, not the model.
 # (Which files are data is checked on its own: config['image_list'] must not change.)
 RESUMABLE = ("epochs", "bad_images", "max_pixels")
 
 
 def build_model(config):
+    """The model a run's config describes. A run made before temperature, border and floor existed was
+    trained with T = 1, zero padding and no floor: it is rebuilt so, whatever today's defaults are."""
     return AttentionSamplingModel(len(config["classes"]), scale=config["scale"], patch_size=config["size"],
-                                  n_patches=config["patches"], seed=config["seed"])
+                                  n_patches=config["patches"], seed=config["seed"],
+                                  temperature=config.get("temperature", 1.0), border=config.get("border", "zero"),
+                                  floor=config.get("floor", 0.0))
 
 
 def saved_config(run_dir):
@@ -66,6 +70,8 @@ class EpochTotals:
     accuracy: float = 0.0
     entropy: float = 0.0
     reward: float = 0.0
+    distinct_cells: float = 0.0
+    outside: float = 0.0
     images: int = 0
     seconds: float = 0.0
 
@@ -75,6 +81,8 @@ class EpochTotals:
         self.accuracy += metrics["accuracy"] * n_images
         self.entropy += metrics["entropy"] * n_images
         self.reward += metrics["reward"] * n_images
+        self.distinct_cells += metrics["distinct_cells"] * n_images
+        self.outside += metrics["outside"] * n_images
         self.images += n_images
 
     def mean(self, name):
@@ -175,6 +183,7 @@ class Trainer:
         within = meta.get("within_epoch")
         if within:
             self.position, self.order = within["position"], np.array(within["order"])
+            # A checkpoint from before distinct_cells and outside were logged: they start at 0 for its epoch.
             self.totals = EpochTotals(**within["partial"])
         else:
             self.position, self.order, self.totals = 0, None, None
@@ -294,7 +303,8 @@ class Trainer:
         self._check_finite()
         totals = self.totals
         row = {"epoch": self.epoch + 1, "train_loss": totals.mean("loss"), "train_accuracy": totals.mean("accuracy"),
-               "entropy": totals.mean("entropy"), "reward": totals.mean("reward"), "seconds": round(seconds, 3)}
+               "entropy": totals.mean("entropy"), "distinct_cells": totals.mean("distinct_cells"),
+               "outside": totals.mean("outside"), "reward": totals.mean("reward"), "seconds": round(seconds, 3)}
         row["val_loss"], row["val_accuracy"] = self._evaluate(self.val_indices)
         row["test_loss"], row["test_accuracy"] = self._evaluate(self.test_indices)
         for split in ("val", "test"):
@@ -311,4 +321,5 @@ class Trainer:
         self.log(f"epoch {row['epoch']:3d}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f}  "
                  + (f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.3f}  " if len(self.val_indices) else "")
                  + f"test loss {row['test_loss']:.4f} acc {row['test_accuracy']:.3f}  "
-                 f"entropy {row['entropy']:.2f}  {row['seconds']:.1f}s")
+                 f"entropy {row['entropy']:.2f}  cells/look {row['distinct_cells']:.1f}  "
+                 f"outside {row['outside']:.2f}  {row['seconds']:.1f}s")

@@ -26,8 +26,9 @@ def test_without_validation_the_last_epoch_is_best():
 
 def test_epoch_totals_average_per_image_over_uneven_batches():
     totals = EpochTotals()
-    totals.add({"loss": 1.0, "accuracy": 1.0, "entropy": 2.0, "reward": 0.5}, 3)
-    totals.add({"loss": 2.0, "accuracy": 0.0, "entropy": 4.0, "reward": 0.0}, 1)
+    totals.add({"loss": 1.0, "accuracy": 1.0, "entropy": 2.0, "reward": 0.5, "distinct_cells": 4, "outside": 0}, 3)
+    totals.add({"loss": 2.0, "accuracy": 0.0, "entropy": 4.0, "reward": 0.0, "distinct_cells": 8, "outside": 1}, 1)
     assert totals.images == 4
     assert math.isclose(totals.mean("loss"), 1.25) and math.isclose(totals.mean("accuracy"), 0.75)
     assert math.isclose(totals.mean("entropy"), 2.5) and math.isclose(totals.mean("reward"), 0.375)
+    assert math.isclose(totals.mean("distinct_cells"), 5.0) and math.isclose(totals.mean("outside"), 0.25)

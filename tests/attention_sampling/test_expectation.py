@@ -7,7 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nn
-from attention_sampling.objective import estimator_weights, expectation_backward, expectation_logits, scatter_to_cells
+from attention_sampling.objective import (estimator_weights, expectation_backward, expectation_logits,
+                                          floored_attention, floored_attention_backward, scatter_to_cells)
+from tests.gradcheck import assert_gradients_close, numerical_gradient
 from attention_sampling.sampling import sample_cells
 
 problems = st.tuples(st.integers(1, 3), st.integers(2, 3), st.integers(1, 3), st.integers(0, 2**31 - 1))
@@ -26,16 +28,19 @@ def outcomes(attention, p, replace):
         yield np.array(sequence), probability
 
 
-def draw_gradient(logits, cells, features, grad_logits, replace):
-    """One estimate of d(g . E_a[f])/dlogits for the drawn cells: (1, h, w)."""
-    attention = nn.softmax(logits, axis=(1, 2))
-    values = attention[0][cells[:, 0], cells[:, 1]][None]
+def draw_gradient(logits, cells, features, grad_logits, replace, floor=0.0):
+    """One estimate of d(g . E_{a_s}[f])/dlogits for the drawn cells: (1, h, w). The cells come from
+    a_s = (1 - eps) a + eps / K (a itself at eps = 0); the weights use a_s, the gradient goes back to the
+    logits through the mixing and the log-softmax, as in train_step."""
+    layer = nn.SpatialLogSoftmax()
+    log_attention = layer.forward(logits)
+    log_sampled = floored_attention(log_attention, floor)
+    values = np.exp(log_sampled)[0][cells[:, 0], cells[:, 1]][None]
     weights = estimator_weights(values, replace)
     drawn = features[cells[:, 0], cells[:, 1]][None]
     _, per_draw = expectation_backward(grad_logits[None], drawn, weights)
-    layer = nn.SpatialLogSoftmax()
-    layer.forward(logits)
-    return layer.backward(scatter_to_cells(per_draw, cells[None], logits.shape[1:]))
+    grad_log_sampled = scatter_to_cells(per_draw, cells[None], logits.shape[1:])
+    return layer.backward(floored_attention_backward(grad_log_sampled, log_attention, log_sampled, floor))
 
 
 def gradient_problem(problem):
@@ -79,6 +84,41 @@ def test_gradient_estimate_enumerated_equals_exact_gradient(problem, replace):
     for cells, probability in outcomes(attention, p, replace):
         expected += probability * draw_gradient(logits, cells, features, grad_logits, replace)
     np.testing.assert_allclose(expected, exact_gradient(logits, features, grad_logits), atol=1e-12)
+
+
+@settings(max_examples=25)
+@given(problems, st.booleans(), st.sampled_from([0.1, 0.5]))
+def test_with_floor_estimate_and_gradient_enumerated_are_exact(problem, replace, floor):
+    """Drawing from a_s = (1 - eps) a + eps / K with a_s's weights estimates E_{a_s}[f] without bias, and
+    the gradient estimate, carried through the mixing, averages to d(g . E_{a_s}[f])/dz, which is
+    (1 - eps) times the unfloored exact gradient (a_s,k - a_k is eps (1/K - a_k))."""
+    p, rng, logits, features, grad_logits = gradient_problem(problem)
+    sampled = np.exp(floored_attention(nn.log_softmax(logits, axis=(1, 2)), floor))[0]
+    expected_gradient = np.zeros_like(logits)
+    expected_estimate = np.zeros(3)
+    for cells, probability in outcomes(sampled, p, replace):
+        weights = estimator_weights(sampled[cells[:, 0], cells[:, 1]][None], replace)
+        expected_estimate += probability * expectation_logits(features[cells[:, 0], cells[:, 1]][None], weights)[0]
+        expected_gradient += probability * draw_gradient(logits, cells, features, grad_logits, replace, floor)
+    np.testing.assert_allclose(expected_estimate, np.einsum("hw,hwc->c", sampled, features), atol=1e-12)
+    np.testing.assert_allclose(expected_gradient, (1 - floor) * exact_gradient(logits, features, grad_logits),
+                               atol=1e-12)
+
+
+@settings(max_examples=20)
+@given(st.integers(1, 3), st.integers(1, 4), st.integers(0, 2**31 - 1), st.sampled_from([1.0, 3.0]))
+def test_tempered_expectation_backward_matches_finite_differences(m, p, seed, temperature):
+    """d(sum(G * T sum_m w_m f_m))/df, the weights held constant, equals central differences; the
+    attention gradient is T w_m (G . f_m)."""
+    rng = np.random.default_rng(seed)
+    features = rng.standard_normal((m, p, 3))
+    weights = rng.random((m, p))
+    projection = rng.standard_normal((m, 3))
+    grad_features, grad_per_draw = expectation_backward(projection, features, weights, temperature)
+    numeric = numerical_gradient(
+        lambda: float(np.sum(projection * expectation_logits(features, weights, temperature))), features)
+    assert_gradients_close(grad_features, numeric)
+    np.testing.assert_allclose(grad_per_draw, temperature * weights * np.einsum("mc,mpc->mp", projection, features))
 
 
 @settings(max_examples=6)

@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 
 import nn
 from attention_sampling.objective import (attention_entropy, entropy_gradient, expected_logits,
-                                          expected_logits_backward, patch_rewards, reinforce_gradient,
+                                          expected_logits_backward, floored_attention,
+                                          floored_attention_backward, patch_rewards, reinforce_gradient,
                                           standardised_advantage)
 from attention_sampling.sampling import sample_cells
 from tests.gradcheck import assert_gradients_close, numerical_gradient
@@ -28,11 +29,16 @@ def exact_reward_gradient(logits, cell_rewards):
     return attention * (cell_rewards - np.sum(attention * cell_rewards))
 
 
-def estimator(logits, cell_rewards, cells, baseline):
-    """The REINFORCE gradient of the surrogate (minimised, hence the minus) for one draw of K cells."""
+def estimator(logits, cell_rewards, cells, baseline, floor=0.0):
+    """The REINFORCE gradient of the surrogate (minimised, hence the minus) for one draw of K cells,
+    drawn from the floored a_s when floor > 0 and carried back to the logits through the mixing."""
     rewards = cell_rewards[0][cells[..., 0], cells[..., 1]]
     advantage = rewards - rewards.mean(axis=1, keepdims=True) if baseline else rewards
-    return -logits_gradient(logits, reinforce_gradient(advantage, cells, logits.shape[1:]))
+    grad_log_sampled = reinforce_gradient(advantage, cells, logits.shape[1:])
+    log_attention = nn.log_softmax(logits, axis=(1, 2))
+    grad_log_attention = floored_attention_backward(grad_log_sampled, log_attention,
+                                                    floored_attention(log_attention, floor), floor)
+    return -logits_gradient(logits, grad_log_attention)
 
 
 @settings(max_examples=20)
@@ -53,6 +59,55 @@ def test_reinforce_expectation_enumerated_equals_exact_gradient(shape, k, seed, 
         expected += probability * estimator(logits, cell_rewards, cells, baseline)
     factor = (k - 1) / k if baseline else 1.0
     np.testing.assert_allclose(expected, factor * exact_reward_gradient(logits, cell_rewards), atol=1e-12)
+
+
+@settings(max_examples=20)
+@given(map_shapes, st.integers(1, 3), st.integers(0, 2**31 - 1), st.booleans(), st.sampled_from([0.1, 0.5, 0.9]))
+def test_reinforce_with_floor_enumerated_equals_exact_gradient(shape, k, seed, baseline, floor):
+    """Cells drawn from a_s = (1 - eps) a + eps / K, scored by log a_s and carried back through the
+    mixing: the estimator's expectation is the exact gradient of E_{a_s}[r] = sum_k a_s,k r_k, which is
+    (1 - eps) a_k (r_k - sum_j a_j r_j)."""
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    logits = rng.standard_normal((1, h, w)) * 2
+    cell_rewards = rng.random((1, h, w))
+    sampled = np.exp(floored_attention(nn.log_softmax(logits, axis=(1, 2)), floor))[0]
+    all_cells = [(r, c) for r in range(h) for c in range(w)]
+    expected = np.zeros_like(logits)
+    for outcome in itertools.product(all_cells, repeat=k):
+        probability = np.prod([sampled[cell] for cell in outcome])
+        expected += probability * estimator(logits, cell_rewards, np.array(outcome)[None], baseline, floor)
+    factor = (k - 1) / k if baseline else 1.0
+    np.testing.assert_allclose(expected, factor * (1 - floor) * exact_reward_gradient(logits, cell_rewards),
+                               atol=1e-12)
+
+
+@settings(max_examples=30)
+@given(map_shapes, st.integers(1, 3), st.floats(0.0, 0.99), st.integers(0, 2**31 - 1))
+def test_floored_attention_is_the_mixture_and_its_backward_matches_finite_differences(shape, n, floor, seed):
+    """log a_s = log((1 - eps) a + eps / K) sums to one; its backward, through the log-softmax, equals
+    central differences of sum(G * log a_s(softmax(logits))) in float64, also where a is tiny."""
+    rng = np.random.default_rng(seed)
+    logits = rng.standard_normal((n,) + shape) * 4
+    projection = rng.standard_normal((n,) + shape)
+    layer = nn.SpatialLogSoftmax()
+    log_attention = layer.forward(logits)
+    log_sampled = floored_attention(log_attention, floor)
+    cells = shape[0] * shape[1]
+    np.testing.assert_allclose(np.exp(log_sampled), (1 - floor) * np.exp(log_attention) + floor / cells, rtol=1e-12)
+    analytic = layer.backward(floored_attention_backward(projection, log_attention, log_sampled, floor))
+
+    def loss():
+        return float(np.sum(projection * floored_attention(nn.log_softmax(logits, axis=(1, 2)), floor)))
+
+    assert_gradients_close(analytic, numerical_gradient(loss, logits), rtol=1e-6, atol=1e-8)
+
+
+def test_floor_zero_is_the_identity():
+    log_attention = nn.log_softmax(np.random.default_rng(0).standard_normal((2, 3, 4)), axis=(1, 2))
+    assert floored_attention(log_attention, 0.0) is log_attention
+    grad = np.ones_like(log_attention)
+    assert floored_attention_backward(grad, log_attention, log_attention, 0.0) is grad
 
 
 @settings(max_examples=5)
@@ -103,16 +158,44 @@ def test_entropy_of_uniform_and_peaked_maps():
 
 
 @settings(max_examples=30)
-@given(st.integers(1, 3), st.integers(1, 4), st.integers(2, 4), st.integers(0, 2**31 - 1))
-def test_expected_logits_backward_matches_finite_differences(m, p, c, seed):
-    """d(sum(G * sum_i a_i f_i / sum a))/df equals central differences, the weights held constant."""
+@given(st.integers(1, 3), st.integers(1, 4), st.integers(2, 4), st.integers(0, 2**31 - 1),
+       st.sampled_from([1.0, 3.0, 0.5]))
+def test_expected_logits_backward_matches_finite_differences(m, p, c, seed, temperature):
+    """d(sum(G * T sum_i a_i f_i / sum a))/df equals central differences, the weights held constant."""
     rng = np.random.default_rng(seed)
     features = rng.standard_normal((m, p, c))
     weights = rng.random((m, p)) + 0.01
     projection = rng.standard_normal((m, c))
-    analytic = expected_logits_backward(projection, weights)
-    numeric = numerical_gradient(lambda: float(np.sum(expected_logits(features, weights) * projection)), features)
+    analytic = expected_logits_backward(projection, weights, temperature)
+    numeric = numerical_gradient(
+        lambda: float(np.sum(expected_logits(features, weights, temperature) * projection)), features)
     assert_gradients_close(analytic, numeric)
+
+
+@settings(max_examples=20)
+@given(st.integers(1, 3), st.integers(1, 4), st.integers(0, 2**31 - 1), st.sampled_from([1.0, 3.0]))
+def test_cross_entropy_of_tempered_eq1_matches_finite_differences(m, p, seed, temperature):
+    """The whole head as train_step runs it, in float64: L = CE(softmax(T eq.1), y); dL/df by
+    CrossEntropyLoss.backward then expected_logits_backward equals central differences."""
+    rng = np.random.default_rng(seed)
+    features = rng.standard_normal((m, p, 3))
+    weights = rng.random((m, p)) + 0.01
+    labels = rng.integers(0, 3, m)
+    loss_fn = nn.CrossEntropyLoss()
+    loss_fn.forward(expected_logits(features, weights, temperature), labels)
+    analytic = expected_logits_backward(loss_fn.backward(), weights, temperature)
+    numeric = numerical_gradient(
+        lambda: float(nn.CrossEntropyLoss().forward(expected_logits(features, weights, temperature), labels)),
+        features)
+    assert_gradients_close(analytic, numeric)
+
+
+def test_temperature_lifts_the_ceiling_of_the_top_class_probability():
+    """Unit-length f with C = 3: at T = 1 the best f = (2, -1, -1) / sqrt(6) gives p_y ~ 0.63, at T = 3 ~ 0.95."""
+    best = np.array([[[2.0, -1.0, -1.0]]]) / np.sqrt(6)
+    for temperature, ceiling in ((1.0, 0.6299), (3.0, 0.9517)):
+        probability = nn.softmax(expected_logits(best, np.ones((1, 1)), temperature), axis=-1)[0, 0]
+        assert abs(probability - ceiling) < 1e-4
 
 
 def test_expected_logits_is_weighted_mean():
@@ -124,6 +207,8 @@ def test_expected_logits_is_weighted_mean():
 def test_patch_rewards_are_probability_of_true_class():
     features = np.array([[[0.0, 0.0], [np.log(3.0), 0.0]]])
     np.testing.assert_allclose(patch_rewards(features, np.array([0])), [[0.5, 0.75]])
+    # With T = 2 the patch alone is classified as softmax(2 f): 9 / (9 + 1).
+    np.testing.assert_allclose(patch_rewards(features, np.array([0]), temperature=2.0), [[0.5, 0.9]])
 
 
 @given(st.integers(1, 4), st.integers(2, 10), st.integers(0, 2**31 - 1))

@@ -2,17 +2,18 @@
 
 Cell (r, q) of the map pooled by c gives the S x S patch whose top-left pixel is
     top = r c + floor((c - S) / 2),   left = q c + floor((c - S) / 2),
-with zeros wherever the patch leaves the image. The reference below applies that sentence pixel by pixel.
+with zeros wherever the patch leaves the image (border="zero"), the image mirrored there ("reflect"), or
+the patch shifted inside ("inside"). The reference below applies those sentences pixel by pixel.
 """
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from attention_sampling.patches import extract_patches, patch_boxes, patch_offset
+from attention_sampling.patches import BORDERS, extract_patches, outside_image, patch_boxes, patch_offset
 from tests.strategies import seeds
 
 IMAGE_DTYPES = [np.float32, np.uint8]
@@ -63,7 +64,16 @@ def patch_cases(draw, max_scale=5, max_cells_per_side=4, max_patches=4):
 
 # ----------------------------------------------------------------------------- reference
 
-def reference_extract_patches(images, cells, patch_size, scale):
+def reflect_index(index, length):
+    """Mirror at the edges without repeating them, as numpy.pad(mode="reflect") does, by walking."""
+    if length == 1:
+        return 0
+    while not 0 <= index < length:
+        index = -index if index < 0 else 2 * (length - 1) - index
+    return index
+
+
+def reference_extract_patches(images, cells, patch_size, scale, border="zero"):
     """The docstring's mapping, one pixel at a time: (N, H, W, C), (N, P, 2) -> (N, P, S, S, C)."""
     n, height, width, channels = images.shape
     offset = math.floor((scale - patch_size) / 2)
@@ -71,25 +81,64 @@ def reference_extract_patches(images, cells, patch_size, scale):
     for image in range(n):
         for draw, (row, column) in enumerate(cells[image].tolist()):
             top, left = row * scale + offset, column * scale + offset
+            if border == "inside":
+                top = max(0, min(top, height - patch_size))
+                left = max(0, min(left, width - patch_size))
             for i in range(patch_size):
                 for j in range(patch_size):
-                    if 0 <= top + i < height and 0 <= left + j < width:
-                        patches[image, draw, i, j, :] = images[image, top + i, left + j, :]
+                    y, x = top + i, left + j
+                    if border == "reflect":
+                        y, x = reflect_index(y, height), reflect_index(x, width)
+                    if 0 <= y < height and 0 <= x < width:
+                        patches[image, draw, i, j, :] = images[image, y, x, :]
     return patches
 
 
 # ----------------------------------------------------------------------------- extract_patches
 
 @settings(max_examples=60)
-@given(case=patch_cases())
-def test_extract_patches_equals_pixel_loop_reference(case):
-    """Any H, W, c, odd or even S (smaller or larger than c), corner cells, 1 or 3 channels, float32 or uint8."""
-    patches = extract_patches(case.images, case.cells, case.patch_size, case.scale)
+@given(case=patch_cases(), border=st.sampled_from(BORDERS))
+def test_extract_patches_equals_pixel_loop_reference(case, border):
+    """Any H, W, c, odd or even S (smaller or larger than c, or than the image), corner cells, 1 or 3
+    channels, float32 or uint8, each border mode."""
+    patches = extract_patches(case.images, case.cells, case.patch_size, case.scale, border)
     n, p = case.cells.shape[:2]
     assert patches.shape == (n, p, case.patch_size, case.patch_size, case.images.shape[3])
     assert patches.dtype == case.images.dtype
     np.testing.assert_array_equal(patches, reference_extract_patches(case.images, case.cells,
-                                                                     case.patch_size, case.scale))
+                                                                     case.patch_size, case.scale, border))
+
+
+@pytest.mark.parametrize("border", ["reflect", "inside"])
+@settings(max_examples=30)
+@given(case=patch_cases())
+def test_no_zero_pixel_when_the_image_is_at_least_a_patch(border, case):
+    """With reflect or inside, a patch that fits in the image holds image pixels only (none are zero)."""
+    assume(case.images.shape[1] >= case.patch_size and case.images.shape[2] >= case.patch_size)
+    patches = extract_patches(case.images, case.cells, case.patch_size, case.scale, border)
+    assert np.all(patches != 0)
+
+
+def test_reflect_index_matches_numpy_pad():
+    row = np.arange(5)
+    padded = np.pad(row, 23, mode="reflect")
+    np.testing.assert_array_equal([row[reflect_index(i, 5)] for i in range(-23, 28)], padded)
+    assert reflect_index(-4, 1) == 0
+
+
+def test_hand_worked_border_examples():
+    """The 5x7 image below (pixel (y, x) holds 10 y + x), c = 2, S = 4, cell (0, 0) starts at (-1, -1).
+    reflect: row/column -1 mirror to 1. inside: the patch moves to (0, 0)."""
+    image = (10 * np.arange(5)[:, None] + np.arange(7)[None, :]).astype(np.float32)[None, :, :, None]
+    cells = np.array([[[0, 0]]])
+    reflected = extract_patches(image, cells, 4, 2, "reflect")[0, 0, :, :, 0]
+    np.testing.assert_array_equal(reflected, [[11, 10, 11, 12], [1, 0, 1, 2], [11, 10, 11, 12], [21, 20, 21, 22]])
+    shifted = extract_patches(image, cells, 4, 2, "inside")[0, 0, :, :, 0]
+    np.testing.assert_array_equal(shifted, image[0, :4, :4, 0])
+    # The bottom-right cell (1, 2) starts at (1, 3), inside already: every mode gives the same patch.
+    last = np.array([[[1, 2]]])
+    for border in BORDERS:
+        np.testing.assert_array_equal(extract_patches(image, last, 4, 2, border)[0, 0, :, :, 0], image[0, 1:5, 3:7, 0])
 
 
 def test_hand_worked_examples():
@@ -161,6 +210,25 @@ def test_patch_boxes_agree_with_extract_patches(case):
                 np.testing.assert_array_equal(patch[y0 - top:y1 - top, x0 - left:x1 - left],
                                               images[image, y0:y1, x0:x1])
             assert np.all(patch[~inside] == 0)
+
+
+@settings(max_examples=40)
+@given(case=patch_cases())
+def test_inside_boxes_and_outside_flags_agree_with_the_patches(case):
+    """patch_boxes(border="inside") is where the inside patch was cut; outside_image flags exactly the
+    draws whose zero-border patch has padding (some zero pixel, the images having none)."""
+    images, size = case.images, case.patch_size
+    height, width = images.shape[1:3]
+    boxes = patch_boxes(case.cells, size, case.scale, (height, width), "inside")
+    patches = extract_patches(images, case.cells, size, case.scale, "inside")
+    zero_padded = extract_patches(images, case.cells, size, case.scale, "zero")
+    flags = outside_image(case.cells, size, case.scale, (height, width))
+    for image in range(case.cells.shape[0]):
+        for draw in range(case.cells.shape[1]):
+            top, left, bottom, right = boxes[image, draw].tolist()
+            if size <= height and size <= width:
+                np.testing.assert_array_equal(patches[image, draw], images[image, top:bottom, left:right])
+            assert flags[image, draw] == np.any(zero_padded[image, draw] == 0)
 
 
 @pytest.mark.parametrize("leading", [(), (5,), (2, 3)])

@@ -6,8 +6,8 @@ from hypothesis import strategies as st
 import nn
 from attention_sampling.models import AttentionNetwork, AttentionSamplingModel, FeatureNetwork
 from attention_sampling.application.synthetic import make_dataset
-from attention_sampling.objective import expected_logits_backward
-from attention_sampling.training import classify_patches, look, predict, train_step
+from attention_sampling.objective import expected_logits_backward, floored_attention
+from attention_sampling.training import classify_patches, look, look_statistics, predict, train_step
 from tests.gradcheck import assert_gradients_close, numerical_gradient
 
 
@@ -25,12 +25,14 @@ def test_attention_is_a_distribution_over_cells():
 
 
 @settings(max_examples=8)
-@given(st.integers(1, 3), st.integers(1, 3), st.sampled_from([5, 6]), st.integers(0, 2**31 - 1))
-def test_feature_gradient_of_eq1_loss_matches_finite_differences(n, p, size, seed):
-    """With the sampled cells held fixed, the cross-entropy of softmax(sum a_i f_i / sum a_i) has the
+@given(st.integers(1, 3), st.integers(1, 3), st.sampled_from([5, 6]), st.integers(0, 2**31 - 1),
+       st.sampled_from([1.0, 3.0]), st.sampled_from(["zero", "reflect", "inside"]))
+def test_feature_gradient_of_eq1_loss_matches_finite_differences(n, p, size, seed, temperature, border):
+    """With the sampled cells held fixed, the cross-entropy of softmax(T sum a_i f_i / sum a_i) has the
     feature-network gradient that backprop computes (float64, a narrow feature net to keep it quick)."""
     rng = np.random.default_rng(seed)
-    model = AttentionSamplingModel(3, scale=2, patch_size=size, n_patches=p, seed=seed)
+    model = AttentionSamplingModel(3, scale=2, patch_size=size, n_patches=p, seed=seed, temperature=temperature,
+                                   border=border)
     model.features = FeatureNetwork(3, hidden=3, depth=2, rng=seed)
     model.astype(np.float64)
     # Non-zero biases: zero-padded patch regions would otherwise sit exactly on the leaky ReLU's kink.
@@ -45,7 +47,7 @@ def test_feature_gradient_of_eq1_loss_matches_finite_differences(n, p, size, see
     features, logits = classify_patches(model, sampled.patches, weights, training=True)
     loss_fn = nn.CrossEntropyLoss()
     loss_fn.forward(logits, labels)
-    grad_features = expected_logits_backward(loss_fn.backward(), weights)
+    grad_features = expected_logits_backward(loss_fn.backward(), weights, temperature)
     model.features.backward(grad_features.reshape(-1, 3))
     analytic = {k: v.copy() for k, v in model.features.grads.items()}
 
@@ -63,8 +65,9 @@ def test_train_step_reports_metrics_and_changes_both_networks():
     before = {k: v.copy() for k, v in model.params.items()}
     images = rng.random((2, 32, 40, 3), dtype=np.float32)
     metrics = train_step(model, nn.Adam(1e-3), images, np.array([0, 2]), rng, replicas=2)
-    assert set(metrics) == {"loss", "accuracy", "reward", "entropy"}
+    assert set(metrics) == {"loss", "accuracy", "reward", "entropy", "distinct_cells", "outside"}
     assert all(np.isfinite(v) for v in metrics.values())
+    assert 1 <= metrics["distinct_cells"] <= 3 and 0 <= metrics["outside"] <= 1
     assert 0 < metrics["entropy"] <= np.log(8 * 10) + 1e-6
     changed = {k for k, v in model.params.items() if not np.array_equal(v, before[k])}
     assert any(k.startswith("attention.") for k in changed)
@@ -80,6 +83,54 @@ def test_train_step_is_reproducible_from_the_seed():
         optimizer = nn.Adam()
         runs.append([train_step(model, optimizer, images, np.array([0, 1]), rng) for _ in range(3)])
     assert runs[0] == runs[1]
+
+
+def test_look_statistics_worked_example():
+    """Two looks of P = 3 on a 20x20 image, c = 4, S = 8 (offset -2): the first look draws cell (0, 0)
+    twice and (2, 2) once (2 distinct; (0, 0)'s patch starts at (-2, -2), outside), the second (4, 4)
+    three times (1 distinct; its patch ends at 4 * 4 - 2 + 8 = 22 > 20, outside)."""
+    cells = np.array([[[0, 0], [2, 2], [0, 0], [4, 4], [4, 4], [4, 4]]])
+    distinct, outside = look_statistics(cells, 2, patch_size=8, scale=4, image_shape=(20, 20))
+    assert distinct == 1.5
+    assert outside == 5 / 6
+
+
+def test_model_options_default_to_the_original_step():
+    """temperature=1, border="zero", floor=0 are the step as it was: the same numbers, step for step."""
+    images = np.random.default_rng(1).random((2, 24, 24, 3), dtype=np.float32)
+    runs, params = [], []
+    for options in ({}, dict(temperature=1.0, border="zero", floor=0.0)):
+        model = AttentionSamplingModel(2, scale=3, patch_size=6, n_patches=2, seed=5, **options)
+        rng = np.random.default_rng(9)
+        optimizer = nn.Adam()
+        runs.append([train_step(model, optimizer, images, np.array([0, 1]), rng) for _ in range(2)])
+        params.append(model.params)
+    assert runs[0] == runs[1]
+    for key, value in params[0].items():
+        np.testing.assert_array_equal(value, params[1][key])
+
+
+def test_train_step_with_every_option_runs_for_both_estimators_and_sampling_modes():
+    rng = np.random.default_rng(0)
+    images = rng.random((2, 32, 40, 3), dtype=np.float32)
+    for estimator in ("reinforce", "expectation"):
+        for replace in (True, False):
+            model = AttentionSamplingModel(3, scale=4, patch_size=8, n_patches=3, temperature=3.0, border="reflect",
+                                           floor=0.1)
+            metrics = train_step(model, nn.Adam(1e-3), images, np.array([0, 2]), rng, replicas=2,
+                                 estimator=estimator, replace=replace)
+            assert all(np.isfinite(v) for v in metrics.values())
+
+
+def test_predict_with_a_floor_weights_by_the_floored_attention():
+    """Prediction.attention stays the network's a; the weights are a_s = (1 - eps) a + eps / K at the cells."""
+    model = AttentionSamplingModel(3, scale=4, patch_size=8, n_patches=5, temperature=3.0, border="inside", floor=0.2)
+    images = np.random.default_rng(0).random((2, 30, 41, 3), dtype=np.float32)
+    prediction = predict(model, images, np.random.default_rng(0))
+    sampled = np.exp(floored_attention(np.log(prediction.attention), 0.2))
+    expected = sampled[np.arange(2)[:, None], prediction.cells[..., 0], prediction.cells[..., 1]]
+    np.testing.assert_allclose(prediction.weights, expected, rtol=1e-5)
+    np.testing.assert_allclose(sampled.sum(axis=(1, 2)), 1, rtol=1e-5)
 
 
 def test_predict_returns_probabilities_and_explanation():
