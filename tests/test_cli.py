@@ -23,7 +23,7 @@ TRAIN = os.path.join(ROOT, "train.py")
 EVALUATE = os.path.join(ROOT, "evaluate.py")
 TINY = ["--patches", "3", "--size", "12", "--scale", "4", "--replicas", "2", "--batch-size", "4", "--quiet"]
 METRIC_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
-                  "entropy", "distinct_cells", "outside", "reward", "seconds"]
+                  "entropy", "distinct_cells", "outside", "reward", "seconds", "waiting"]
 TRAIN_FLAGS = ["--data", "--out", "--patches", "--size", "--scale", "--epochs", "--batch-size", "--replicas", "--lr",
                "--entropy", "--seed", "--test-fraction", "--val-fraction", "--resume", "--no-augment", "--quiet"]
 EVALUATE_FLAGS = ["--data", "--split", "--json", "--checkpoint", "--examples", "--seed"]
@@ -51,7 +51,7 @@ def read_metrics(run_dir):
 
 
 def without_seconds(rows):
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+    return [{k: v for k, v in row.items() if k not in ("seconds", "waiting")} for row in rows]
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ and Ctrl-C tests run the real train.py as a subprocess.
 """
 import errno
 import json
+import csv
 import os
 import pickle
 import random
@@ -563,8 +564,12 @@ class Process:
         return code
 
 
+TIMING_COLUMNS = ("seconds", "waiting")  # wall-clock times: the only columns a repeated run may change
+
+
 def metrics_without_seconds(run_dir):
-    return [line.rsplit(",", 1)[0] for line in (run_dir / "metrics.csv").read_text().splitlines()]
+    with open(run_dir / "metrics.csv", newline="") as handle:
+        return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in csv.DictReader(handle)]
 
 
 @pytest.fixture(scope="module")
@@ -580,7 +585,8 @@ def uninterrupted(kill_data, tmp_path_factory):
     process.training.wait(180)
     startup = time.monotonic() - process.started
     assert process.finish() == 0, process.lines
-    seconds = [float(line.rsplit(",", 1)[1]) for line in (folder / "run" / "metrics.csv").read_text().splitlines()[1:]]
+    with open(folder / "run" / "metrics.csv", newline="") as handle:
+        seconds = [float(row["seconds"]) for row in csv.DictReader(handle)]
     return {"run": folder / "run", "startup": startup, "epoch": float(np.median(seconds))}
 
 

@@ -273,8 +273,9 @@ def stratified_split(labels, test_fraction, seed, val_fraction=0.0):
 
     Each class is shuffled by a generator seeded by `seed`; its first round(n * test_fraction) images are
     test, the next round(n * val_fraction) validation, the rest training. Test is drawn first, so a run
-    without validation (val_fraction 0, as runs made before validation existed) has the same test images.
-    Every class keeps at least one training image, and one test image when it has two or more.
+    without validation (val_fraction 0, as runs made before validation existed) has the same test images
+    (but in a class too small to give each part an image). Every class keeps at least one training image,
+    one test image when it has two or more, and one validation image too when it has three or more.
     """
     if not 0 < test_fraction < 1:
         raise AttentionSamplingError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
@@ -285,12 +286,11 @@ def stratified_split(labels, test_fraction, seed, val_fraction=0.0):
     parts = {"train": [], "val": [], "test": []}
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
-        n_test = int(round(len(members) * test_fraction))
-        n_test = min(max(n_test, 1), len(members) - 1) if len(members) > 1 else 0
-        n_val = int(round(len(members) * val_fraction))
-        if val_fraction > 0:
-            n_val = max(n_val, 1)
-        n_val = max(0, min(n_val, len(members) - n_test - 1))
+        n = len(members)
+        # With validation asked for, a class of 3 or more keeps an image for each of the three parts.
+        keep = 2 if val_fraction > 0 and n >= 3 else 1
+        n_test = min(max(int(round(n * test_fraction)), 1), n - keep) if n > 1 else 0
+        n_val = min(max(int(round(n * val_fraction)), 1), n - n_test - 1) if val_fraction > 0 else 0
         parts["test"] += list(members[:n_test])
         parts["val"] += list(members[n_test:n_test + n_val])
         parts["train"] += list(members[n_test + n_val:])

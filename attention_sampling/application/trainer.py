@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -24,7 +25,7 @@ from .evaluation import cross_entropy, predict_dataset
 from .runfolder import RunFolder, read_config_json
 
 METRIC_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
-                  "entropy", "distinct_cells", "outside", "reward", "seconds")
+                  "entropy", "distinct_cells", "outside", "reward", "seconds", "waiting")
 # Settings a resumed run may change: they decide how long it runs and which files are data, not the model.
 # (Which files are data is checked on its own: config['image_list'] must not change.)
 RESUMABLE = ("epochs", "bad_images", "max_pixels")
@@ -74,6 +75,7 @@ class EpochTotals:
     outside: float = 0.0
     images: int = 0
     seconds: float = 0.0
+    waiting: float = 0.0  # seconds the steps waited for their batch to be decoded and augmented
 
     def add(self, metrics, n_images):
         """train_step's per-image means over a batch of n_images."""
@@ -253,34 +255,61 @@ class Trainer:
                                     "partial": asdict(self.totals)})
         raise KeyboardInterrupt
 
+    def _augmentation_rng(self, position):
+        """The generator of one batch's augmentations: drawn from the seed, the epoch and the batch's place
+        in it, not from the training generator, so that the next batch can be prepared while this one
+        trains, and a resumed or repeated run augments every batch exactly as before."""
+        return np.random.default_rng([self.config["seed"], self.epoch, int(position), 1])
+
+    def _load(self, batch, position):
+        images = load_batch(self.dataset, batch, tuple(self.config["image_shape"]), self.augment,
+                            self._augmentation_rng(position))
+        return images
+
     def _run_epoch(self):
-        """Train on every training image once (in a fresh random order), then evaluate and save."""
-        shape = tuple(self.config["image_shape"])
+        """Train on every training image once (in a fresh random order), then evaluate and save.
+
+        The next batch is decoded and augmented in a background thread while the current one trains
+        (decoding and NumPy's array operations release the GIL), so the steps rarely wait for data.
+        """
         batch_size = self.config["batch_size"]
         started = time.perf_counter()
         if self.order is None:
             self.order, self.position, self.totals = self.rng.permutation(self.train_indices), 0, EpochTotals()
         bar = tqdm(total=len(self.order), initial=self.position, unit="img", leave=False,
                    desc=f"epoch {self.epoch + 1}/{self.config['epochs']}", disable=not self.progress)
+
+        def submit(position):
+            batch = self.order[position:position + batch_size]
+            return loader.submit(self._load, batch, position) if len(batch) else None
+
         try:
-            while self.position < len(self.order):
-                self._stop_if_interrupted(started)
-                batch = self.order[self.position:self.position + batch_size]
-                try:
-                    images = load_batch(self.dataset, batch, shape, self.augment, self.rng)
-                except AttentionSamplingError as error:  # a file that went bad since it was checked
-                    raise AttentionSamplingError(f"{error}; {self.folder.kept()}") from None
-                # Overflow on the way to NaN is no news: the check below ends the run with one message.
-                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                    metrics = train_step(self.model, self.optimizer, images, self.dataset.labels[batch], self.rng,
-                                         replicas=self.config["replicas"], entropy_weight=self.config["entropy"],
-                                         estimator=self.estimator, replace=self.replace)
-                if not all(math.isfinite(v) for v in metrics.values()):
-                    raise self._diverged(f"loss {metrics['loss']}")
-                self.totals.add(metrics, len(batch))
-                self.position += len(batch)
-                bar.update(len(batch))
-                bar.set_postfix(loss=f"{self.totals.mean('loss'):.3f}", acc=f"{self.totals.mean('accuracy'):.2f}")
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-batch") as loader:
+                pending = submit(self.position)
+                while self.position < len(self.order):
+                    self._stop_if_interrupted(started)
+                    batch = self.order[self.position:self.position + batch_size]
+                    waiting = time.perf_counter()
+                    try:
+                        images = pending.result()
+                    except AttentionSamplingError as error:  # a file that went bad since it was checked
+                        raise AttentionSamplingError(f"{error}; {self.folder.kept()}") from None
+                    self.totals.waiting += time.perf_counter() - waiting
+                    pending = submit(self.position + len(batch))
+                    # Overflow on the way to NaN is no news: the check below ends the run with one message.
+                    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                        metrics = train_step(self.model, self.optimizer, images, self.dataset.labels[batch],
+                                             self.rng, replicas=self.config["replicas"],
+                                             entropy_weight=self.config["entropy"], estimator=self.estimator,
+                                             replace=self.replace)
+                    if not all(math.isfinite(v) for v in metrics.values()):
+                        raise self._diverged(f"loss {metrics['loss']}")
+                    self.totals.add(metrics, len(batch))
+                    self.position += len(batch)
+                    bar.update(len(batch))
+                    bar.set_postfix(loss=f"{self.totals.mean('loss'):.3f}", acc=f"{self.totals.mean('accuracy'):.2f}")
+                if pending is not None:
+                    pending.cancel()
             self._stop_if_interrupted(started)
         finally:
             bar.close()
@@ -304,7 +333,8 @@ class Trainer:
         totals = self.totals
         row = {"epoch": self.epoch + 1, "train_loss": totals.mean("loss"), "train_accuracy": totals.mean("accuracy"),
                "entropy": totals.mean("entropy"), "distinct_cells": totals.mean("distinct_cells"),
-               "outside": totals.mean("outside"), "reward": totals.mean("reward"), "seconds": round(seconds, 3)}
+               "outside": totals.mean("outside"), "reward": totals.mean("reward"), "seconds": round(seconds, 3),
+               "waiting": round(totals.waiting, 3)}
         row["val_loss"], row["val_accuracy"] = self._evaluate(self.val_indices)
         row["test_loss"], row["test_accuracy"] = self._evaluate(self.test_indices)
         for split in ("val", "test"):
@@ -322,4 +352,4 @@ class Trainer:
                  + (f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.3f}  " if len(self.val_indices) else "")
                  + f"test loss {row['test_loss']:.4f} acc {row['test_accuracy']:.3f}  "
                  f"entropy {row['entropy']:.2f}  cells/look {row['distinct_cells']:.1f}  "
-                 f"outside {row['outside']:.2f}  {row['seconds']:.1f}s")
+                 f"outside {row['outside']:.2f}  {row['seconds']:.1f}s ({row['waiting']:.1f}s waiting for data)")
