@@ -175,31 +175,40 @@ def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight
 class Prediction:
     """Class probabilities and the explanation: where the model looked and with what weight."""
 
-    probabilities: np.ndarray  # (N, C)
-    attention: np.ndarray      # (N, h, w), sums to 1 per image
-    cells: np.ndarray          # (N, P, 2)
-    weights: np.ndarray        # (N, P)
-    patches: np.ndarray        # (N, P, S, S, C)
+    probabilities: np.ndarray       # (N, C), the mean over the looks
+    attention: np.ndarray           # (N, h, w), sums to 1 per image
+    cells: np.ndarray               # (N, P, 2) of the first look
+    weights: np.ndarray             # (N, P)
+    patches: np.ndarray             # (N, P, S, S, C)
+    look_probabilities: np.ndarray  # (N, K, C), each look's own
 
 
-def predict(model, images, rng, n_patches=None, estimator="reinforce", replace=True):
+def predict(model, images, rng, n_patches=None, estimator="reinforce", replace=True, looks=1):
     """(N, H, W, C) images -> Prediction, with batch-norm running statistics (evaluation mode).
 
     The classification follows the estimator the model was trained with: eq. 1 (weights a_i / sum a)
     for REINFORCE, the unbiased expectation weights for the expectation estimator; the model's temperature,
     border and floor as in train_step. Prediction.attention is the network's a; with a floor the cells are
     drawn from a_s, and Prediction.weights are a_s there.
+
+    looks = K > 1 averages the class probabilities of K independent looks of P patches each (the
+    attention network still runs once per image): a steadier prediction at K times the feature network's
+    cost. The explanation (cells, weights, patches) is the first look's.
     """
     if n_patches is not None and n_patches != model.n_patches:
         model = _with_patches(model, n_patches)
-    sampled = look(model, images, rng, 1, training=False, replace=replace)
-    features = patch_features(model, sampled.patches, training=False)
+    n, p = images.shape[0], model.n_patches
+    sampled = look(model, images, rng, looks, training=False, replace=replace)
+    patches = sampled.patches.reshape((n * looks, p) + sampled.patches.shape[2:])
+    weights = sampled.weights.reshape(n * looks, p)
+    features = patch_features(model, patches, training=False)
     if estimator == "expectation":
-        logits = expectation_logits(features, estimator_weights(sampled.weights, replace), model.temperature)
+        logits = expectation_logits(features, estimator_weights(weights, replace), model.temperature)
     else:
-        logits = expected_logits(features, sampled.weights, model.temperature)
-    return Prediction(nn.softmax(logits, axis=-1), np.exp(sampled.log_attention), sampled.cells,
-                      sampled.weights, sampled.patches)
+        logits = expected_logits(features, weights, model.temperature)
+    per_look = nn.softmax(logits, axis=-1).reshape(n, looks, -1)
+    return Prediction(per_look.mean(axis=1), np.exp(sampled.log_attention), sampled.cells[:, :p],
+                      sampled.weights[:, :p], sampled.patches[:, :p], per_look)
 
 
 def _with_patches(model, n_patches):

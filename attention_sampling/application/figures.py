@@ -146,9 +146,12 @@ def plot_explanation(image, prediction, class_names, label, scale, patch_size, p
     main.set_ylim(height, 0)
     main.set_xticks([])
     main.set_yticks([])
-    verdict = "right" if predicted == label else "WRONG"
-    heading = (f"true: {class_names[label]}   predicted: {class_names[predicted]} "
-               f"(p = {probabilities[predicted]:.2f}, {verdict})")
+    if label is None:  # a new image: no truth to compare with
+        heading = f"predicted: {class_names[predicted]} (p = {probabilities[predicted]:.2f})"
+    else:
+        verdict = "right" if predicted == label else "WRONG"
+        heading = (f"true: {class_names[label]}   predicted: {class_names[predicted]} "
+                   f"(p = {probabilities[predicted]:.2f}, {verdict})")
     main.set_title(heading if title is None else f"{title}\n{heading}", fontsize=10)
 
     for k in range(n_patches):

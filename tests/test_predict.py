@@ -1,0 +1,99 @@
+"""predict.py on a tiny trained run: rows per image, reproducible draws, error rows, looks, pictures."""
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from attention_sampling.application.embedded import ensure_default_dataset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN, PREDICT = os.path.join(ROOT, "train.py"), os.path.join(ROOT, "predict.py")
+TINY = ["--patches", "3", "--size", "12", "--scale", "4", "--replicas", "2", "--batch-size", "4", "--quiet"]
+
+
+def run(script, *args, cwd):
+    environment = {**os.environ, "ATTENTION_SAMPLING_CACHE": str(cwd), "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, script, *map(str, args)], cwd=cwd, env=environment, capture_output=True,
+                          text=True, timeout=180)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    workspace = tmp_path_factory.mktemp("predict")
+    data = ensure_default_dataset(str(workspace / "data"), n_per_class=4, height=64, width=80, spot_size=8,
+                                  n_spots=2, n_distractors=1)
+    result = run(TRAIN, "--data", data, "--out", "run", "--epochs", 1, *TINY, cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    return workspace, workspace / "run", data
+
+
+def json_rows(result):
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_every_image_of_a_folder_gets_a_row_and_the_draws_do_not_depend_on_the_company(trained):
+    workspace, run_dir, data = trained
+    rows = json_rows(run(PREDICT, run_dir, data, "--json", "--quiet", cwd=workspace))
+    assert len(rows) == 12  # 4 per class, found recursively
+    for row in rows:
+        assert row["prediction"] in ("checkerboard", "horizontal", "vertical")
+        assert abs(sum(row["probabilities"].values()) - 1) < 1e-4 and row["attention_entropy"] > 0
+    alone = json_rows(run(PREDICT, run_dir, rows[5]["path"], "--json", cwd=workspace))
+    assert alone == [rows[5]]  # the same image, predicted alone: the same draws, the same numbers
+    other_seed = json_rows(run(PREDICT, run_dir, rows[5]["path"], "--json", "--seed", 1, cwd=workspace))
+    assert other_seed[0]["probabilities"] != rows[5]["probabilities"]
+
+
+def test_looks_average_and_report_their_spread(trained):
+    workspace, run_dir, data = trained
+    image = os.path.join(data, "horizontal", sorted(os.listdir(os.path.join(data, "horizontal")))[0])
+    one, = json_rows(run(PREDICT, run_dir, image, "--json", cwd=workspace))
+    many, = json_rows(run(PREDICT, run_dir, image, "--json", "--looks", 8, cwd=workspace))
+    assert one["looks"] == 1 and one["spread"] == 0 and one["agreement"] == 1
+    assert many["looks"] == 8 and many["spread"] > 0 and 0 < many["agreement"] <= 1
+    assert abs(sum(many["probabilities"].values()) - 1) < 1e-4
+
+
+def test_an_unreadable_image_is_an_error_row_and_the_rest_go_on(trained, tmp_path):
+    workspace, run_dir, data = trained
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    good = os.path.join(data, "vertical", sorted(os.listdir(os.path.join(data, "vertical")))[0])
+    result = run(PREDICT, run_dir, good, bad, "--csv", cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [row["path"] for row in rows] == [good, str(bad)]
+    assert rows[0]["error"] == "" and rows[0]["prediction"]
+    assert "broken.png" in rows[1]["error"] and rows[1]["prediction"] == ""
+    assert "1 of 2 images could not be read" in result.stderr
+    alone = run(PREDICT, run_dir, bad, cwd=workspace)
+    assert alone.returncode == 2 and len(alone.stderr.strip().splitlines()) == 1 and "broken.png" in alone.stderr
+
+
+def test_pictures_are_drawn_per_image(trained, tmp_path):
+    workspace, run_dir, data = trained
+    folder = os.path.join(data, "checkerboard")
+    result = run(PREDICT, run_dir, folder, "--pictures", tmp_path / "pictures", "--quiet", cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 4
+    assert sorted(os.listdir(tmp_path / "pictures")) == sorted(
+        name for name in os.listdir(tmp_path / "pictures") if name.endswith(".png")) and \
+        len(os.listdir(tmp_path / "pictures")) == 4
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["missing-run", "x.png"], "missing-run: no such run folder"),
+    (["{run}", "no-such-image.png"], "no-such-image.png: no such file or folder"),
+    (["{run}", "x.png", "--looks", "0"], "--looks"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(trained, arguments, message):
+    workspace, run_dir, _ = trained
+    result = run(PREDICT, *[a.format(run=run_dir) for a in arguments], cwd=workspace)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
