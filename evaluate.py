@@ -16,23 +16,10 @@ import sys
 
 import numpy as np
 
+from attention_sampling.application.cli import non_negative_int, OneLineParser
 from attention_sampling.application.errors import AttentionSamplingError
 
 CHECKPOINT_FILES = {"best": "best.npz", "last": "checkpoint.npz"}
-
-
-def non_negative_int(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line (no usage block), like every other error of the program."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def parse_args(argv=None):

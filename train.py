@@ -8,10 +8,11 @@ A mistake in the input (a flag, a folder, an image, a checkpoint) is one line on
 before anything is written; Ctrl-C saves the epoch in progress and exits 130. See docs/robustness.md.
 """
 import argparse
-import math
 import os
 import sys
 
+from attention_sampling.application.cli import (OneLineParser, fraction, non_negative_float, non_negative_fraction,
+                                               non_negative_int, positive_float, positive_int)
 from attention_sampling.application.data import DEFAULT_MAX_PIXELS, ImageFolder
 from attention_sampling.application.embedded import ensure_default_dataset
 from attention_sampling.application.errors import AttentionSamplingError
@@ -22,58 +23,9 @@ PAPER_EPOCHS = 300
 EMBEDDED_EPOCHS = 20
 
 
-def positive_int(text):
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def non_negative_int(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def positive_float(text):
-    value = float(text)
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def non_negative_float(text):
-    value = float(text)
-    if not 0 <= value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
-
-
-def non_negative_fraction(text):
-    value = float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 0 and below 1, got {text}")
-    return value
-
-
-def fraction(text):
-    value = float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be strictly between 0 and 1, got {text}")
-    return value
-
-
 # Flags whose value is stored with the run. They default to None on the command line so that a resumed
 # run can tell a typed value (compared with the saved one) from a default (taken from the run).
 DEFAULTS = dict(TRAINING_DEFAULTS, bad_images="stop", max_pixels=DEFAULT_MAX_PIXELS)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line (no usage block), like every other error of the program."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def parse_args(argv=None):
