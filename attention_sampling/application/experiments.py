@@ -329,6 +329,17 @@ def main(argv=None):
     comparison.add_argument("--replicas", type=int, default=2, help="samples of each image per step (default 2)")
     comparison.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     comparison.add_argument("--entropy", type=float, default=0.01, help="entropy bonus weight (default 0.01)")
+    gradients = commands.add_parser(
+        "gradients", help="bias, variance, cosine and signal-to-noise of each estimator's gradient",
+        description="Each estimator x sampling mode x P, on a fixed problem, against the exact gradient of its "
+                    "objective (attention_sampling/application/gradients.py).")
+    gradients.add_argument("--out", default="runs/gradients", help="folder for gradients.csv, .md and .png")
+    gradients.add_argument("--trials", type=int, default=20000, help="independent estimates per setting (default 20000)")
+    gradients.add_argument("--patches", type=int, nargs="+", default=[1, 5, 20], help="P per look (default 1 5 20)")
+    gradients.add_argument("--replicas", type=int, default=4, help="looks per image, as train_step (default 4)")
+    gradients.add_argument("--temperature", type=float, default=TRAINING_DEFAULTS["temperature"],
+                           help=f"classifier temperature T (default {TRAINING_DEFAULTS['temperature']})")
+    gradients.add_argument("--seed", type=int, default=0, help="seed of the problem and of the draws (default 0)")
     one = commands.add_parser("run-one", help="one run of compare, its settings as JSON (used internally)")
     one.add_argument("config", help="JSON of one run's settings")
     table_run = commands.add_parser("table-run", help="one run of paper-table, its settings as JSON (used internally)")
@@ -339,6 +350,14 @@ def main(argv=None):
             paper_table(args)
         elif args.command == "compare":
             compare(args)
+        elif args.command == "gradients":
+            from .gradients import gradient_table, make_problem, write_results
+            rows = gradient_table(make_problem(args.seed, temperature=args.temperature), args.patches, args.replicas,
+                                  args.trials, args.seed)
+            written = write_results(rows, args.out)
+            with open(written[1]) as handle:
+                print(handle.read(), end="")
+            print(f"written: {', '.join(written)}", file=sys.stderr)
         elif args.command == "table-run":
             config = json.loads(args.config)
             print(json.dumps(train_one(config, log=lambda line: print(f"  {os.path.basename(config['run_dir'])}: "
