@@ -27,7 +27,7 @@ def patch_offset(patch_size, scale):
     return (scale - patch_size) // 2
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _reflect(index, length):
     """Mirror a pixel index into [0, length) without repeating the edge (period 2 (length - 1))."""
     if length == 1:
@@ -37,7 +37,7 @@ def _reflect(index, length):
     return index if index < length else period - index
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _extract(rows, cells, patch_size, scale, offset, channels, border, out):
     """rows (N, H, W * C), out (N, P, S, S * C): images and patches seen as rows of W * C values, so each
     patch row is one contiguous copy (a 2-D slice copy compiles to a slower nested loop).

@@ -8,7 +8,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _first_above(cdf, target):
     """Binary search: the first index whose cdf exceeds target. A cell of zero mass is never returned,
     because its cdf equals the one before it."""
@@ -22,7 +22,7 @@ def _first_above(cdf, target):
     return low
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _sample_with_replacement(probabilities, uniforms):
     """(N, K) float, (N, P) uniforms in [0, 1) -> (N, P) int64 flat cell indices, independent draws."""
     n, k = probabilities.shape
@@ -40,7 +40,7 @@ def _sample_with_replacement(probabilities, uniforms):
     return indices
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _sample_without_replacement(probabilities, uniforms):
     """(N, K) float, (N, P) uniforms -> (N, P) int64 distinct cells, drawn one after the other.
 

@@ -10,7 +10,7 @@ from numba import njit
 from .layer import Layer
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _leaky_relu_forward(x, slope, out, positive):
     """Flat arrays: one pass writes the output and the sign mask (NumPy would need three)."""
     for k in range(x.size):
@@ -19,14 +19,14 @@ def _leaky_relu_forward(x, slope, out, positive):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _leaky_relu_backward(grad_out, slope, positive, grad_in):
     for k in range(grad_out.size):
         grad_in[k] = grad_out[k] if positive[k] else grad_out[k] * slope
     return grad_in
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _leaky_relu_inplace(x, slope):
     """x = leaky_relu(x), overwriting x."""
     for k in range(x.size):
@@ -35,7 +35,7 @@ def _leaky_relu_inplace(x, slope):
     return x
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _leaky_relu_backward_from_output(grad, slope, out):
     """grad *= slope where out <= 0, overwriting grad: for slope >= 0, out > 0 exactly where x > 0."""
     for k in range(grad.size):

@@ -15,7 +15,7 @@ from numba import njit
 from .layer import Layer
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _channel_sums(rows, centre, partial):
     """partial[part] = sum over the part's rows of (rows - centre) and of its square, in float64."""
     parts = partial.shape[0]
@@ -33,7 +33,7 @@ def _channel_sums(rows, centre, partial):
     return partial
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _normalise(rows, mean, inv_std, gamma, beta, out):
     """out = (rows - mean) · inv_std · gamma + beta, row by row."""
     m, c = rows.shape
@@ -43,7 +43,7 @@ def _normalise(rows, mean, inv_std, gamma, beta, out):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _gradient_sums(grad_rows, rows, mean, inv_std, partial):
     """partial[part] = sum of g and of g · x_hat over the part's rows, in float64."""
     parts = partial.shape[0]
@@ -61,7 +61,7 @@ def _gradient_sums(grad_rows, rows, mean, inv_std, partial):
     return partial
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _input_gradient(grad_rows, rows, mean, inv_std, scale, mean_g, mean_gx, out):
     """out = scale · (g - mean_g - x_hat · mean_gx), with scale = gamma · inv_std."""
     m, c = rows.shape

@@ -81,7 +81,7 @@ def _correlate_kernel(block, pixels):
     """The correlation kernel for tiles of `pixels` output pixels x `block` output channels (literals,
     so the loops unroll)."""
 
-    @njit(parallel=True, cache=True, fastmath={"contract"})
+    @njit(parallel=True, cache=True, fastmath={"contract"}, nogil=True)
     def correlate_kernel(x, weight, bias, out, top, left, slope):
         n_images, height, width, c_in = x.shape
         kh, kw, _, c_padded = weight.shape
@@ -154,7 +154,7 @@ def correlate(x, weight, bias, top, left, out_h, out_w, negative_slope=None):
 def _weight_gradient_kernel(block):
     """The dL/dw kernel for tiles of `block` output channels."""
 
-    @njit(parallel=True, cache=True, fastmath={"contract"})
+    @njit(parallel=True, cache=True, fastmath={"contract"}, nogil=True)
     def weight_gradient_kernel(x, grad_out, partial, top, left):
         n_images, height, width, c_in = x.shape
         _, out_h, out_w, c_out = grad_out.shape
@@ -203,7 +203,7 @@ def weight_gradient(x, grad_out, kh, kw, top, left):
     return partial.sum(axis=0)[..., :c_out]
 
 
-@njit(cache=True)  # memory-bound: one thread, no thread-pool wake-up (see nn/activations.py)
+@njit(cache=True, nogil=True)  # memory-bound: one thread, no thread-pool wake-up (see nn/activations.py)
 def _channel_sum_kernel(rows, partial):
     parts = partial.shape[0]
     for part in range(parts):
@@ -227,7 +227,7 @@ def channel_sum(grad_out):
 # Where few positions are nonzero, the backward pass loops over those positions instead of all of them.
 # ---------------------------------------------------------------------------------------------------------
 
-@njit(cache=True)  # a dense gradient stops it after max_fraction of its rows (0.4 ms for 100 MB): one thread
+@njit(cache=True, nogil=True)  # a dense gradient stops it after max_fraction of its rows (0.4 ms for 100 MB): one thread
 def _active_rows_kernel(rows, found):
     """rows (M, C) -> how many rows hold a nonzero, their indices in `found` (in order) while they fit;
     stops counting at len(found) + 1."""
@@ -253,7 +253,7 @@ def active_rows(grad_out, max_fraction):
     return found[:count] if count <= found.size else None
 
 
-@njit(parallel=True, cache=True, fastmath={"contract"})
+@njit(parallel=True, cache=True, fastmath={"contract"}, nogil=True)
 def _sparse_backward_kernel(x, grad_rows, weight_t, active, bounds, partial, grad_in, top, left, out_h, out_w,
                             input_gradient):
     n_images, height, width, c_in = x.shape

@@ -12,7 +12,7 @@ from numba import njit, prange
 from .layer import Layer, check_spatial
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _average_pool_kernel(rows, factor, channels, out):
     """rows (N, H, W·C), out (N, H // f, (W // f)·C): each output row sums its f input rows, then f pixels.
 
@@ -45,7 +45,7 @@ def _average_pool_kernel(rows, factor, channels, out):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _average_pool_backward_kernel(grad_out, factor, channels, grad_rows):
     """grad_out (N, H // f, (W // f)·C) -> grad_rows (N, H, W·C): g / f^2 over each block, zeros beyond."""
     n, height, row_length = grad_rows.shape
@@ -68,7 +68,7 @@ def _average_pool_backward_kernel(grad_out, factor, channels, grad_rows):
     return grad_rows
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _global_max_pool_kernel(x, out):
     """x (N, H·W, C) -> out (N, C): the maximum, one pass per image. Values only, no argmax: a
     compare-and-select per channel vectorises across the channels, where tracking the argmax would branch."""
@@ -83,7 +83,7 @@ def _global_max_pool_kernel(x, out):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _first_argmax_kernel(x, maxima, argmax):
     """x (N, H·W, C), maxima (N, C) -> argmax (N, C): the first position holding each maximum (0 if none
     does, as for a NaN maximum), which is where np.argmax and the gradient of max put it."""

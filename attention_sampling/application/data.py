@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import imageio.v3 as iio
 import numpy as np
+from numba import njit
 from PIL import Image
 from tqdm import tqdm
 
@@ -314,29 +315,99 @@ def resize_bilinear(image, height, width):
 
 @dataclass
 class Augmentation:
-    """The paper's augmentations, each switchable; applied to (H, W, 3) float pixels in [0, 255]."""
+    """The paper's augmentations, each switchable; applied to (H, W, 3) float pixels in [0, 255].
+
+    `draw` takes the random numbers, in a fixed order; `__call__` applies them one after the other with
+    NumPy (the plain reference); load_batch applies them all in one pass (`augment_into`), reading each
+    source pixel once and writing the batch slot directly, with no full-size intermediate copy.
+    """
 
     flip: bool = True
     contrast: float = 0.3  # factor drawn from [1 - contrast, 1 + contrast]
     zoom: float = 0.2      # crop 1 / z of each side, z drawn from [1, 1 + zoom], resized back
 
-    def __call__(self, image, rng):
+    def draw(self, rng, height, width):
+        """-> (flip rows, flip columns, contrast factor, crop (top, left, crop height, crop width))."""
+        flip_rows = flip_columns = False
         if self.flip:
-            if rng.random() < 0.5:
-                image = image[::-1]
-            if rng.random() < 0.5:
-                image = image[:, ::-1]
+            flip_rows = bool(rng.random() < 0.5)
+            flip_columns = bool(rng.random() < 0.5)
+        factor = float(rng.uniform(1 - self.contrast, 1 + self.contrast)) if self.contrast > 0 else 1.0
+        crop = (0, 0, height, width)
+        if self.zoom > 0:
+            z = rng.uniform(1, 1 + self.zoom)
+            ch, cw = max(1, int(round(height / z))), max(1, int(round(width / z)))
+            crop = (int(rng.integers(0, height - ch + 1)), int(rng.integers(0, width - cw + 1)), ch, cw)
+        return flip_rows, flip_columns, factor, crop
+
+    def __call__(self, image, rng):
+        flip_rows, flip_columns, factor, (top, left, ch, cw) = self.draw(rng, *image.shape[:2])
+        if flip_rows:
+            image = image[::-1]
+        if flip_columns:
+            image = image[:, ::-1]
         if self.contrast > 0:
-            factor = rng.uniform(1 - self.contrast, 1 + self.contrast)
             mean = image.mean(axis=(0, 1), keepdims=True)
             image = (image - mean) * np.float32(factor) + mean
         if self.zoom > 0:
-            z = rng.uniform(1, 1 + self.zoom)
             h, w = image.shape[:2]
-            ch, cw = max(1, int(round(h / z))), max(1, int(round(w / z)))
-            top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
             image = resize_bilinear(image[top:top + ch, left:left + cw], h, w)
         return image
+
+
+@njit(cache=True, nogil=True)
+def _channel_means(image):
+    """(H, W, C) -> (C,) float64 means, one pass."""
+    h, w, c = image.shape
+    sums = np.zeros(c)
+    for i in range(h):
+        for j in range(w):
+            for k in range(c):
+                sums[k] += image[i, j, k]
+    return sums / (h * w)
+
+
+@njit(cache=True, nogil=True)  # runs in the loader thread beside the training step
+def _augment_into(image, flip_rows, flip_columns, factor, mean, top, left, crop_h, crop_w, out):
+    """out (H, W, C) float32 in [0, 1] = clip(contrast(zoom(flip(image))), 0, 255) / 255 in one pass.
+
+    Flips are index changes; the zoom samples the crop's pixel centres bilinearly as resize_bilinear does;
+    the contrast (v - mean) * factor + mean commutes with that interpolation (its weights sum to one), so it
+    is applied to each interpolated value, with the whole flipped image's mean, as the reference does."""
+    h, w, c = image.shape
+    scale_rows, scale_columns = crop_h / h, crop_w / w
+    for i in range(h):
+        row = min(max((i + 0.5) * scale_rows - 0.5, 0.0), crop_h - 1.0)
+        r0 = int(np.floor(row))
+        r1 = min(r0 + 1, crop_h - 1)
+        fr = np.float32(row - r0)
+        # The flipped image's row top + r is the source row h - 1 - (top + r) when the rows are flipped.
+        s0 = h - 1 - (top + r0) if flip_rows else top + r0
+        s1 = h - 1 - (top + r1) if flip_rows else top + r1
+        for j in range(w):
+            column = min(max((j + 0.5) * scale_columns - 0.5, 0.0), crop_w - 1.0)
+            c0 = int(np.floor(column))
+            c1 = min(c0 + 1, crop_w - 1)
+            fc = np.float32(column - c0)
+            t0 = w - 1 - (left + c0) if flip_columns else left + c0
+            t1 = w - 1 - (left + c1) if flip_columns else left + c1
+            for k in range(c):
+                upper = np.float32(image[s0, t0, k]) * (1 - fr) + np.float32(image[s1, t0, k]) * fr
+                lower = np.float32(image[s0, t1, k]) * (1 - fr) + np.float32(image[s1, t1, k]) * fr
+                value = upper * (1 - fc) + lower * fc
+                value = (value - mean[k]) * factor + mean[k]
+                out[i, j, k] = min(max(value, np.float32(0)), np.float32(255)) * np.float32(1 / 255)
+    return out
+
+
+def augment_into(image, augment, rng, out):
+    """(H, W, 3) pixels in [0, 255] (any dtype) -> out (H, W, 3) float32 in [0, 1]: the augmentations
+    `augment` draws from `rng`, clipped and scaled, in one pass (Augmentation's docstring)."""
+    h, w = image.shape[:2]
+    flip_rows, flip_columns, factor, (top, left, crop_h, crop_w) = augment.draw(rng, h, w)
+    mean = _channel_means(image).astype(np.float32) if augment.contrast > 0 else np.zeros(image.shape[2], np.float32)
+    return _augment_into(np.ascontiguousarray(image), flip_rows, flip_columns, np.float32(factor), mean,
+                         top, left, crop_h, crop_w, out)
 
 
 def load_batch(dataset, indices, shape, augment=None, rng=None):
@@ -347,11 +418,12 @@ def load_batch(dataset, indices, shape, augment=None, rng=None):
     height, width = shape
     batch = np.empty((len(indices), height, width, 3), dtype=np.float32)
     for slot, index in enumerate(indices):
-        image = dataset.read(index).astype(np.float32)
+        image = dataset.read(index)
         if image.shape[:2] != (height, width):
-            image = resize_bilinear(image, height, width)
+            image = resize_bilinear(image.astype(np.float32), height, width)
         if augment is not None:
-            image = augment(image, rng)
-        np.clip(image, 0, 255, out=batch[slot])
-    batch *= np.float32(1 / 255)
+            augment_into(image, augment, rng, batch[slot])
+        else:
+            np.clip(image, 0, 255, out=batch[slot], casting="unsafe")
+            batch[slot] *= np.float32(1 / 255)
     return batch

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from attention_sampling.application.data import (Augmentation, ImageFolder, load_batch, read_image, resize_bilinear,
+from attention_sampling.application.data import (Augmentation, ImageFolder, augment_into, load_batch, read_image,
+                                                 resize_bilinear,
                                      stratified_split, to_rgb8)
 from attention_sampling.application.errors import AttentionSamplingError
 
@@ -275,3 +276,18 @@ def test_load_batch_is_float32_in_zero_one(tmp_path):
     augmented = load_batch(dataset, [0, 1, 2, 3, 4], (8, 6), strong, np.random.default_rng(0))
     assert augmented.dtype == np.float32
     assert augmented.min() >= 0 and augmented.max() <= 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 24), st.integers(1, 24), st.booleans(), st.floats(0, 0.9), st.floats(0, 1.0),
+       st.sampled_from([np.uint8, np.float32]), st.integers(0, 2**32 - 1))
+def test_fused_augmentation_equals_the_step_by_step_reference(height, width, flip, contrast, zoom, dtype, seed):
+    """augment_into (one pass: flips as indices, the zoom's bilinear samples, contrast, clip, / 255) gives
+    what flipping, contrasting, zooming, clipping and scaling one after the other give, from the same draws."""
+    rng = np.random.default_rng(seed)
+    image = (rng.random((height, width, 3)) * 255).astype(dtype)
+    augment = Augmentation(flip=flip, contrast=contrast, zoom=zoom)
+    expected = np.clip(augment(image.astype(np.float32), np.random.default_rng(seed + 1)), 0, 255) / np.float32(255)
+    out = np.empty((height, width, 3), np.float32)
+    augment_into(image, augment, np.random.default_rng(seed + 1), out)
+    np.testing.assert_allclose(out, expected, rtol=0, atol=2e-5)
