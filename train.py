@@ -80,6 +80,9 @@ def parse_args(argv=None):
     for key, value in DEFAULTS.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.val_fraction + args.test_fraction >= 1:
+        parser.error(f"--val-fraction ({args.val_fraction}) and --test-fraction ({args.test_fraction}) leave no "
+                     "images to train on: together they must stay below 1")
     if args.size <= args.scale:
         parser.error(f"--size ({args.size}) must be larger than --scale ({args.scale}): "
                      "a patch must cover more than its attention cell")
