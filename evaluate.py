@@ -19,7 +19,7 @@ import numpy as np
 from attention_sampling.application.cli import non_negative_int, OneLineParser
 from attention_sampling.application.errors import AttentionSamplingError
 
-CHECKPOINT_FILES = {"best": "best.npz", "last": "checkpoint.npz"}
+CHECKPOINT_CHOICES = ("best", "last")
 
 
 def parse_args(argv=None):
@@ -33,36 +33,13 @@ def parse_args(argv=None):
                         help="test: held out in training and never used to choose (default); val: the "
                              "validation images best.npz was chosen on; train; all")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-    parser.add_argument("--checkpoint", choices=tuple(CHECKPOINT_FILES), default="best",
+    parser.add_argument("--checkpoint", choices=CHECKPOINT_CHOICES, default="best",
                         help="best: best.npz, the epoch chosen on validation (default); last: checkpoint.npz")
     parser.add_argument("--examples", type=non_negative_int, default=2, metavar="K",
                         help="attention pictures per class (default 2; 0: none)")
     parser.add_argument("--seed", type=int, default=None, metavar="N",
                         help="seed of the patch sampling (default: as in training)")
     return parser.parse_args(argv)
-
-
-def load_run(run_dir, which):
-    """-> (config, model, epoch, checkpoint path) of the run's best or last checkpoint."""
-    if not os.path.isdir(run_dir):
-        raise AttentionSamplingError(f"{run_dir}: no such run folder")
-    path = os.path.join(run_dir, CHECKPOINT_FILES[which])
-    if which == "best" and not os.path.isfile(path) and os.path.isfile(os.path.join(run_dir, "checkpoint.npz")):
-        raise AttentionSamplingError(f"{path}: no such file (has an epoch finished?); try --checkpoint last")
-    # Imported here, not at the top, so --help and the errors above answer at once.
-    from attention_sampling.application.checkpoint import load_checkpoint
-    from attention_sampling.application.trainer import build_model
-
-    state = load_checkpoint(path)
-    try:
-        config = state["meta"]["config"]
-        model = build_model(config)
-        model.load_state_dict(state["model"])
-        epoch = int(state["meta"]["epoch"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise AttentionSamplingError(
-            f"{path}: holds no model of this program ({type(error).__name__}: {error})") from None
-    return config, model, epoch, path
 
 
 def open_data(data, config):
@@ -100,6 +77,8 @@ def evaluate(args):
     """-> (result dict, what the pictures need)."""
     from attention_sampling.application.data import stratified_split
     from attention_sampling.application.evaluation import classification_report, cross_entropy, predict_dataset
+
+    from attention_sampling.application.prediction import load_run
 
     config, model, epoch, checkpoint = load_run(args.run, args.checkpoint)
     dataset = open_data(args.data, config)

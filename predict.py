@@ -4,6 +4,8 @@
     python predict.py runs/lymphoma archive/ --csv > results.csv  # every image under a folder, recursively
     python predict.py RUN IMAGES... --json --looks 16             # JSON lines; average of 16 looks
     python predict.py RUN IMAGES... --pictures explained/         # the attention picture of each image
+    python predict.py RUN archive/ --csv --output scores.csv --workers 2     # 2 local processes (Dask)
+    python predict.py RUN archive/ --json --output scores.jsonl --scheduler tcp://host:8786 --resume
 
 Each image is read, brought to the run's image size (as train.py does with images of another size),
 looked at by the attention network once and classified from P sampled patches. The sampling is random:
@@ -12,20 +14,20 @@ image's draws come from its own generator, seeded by --seed and the image's path
 same whatever else is predicted with it. Images are read one at a time: memory does not grow with their
 number. An image that cannot be read is an error row (the rest go on); if no image could be read, the
 program ends with one line and exit code 2.
+
+--workers N (N > 1) starts a local Dask cluster of N processes; --scheduler ADDRESS uses an existing one.
+The workers read the images themselves (only paths travel) and each builds the model once; rows are
+written in the input's order as they come. --output FILE writes them there (flushed row by row) and
+--resume skips the images FILE already holds, so a stopped archive continues where it was.
 """
 import argparse
 import csv
-import hashlib
 import json
 import os
 import sys
 
-import numpy as np
-
 from attention_sampling.application.cli import OneLineParser, positive_int
 from attention_sampling.application.errors import AttentionSamplingError
-
-CHECKPOINT_FILES = {"best": "best.npz", "last": "checkpoint.npz"}
 
 
 def parse_args(argv=None):
@@ -38,14 +40,26 @@ def parse_args(argv=None):
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="one JSON object per image (JSON lines)")
     output.add_argument("--csv", action="store_true", help="CSV with a header line")
+    parser.add_argument("--output", metavar="FILE", help="write the rows to FILE instead of stdout")
+    parser.add_argument("--resume", action="store_true",
+                        help="with --output: skip the images FILE already holds and append the others")
     parser.add_argument("--pictures", metavar="DIR", help="write each image's attention picture into DIR")
     parser.add_argument("--looks", type=positive_int, default=1, metavar="K",
                         help="average the class probabilities of K independent looks (default 1)")
-    parser.add_argument("--checkpoint", choices=tuple(CHECKPOINT_FILES), default="best",
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
                         help="best: best.npz, chosen on validation (default); last: checkpoint.npz")
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the patch sampling (default 0)")
+    cluster = parser.add_mutually_exclusive_group()
+    cluster.add_argument("--workers", type=positive_int, default=1, metavar="N",
+                         help="processes of a local Dask cluster (default 1: in this process, no Dask)")
+    cluster.add_argument("--scheduler", metavar="ADDRESS", help="use the Dask cluster at ADDRESS (tcp://host:port)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.resume and not args.output:
+        parser.error("--resume needs --output FILE: the rows already there are what it skips")
+    if args.resume and not (args.json or args.csv):
+        parser.error("--resume needs --json or --csv: it reads back the rows of --output")
+    return args
 
 
 def find_images(inputs):
@@ -67,79 +81,41 @@ def find_images(inputs):
     return paths
 
 
-def image_rng(seed, path):
-    """The generator of one image's draws: from --seed and the image's path alone."""
-    digest = hashlib.sha256(os.path.abspath(path).encode()).digest()
-    return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
-
-
-def read(path, config):
-    """-> (1, H, W, 3) float32 in [0, 1] at the run's image size."""
-    from attention_sampling.application.data import DEFAULT_MAX_PIXELS, read_image, resize_bilinear
-
-    image = read_image(path, config.get("max_pixels", DEFAULT_MAX_PIXELS)).astype(np.float32)
-    height, width = config["image_shape"]
-    if image.shape[:2] != (height, width):
-        image = resize_bilinear(image, height, width)
-    return (np.clip(image, 0, 255) * np.float32(1 / 255))[None]
-
-
-def entropy_of(attention):
-    attention = attention[attention > 0]
-    return float(-np.sum(attention * np.log(attention)))
-
-
-def predict_one(model, config, path, args):
-    """-> the output row of one image (an error row if it cannot be read) and what its picture needs."""
-    from attention_sampling.training import predict
-
-    try:
-        images = read(path, config)
-    except AttentionSamplingError as error:
-        return {"path": path, "error": str(error)}, None
-    prediction = predict(model, images, image_rng(args.seed, path), estimator=config.get("estimator", "reinforce"),
-                         replace=config.get("sampling", "with") == "with", looks=args.looks)
-    classes = config["classes"]
-    probabilities = prediction.probabilities[0]
-    predicted = int(np.argmax(probabilities))
-    per_look = prediction.look_probabilities[0]
-    row = {"path": path, "prediction": classes[predicted],
-           "probabilities": {name: round(float(p), 6) for name, p in zip(classes, probabilities)},
-           "attention_entropy": round(entropy_of(prediction.attention[0]), 4), "looks": args.looks,
-           # How much the looks disagree: the spread of the chosen class's probability, and how many
-           # looks would on their own have chosen it.
-           "spread": round(float(per_look[:, predicted].std()), 6),
-           "agreement": round(float(np.mean(per_look.argmax(axis=1) == predicted)), 4)}
-    explanation = {name: getattr(prediction, name)[0] for name in
-                   ("probabilities", "attention", "cells", "weights", "patches")}
-    return row, (images[0], explanation)
-
-
-def draw(picture, row, config, directory):
-    from attention_sampling.application import figures
-
-    image, explanation = picture
-    name = os.path.splitext(os.path.basename(row["path"]))[0]
-    digest = hashlib.sha256(os.path.abspath(row["path"]).encode()).hexdigest()[:8]
-    path = os.path.join(directory, f"{name}-{digest}.png")  # the digest keeps equal names apart
-    figures.plot_explanation(image, explanation, config["classes"], None, config["scale"], config["size"], path,
-                             title=row["path"], border=config.get("border", "zero"))
-    return path
+def done_paths(path, kind):
+    """The images an earlier run already wrote to `path` (JSON lines or CSV). A last line cut by a kill is
+    removed from the file (its image is predicted again), so the rows appended next start on a line of their own."""
+    if not os.path.isfile(path):
+        return set()
+    with open(path, "rb+") as handle:
+        content = handle.read()
+        if content and not content.endswith(b"\n"):
+            handle.truncate(content.rfind(b"\n") + 1)
+    with open(path, newline="") as handle:
+        if kind == "json":
+            done = set()
+            for line in handle:
+                try:
+                    done.add(json.loads(line)["path"])
+                except (ValueError, KeyError, TypeError):
+                    pass  # a line cut by a kill: that image is predicted again
+            return done
+        return {row["path"] for row in csv.DictReader(handle) if row.get("path") and row.get("error") is not None}
 
 
 class Writer:
-    """Rows to stdout as they come: a table, JSON lines, or CSV."""
+    """Rows as they come, to stdout or --output: a table, JSON lines, or CSV; flushed row by row."""
 
-    def __init__(self, kind, classes):
-        self.kind, self.classes = kind, classes
+    def __init__(self, kind, classes, stream, header=True):
+        self.kind, self.classes, self.stream = kind, classes, stream
         if kind == "csv":
-            self.csv = csv.writer(sys.stdout, lineterminator="\n")
-            self.csv.writerow(["path", "prediction", *[f"p_{name}" for name in classes], "attention_entropy",
-                               "looks", "spread", "agreement", "error"])
+            self.csv = csv.writer(stream, lineterminator="\n")
+            if header:
+                self.csv.writerow(["path", "prediction", *[f"p_{name}" for name in classes], "attention_entropy",
+                                   "looks", "spread", "agreement", "error"])
 
     def write(self, row):
         if self.kind == "json":
-            print(json.dumps(row))
+            print(json.dumps(row), file=self.stream)
         elif self.kind == "csv":
             probabilities = row.get("probabilities", {})
             self.csv.writerow([row["path"], row.get("prediction", ""),
@@ -147,38 +123,61 @@ class Writer:
                                row.get("attention_entropy", ""), row.get("looks", ""), row.get("spread", ""),
                                row.get("agreement", ""), row.get("error", "")])
         elif "error" in row:
-            print(f"{row['path']}  ERROR  {row['error']}")
+            print(f"{row['path']}  ERROR  {row['error']}", file=self.stream)
         else:
             chances = "  ".join(f"{name} {p:.3f}" for name, p in row["probabilities"].items())
             looks = f"  (spread {row['spread']:.3f} over {row['looks']} looks)" if row["looks"] > 1 else ""
             print(f"{row['path']}  {row['prediction']}  [{chances}]  attention entropy "
-                  f"{row['attention_entropy']:.2f}{looks}")
-        sys.stdout.flush()
+                  f"{row['attention_entropy']:.2f}{looks}", file=self.stream)
+        self.stream.flush()
 
 
 def run(args):
     from tqdm import tqdm
 
-    from evaluate import load_run
+    from attention_sampling.application.prediction import checkpoint_path, model_from_checkpoint, predict_in_process
 
-    config, model, _, _ = load_run(args.run, args.checkpoint)
+    checkpoint = checkpoint_path(args.run, args.checkpoint)
+    config, _, _ = model_from_checkpoint(checkpoint)  # a foreign or broken checkpoint stops here, in one line
     paths = find_images(args.inputs)
+    kind = "json" if args.json else "csv" if args.csv else "table"
+    if args.resume:
+        done = done_paths(args.output, kind)
+        paths = [path for path in paths if path not in done]
+        print(f"predict.py: resuming {args.output}: {len(done)} image(s) done, {len(paths)} to go", file=sys.stderr)
     if args.pictures:
         try:
             os.makedirs(args.pictures, exist_ok=True)
         except OSError as error:
             raise AttentionSamplingError(f"--pictures {args.pictures}: {error.strerror or error}") from None
-    writer = Writer("json" if args.json else "csv" if args.csv else "table", config["classes"])
-    failed = []
-    for path in tqdm(paths, unit="img", disable=args.quiet or len(paths) == 1, file=sys.stderr):
-        row, picture = predict_one(model, config, path, args)
-        if "error" in row:
-            failed.append(row["error"])
-            if len(paths) == 1:
-                raise AttentionSamplingError(row["error"])
-        elif args.pictures:
-            draw(picture, row, config, args.pictures)
-        writer.write(row)
+    try:
+        stream = open(args.output, "a" if args.resume else "w", newline="") if args.output else sys.stdout
+    except OSError as error:
+        raise AttentionSamplingError(f"--output {args.output}: {error.strerror or error}") from None
+    client = None
+    try:
+        writer = Writer(kind, config["classes"], stream, header=not (args.resume and stream.tell() > 0))
+        if args.workers > 1 or args.scheduler:
+            from attention_sampling.application.cluster import connect, predict_on_cluster
+
+            client = connect(args.scheduler, args.workers)
+            rows = predict_on_cluster(client, checkpoint, paths, args.seed, args.looks, args.pictures)
+        else:
+            rows = predict_in_process(checkpoint, paths, args.seed, args.looks, args.pictures)
+        failed = []
+        for row in tqdm(rows, total=len(paths), unit="img", disable=args.quiet or len(paths) <= 1, file=sys.stderr):
+            if "error" in row:
+                failed.append(row["error"])
+                if len(paths) == 1:
+                    raise AttentionSamplingError(row["error"])
+            writer.write(row)
+    finally:
+        if client is not None:
+            client.close()
+            if not args.scheduler:
+                client.cluster.close()
+        if stream is not sys.stdout:
+            stream.close()
     if failed and len(failed) == len(paths):
         raise AttentionSamplingError(f"none of the {len(paths)} images could be read (first: {failed[0]})")
     if failed:

@@ -97,3 +97,36 @@ def test_bad_input_is_one_line_and_exit_code_2(trained, arguments, message):
     result = run(PREDICT, *[a.format(run=run_dir) for a in arguments], cwd=workspace)
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+
+
+def test_output_resumes_where_a_stopped_archive_was(trained, tmp_path):
+    """--output FILE --resume: the rows already in FILE (a last line cut by a kill aside) are skipped, the
+    rest appended; the finished file holds every image once, with the numbers of an uninterrupted run."""
+    workspace, run_dir, data = trained
+    full = tmp_path / "full.jsonl"
+    assert run(PREDICT, run_dir, data, "--json", "--output", full, "--quiet", cwd=workspace).returncode == 0
+    lines = full.read_text().splitlines()
+    stopped = tmp_path / "stopped.jsonl"
+    stopped.write_text("\n".join(lines[:5]) + "\n" + lines[5][:20])  # five rows and a cut one
+    result = run(PREDICT, run_dir, data, "--json", "--output", stopped, "--resume", "--quiet", cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    assert "5 image(s) done, 7 to go" in result.stderr
+    rows = [json.loads(line) for line in stopped.read_text().splitlines()]
+    assert sorted(row["path"] for row in rows) == sorted(json.loads(line)["path"] for line in lines)
+    assert sorted(rows, key=lambda row: row["path"]) == sorted(map(json.loads, lines), key=lambda row: row["path"])
+
+
+def test_a_local_cluster_of_two_workers_gives_the_same_rows(trained):
+    pytest.importorskip("distributed")
+    workspace, run_dir, data = trained
+    alone = json_rows(run(PREDICT, run_dir, data, "--json", "--quiet", cwd=workspace))
+    clustered = json_rows(run(PREDICT, run_dir, data, "--json", "--quiet", "--workers", 2, cwd=workspace))
+    assert clustered == alone
+
+
+def test_an_unreachable_scheduler_is_one_line(trained):
+    pytest.importorskip("distributed")
+    workspace, run_dir, data = trained
+    result = run(PREDICT, run_dir, data, "--scheduler", "tcp://127.0.0.1:9", cwd=workspace)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "--scheduler tcp://127.0.0.1:9" in result.stderr

@@ -1,0 +1,107 @@
+"""Classifying new images with a trained run, one image at a time (cluster.py runs the same on Dask).
+
+Each image gets its own generator, seeded by the user's seed and the image's path, so its prediction is
+the same whatever else is predicted with it, in whichever process.
+"""
+import hashlib
+import os
+
+import numpy as np
+
+from .errors import AttentionSamplingError
+
+CHECKPOINT_FILES = {"best": "best.npz", "last": "checkpoint.npz"}
+
+
+def checkpoint_path(run_dir, which):
+    if not os.path.isdir(run_dir):
+        raise AttentionSamplingError(f"{run_dir}: no such run folder")
+    path = os.path.join(run_dir, CHECKPOINT_FILES[which])
+    if which == "best" and not os.path.isfile(path) and os.path.isfile(os.path.join(run_dir, "checkpoint.npz")):
+        raise AttentionSamplingError(f"{path}: no such file (has an epoch finished?); try --checkpoint last")
+    return path
+
+
+def model_from_checkpoint(path):
+    """-> (config, model, epoch) from a checkpoint file (read without pickle)."""
+    from .checkpoint import load_checkpoint
+    from .trainer import build_model
+
+    state = load_checkpoint(path)
+    try:
+        config = state["meta"]["config"]
+        model = build_model(config)
+        model.load_state_dict(state["model"])
+        epoch = int(state["meta"]["epoch"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise AttentionSamplingError(
+            f"{path}: holds no model of this program ({type(error).__name__}: {error})") from None
+    return config, model, epoch
+
+
+def load_run(run_dir, which):
+    """-> (config, model, epoch, checkpoint path) of the run's best or last checkpoint."""
+    path = checkpoint_path(run_dir, which)
+    return (*model_from_checkpoint(path), path)
+
+
+def image_rng(seed, path):
+    """The generator of one image's draws: from the seed and the image's path alone."""
+    digest = hashlib.sha256(os.path.abspath(path).encode()).digest()
+    return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
+
+
+def read_for_run(path, config):
+    """-> (1, H, W, 3) float32 in [0, 1] at the run's image size (resized as training resizes)."""
+    from .data import DEFAULT_MAX_PIXELS, read_image, resize_bilinear
+
+    image = read_image(path, config.get("max_pixels", DEFAULT_MAX_PIXELS)).astype(np.float32)
+    height, width = config["image_shape"]
+    if image.shape[:2] != (height, width):
+        image = resize_bilinear(image, height, width)
+    return (np.clip(image, 0, 255) * np.float32(1 / 255))[None]
+
+
+def picture_path(directory, path):
+    name = os.path.splitext(os.path.basename(path))[0]
+    digest = hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:8]
+    return os.path.join(directory, f"{name}-{digest}.png")  # the digest keeps equal names apart
+
+
+def predict_path(model, config, path, seed=0, looks=1, pictures=None):
+    """One image -> its output row: the class, the probabilities, the attention entropy and, over the
+    looks, the spread of the chosen class's probability and the share of looks that agree. An image that
+    cannot be read gives an error row. With `pictures` a folder, its explanation is drawn there."""
+    from ..training import predict
+
+    try:
+        images = read_for_run(path, config)
+    except AttentionSamplingError as error:
+        return {"path": path, "error": str(error)}
+    prediction = predict(model, images, image_rng(seed, path), estimator=config.get("estimator", "reinforce"),
+                         replace=config.get("sampling", "with") == "with", looks=looks)
+    classes = config["classes"]
+    probabilities = prediction.probabilities[0]
+    chosen = int(np.argmax(probabilities))
+    per_look = prediction.look_probabilities[0]
+    attention = prediction.attention[0][prediction.attention[0] > 0]
+    row = {"path": path, "prediction": classes[chosen],
+           "probabilities": {name: round(float(p), 6) for name, p in zip(classes, probabilities)},
+           "attention_entropy": round(float(-np.sum(attention * np.log(attention))), 4), "looks": looks,
+           "spread": round(float(per_look[:, chosen].std()), 6),
+           "agreement": round(float(np.mean(per_look.argmax(axis=1) == chosen)), 4)}
+    if pictures:
+        from . import figures
+
+        explanation = {name: getattr(prediction, name)[0] for name in
+                       ("probabilities", "attention", "cells", "weights", "patches")}
+        figures.plot_explanation(images[0], explanation, classes, None, config["scale"], config["size"],
+                                 picture_path(pictures, path), title=path, border=config.get("border", "zero"))
+    return row
+
+
+def predict_in_process(checkpoint, paths, seed=0, looks=1, pictures=None):
+    """Rows for `paths`, in order, one image at a time in this process."""
+    config, model, _ = model_from_checkpoint(checkpoint)
+    for path in paths:
+        yield predict_path(model, config, path, seed, looks, pictures)
