@@ -16,6 +16,9 @@ from .errors import AttentionSamplingError
 from .prediction import model_from_checkpoint, predict_path
 
 PLUGIN_NAME = "attention-sampling-model"
+# Local workers share this machine's cores: one thread each for Numba and BLAS, so that N workers use N cores
+# instead of each starting a thread per core.
+ONE_THREAD = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
 class ModelPlugin(WorkerPlugin):
@@ -85,5 +88,5 @@ def connect(scheduler=None, workers=1):
         except (OSError, TimeoutError) as error:
             raise AttentionSamplingError(f"--scheduler {scheduler}: no Dask scheduler answers there ({error})") from None
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                           silence_logs=40)
+                           silence_logs=40, env=ONE_THREAD)
     return Client(cluster)
