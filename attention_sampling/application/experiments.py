@@ -274,6 +274,46 @@ def summarise_compare(rows):
     return "\n".join(lines)
 
 
+def looks_table(args):
+    """Accuracy, run-to-run agreement and time of predictions averaged over K looks, on a run's test split."""
+    import time
+
+    from .data import load_batch, stratified_split
+    from .prediction import image_rng, load_run
+    from ..training import predict
+
+    config, model, epoch, checkpoint = load_run(args.run, "best")
+    dataset = ImageFolder.scan(args.data or config["data"])
+    split = stratified_split(dataset.labels, config["test_fraction"], config["seed"], config.get("val_fraction", 0.0))
+    images = load_batch(dataset, split.test, tuple(config["image_shape"]))
+    labels = dataset.labels[split.test]
+    predict(model, images[:1], np.random.default_rng(0))  # compiles or loads the kernels before timing
+    lines = [f"| K looks | test accuracy (mean ± std over {args.repeats} repeats) | same class in every repeat | "
+             "ms per image |", "|---|---|---|---|"]
+    for looks in args.looks:
+        choices, seconds = [], 0.0
+        for repeat in range(args.repeats):
+            start = time.perf_counter()
+            predicted = [int(predict(model, images[i:i + 1], image_rng(repeat, dataset.paths[index]), looks=looks,
+                                     estimator=config.get("estimator", "reinforce"),
+                                     replace=config.get("sampling", "with") == "with").probabilities.argmax())
+                         for i, index in enumerate(split.test)]
+            seconds += time.perf_counter() - start
+            choices.append(predicted)
+        choices = np.array(choices)
+        accuracy = (choices == labels).mean(axis=1)
+        agreement = float(np.mean(np.all(choices == choices[0], axis=0)))
+        lines.append(f"| {looks} | {accuracy.mean():.3f} ± {accuracy.std():.3f} | {agreement:.3f} | "
+                     f"{1e3 * seconds / (args.repeats * len(split.test)):.1f} |")
+    table = "\n".join(lines)
+    print(f"{checkpoint} (epoch {epoch}), {len(split.test)} test images", file=sys.stderr)
+    print(table)
+    if args.out:
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+        with open(args.out, "w") as handle:
+            handle.write(f"{checkpoint} (epoch {epoch}), {len(split.test)} test images\n\n{table}\n")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m attention_sampling.application.experiments",
                                      description="Experiments over many resumable training runs.")
@@ -340,6 +380,14 @@ def main(argv=None):
     gradients.add_argument("--temperature", type=float, default=TRAINING_DEFAULTS["temperature"],
                            help=f"classifier temperature T (default {TRAINING_DEFAULTS['temperature']})")
     gradients.add_argument("--seed", type=int, default=0, help="seed of the problem and of the draws (default 0)")
+    looks = commands.add_parser("looks", help="predictions averaged over K looks: accuracy, agreement, time",
+                                description="On a run's test split: test accuracy and the share of images whose "
+                                            "predicted class is the same in every repeat, for each K.")
+    looks.add_argument("run", help="run folder of train.py (its best.npz)")
+    looks.add_argument("--data", help="the run's image folder (default: as in its config)")
+    looks.add_argument("--looks", type=int, nargs="+", default=[1, 4, 16], help="K values (default 1 4 16)")
+    looks.add_argument("--repeats", type=int, default=5, help="predictions of the split with other seeds (default 5)")
+    looks.add_argument("--out", help="also write the table to this file")
     one = commands.add_parser("run-one", help="one run of compare, its settings as JSON (used internally)")
     one.add_argument("config", help="JSON of one run's settings")
     table_run = commands.add_parser("table-run", help="one run of paper-table, its settings as JSON (used internally)")
@@ -350,6 +398,8 @@ def main(argv=None):
             paper_table(args)
         elif args.command == "compare":
             compare(args)
+        elif args.command == "looks":
+            looks_table(args)
         elif args.command == "gradients":
             from .gradients import gradient_table, make_problem, write_results
             rows = gradient_table(make_problem(args.seed, temperature=args.temperature), args.patches, args.replicas,

@@ -1,5 +1,7 @@
 """The experiment commands on tiny generated data: every method of `compare` trains and reports, and a
 killed command resumes from its CSV."""
+import os
+
 import numpy as np
 import pytest
 
@@ -76,3 +78,29 @@ def test_paper_table_trains_and_resumes(tmp_path):
     longer = [r for r in experiments.read_results(out / "results.csv") if int(r["epochs"]) == 2]
     assert len(longer) == 2
     assert "20 -> 6" in (out / "table.md").read_text()
+
+
+def test_looks_table_reports_accuracy_agreement_and_time_per_k(tmp_path):
+    """`experiments looks` on a run's test split: one row per K, accuracies in [0, 1], and with K = 1 the
+    repeats (other seeds) may disagree where K = 8 averages them out more."""
+    import nn
+    from attention_sampling.application.checkpoint import save_checkpoint
+    from attention_sampling.application.data import ImageFolder
+    from attention_sampling.application.trainer import build_model
+
+    data = ensure_default_dataset(str(tmp_path / "data"), **TINY)
+    dataset = ImageFolder.scan(data)
+    config = dict(classes=dataset.classes, image_shape=list(dataset.image_shape()), size=8, scale=4, patches=2, seed=0,
+                  test_fraction=0.3, val_fraction=0.0, data=data, temperature=3.0, border="reflect", floor=0.0)
+    os.makedirs(tmp_path / "run")
+    save_checkpoint(str(tmp_path / "run" / "best.npz"), build_model(config), nn.Adam(), np.random.default_rng(0),
+                    epoch=1, config=config, history=[])
+    out = tmp_path / "looks.md"
+    assert experiments.main(["looks", str(tmp_path / "run"), "--looks", "1", "8", "--repeats", "3",
+                             "--out", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| 1 ") or line.startswith("| 8 ")]
+    assert len(rows) == 2
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        accuracy = float(cells[1].split(" ± ")[0])
+        assert 0 <= accuracy <= 1 and 0 <= float(cells[2]) <= 1 and float(cells[3]) > 0
