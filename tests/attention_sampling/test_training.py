@@ -231,10 +231,12 @@ def attention_on_the_border_after_training(border, temperature, entropy_weight, 
 
 def test_attention_does_not_collapse_onto_the_border_where_the_label_is_in_the_middle():
     """The collapse of the lymphoma runs, in miniature. With zero-padded patches, T = 1 and lambda = 0.01
-    (the original settings) this seed ends with 90% of its attention on the outer ring of cells, whose
+    (the original settings) seed 2 ends with 90% of its attention on the outer ring of cells, whose
     patches are easy to recognise by their black band, though the label is never there. With reflected
-    borders, T = 3 and lambda = 0.05 (train.py's defaults) the ring keeps less than the 31% a uniform map
-    gives it."""
+    borders, T = 3 and lambda = 0.05 (train.py's defaults) no seed of four gives the ring as much as the
+    31% a uniform map gives it (0.01 to 0.23 measured), and their mean stays far below it."""
     uniform_share = 1 - 10 * 10 / (12 * 12)
-    assert attention_on_the_border_after_training("zero", 1.0, 0.01) > 0.8
-    assert attention_on_the_border_after_training("reflect", 3.0, 0.05) < uniform_share
+    assert attention_on_the_border_after_training("zero", 1.0, 0.01, seed=2) > 0.5
+    shares = [attention_on_the_border_after_training("reflect", 3.0, 0.05, seed=seed) for seed in range(4)]
+    assert max(shares) < uniform_share
+    assert np.mean(shares) < uniform_share / 2
