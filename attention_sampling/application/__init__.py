@@ -1,14 +1,21 @@
-"""The application around the method: what reads files, keeps run folders and draws pictures.
+"""The application around the method: what reads files, keeps run folders, draws pictures and scales out.
 
     data         image folders ROOT/<class>/<images>: scanning, checking, decoding, augmentation, splits
     synthetic    generated images whose label lives in a few small textured spots
     embedded     the embedded data set built from them (generated once into the user's cache)
-    trainer      Trainer: epochs of train_step, evaluation, best model, resume (RunFolder keeps the files)
-    checkpoint   checkpoint .npz files: model, Adam state, random state, history
+    settings     the training settings and defaults that train.py and the experiments share
+    trainer      Trainer: epochs of train_step, evaluation, the validation-best model, resume
+    runfolder    RunFolder: a run's files, written atomically, and its lock
+    checkpoint   checkpoint .npz files: model, Adam state, random state, history (no pickle)
     runlock      one training process per run folder
     errors       AttentionSamplingError: the one-line errors the command lines print
+    cli          what the command lines share: argument types, the one-line parser
     evaluation   predictions over a data set, accuracy, confusion matrix
+    prediction   new images, one at a time: load a run, predict a path (predict.py)
+    cluster      the same on a Dask cluster (needs dask.distributed)
     figures      curves.png and the attention pictures
-    experiments  the paper's table and the estimator comparison (python -m attention_sampling.application.experiments)
+    experiments  the paper's table, the estimator comparison, gradient statistics, looks
+                 (python -m attention_sampling.application.experiments)
+    gradients    each estimator's gradient against the exact one
     baselines    uniform attention and a CNN on the downscaled image
 """
