@@ -87,6 +87,16 @@ def test_pictures_are_drawn_per_image(trained, tmp_path):
         len(os.listdir(tmp_path / "pictures")) == 4
 
 
+def test_a_foreign_checkpoint_is_one_line_and_never_unpickled(trained, tmp_path):
+    workspace, _, data = trained
+    run_dir = tmp_path / "foreign"
+    run_dir.mkdir()
+    np.savez(run_dir / "best.npz", weights=np.arange(3))  # an .npz, but not this program's checkpoint
+    result = run(PREDICT, run_dir, data, cwd=workspace)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "not a checkpoint of this program" in result.stderr
+
+
 @pytest.mark.parametrize("arguments, message", [
     (["missing-run", "x.png"], "missing-run: no such run folder"),
     (["{run}", "no-such-image.png"], "no-such-image.png: no such file or folder"),
