@@ -262,9 +262,8 @@ class Trainer:
         return np.random.default_rng([self.config["seed"], self.epoch, int(position), 1])
 
     def _load(self, batch, position):
-        images = load_batch(self.dataset, batch, tuple(self.config["image_shape"]), self.augment,
-                            self._augmentation_rng(position))
-        return images
+        return load_batch(self.dataset, batch, tuple(self.config["image_shape"]), self.augment,
+                          self._augmentation_rng(position))
 
     def _run_epoch(self):
         """Train on every training image once (in a fresh random order), then evaluate and save.
