@@ -18,8 +18,8 @@ import numpy as np
 
 from attention_sampling.application.cli import non_negative_int, OneLineParser
 from attention_sampling.application.errors import AttentionSamplingError
+from attention_sampling.application.prediction import CHECKPOINT_FILES
 
-CHECKPOINT_CHOICES = ("best", "last")
 
 
 def parse_args(argv=None):
@@ -33,7 +33,7 @@ def parse_args(argv=None):
                         help="test: held out in training and never used to choose (default); val: the "
                              "validation images best.npz was chosen on; train; all")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-    parser.add_argument("--checkpoint", choices=CHECKPOINT_CHOICES, default="best",
+    parser.add_argument("--checkpoint", choices=tuple(CHECKPOINT_FILES), default="best",
                         help="best: best.npz, the epoch chosen on validation (default); last: checkpoint.npz")
     parser.add_argument("--examples", type=non_negative_int, default=2, metavar="K",
                         help="attention pictures per class (default 2; 0: none)")

@@ -28,6 +28,7 @@ import sys
 
 from attention_sampling.application.cli import OneLineParser, positive_int
 from attention_sampling.application.errors import AttentionSamplingError
+from attention_sampling.application.prediction import CHECKPOINT_FILES
 
 
 def parse_args(argv=None):
@@ -46,7 +47,7 @@ def parse_args(argv=None):
     parser.add_argument("--pictures", metavar="DIR", help="write each image's attention picture into DIR")
     parser.add_argument("--looks", type=positive_int, default=1, metavar="K",
                         help="average the class probabilities of K independent looks (default 1)")
-    parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
+    parser.add_argument("--checkpoint", choices=tuple(CHECKPOINT_FILES), default="best",
                         help="best: best.npz, chosen on validation (default); last: checkpoint.npz")
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the patch sampling (default 0)")
     cluster = parser.add_mutually_exclusive_group()

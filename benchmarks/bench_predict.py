@@ -56,16 +56,12 @@ def main(argv=None):
     seconds = time.perf_counter() - start
     rows.append(["in process", f"{len(paths) / seconds:.2f}", f"{seconds:.1f}", "-", mb(peak_rss_bytes())])
 
-    from distributed import Client, LocalCluster
-
-    from attention_sampling.application.cluster import ONE_THREAD, predict_on_cluster
+    from attention_sampling.application.cluster import connect, predict_on_cluster
     from benchmarks.common import peak_rss_bytes as worker_peak
 
     for workers in args.workers:
         start = time.perf_counter()
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                               silence_logs=40, env=ONE_THREAD)
-        client = Client(cluster)
+        client = connect(workers=workers)  # the local cluster predict.py --workers starts
         list(predict_on_cluster(client, checkpoint, paths[:2 * workers], looks=args.looks))  # model, caches
         ready = time.perf_counter() - start
         start = time.perf_counter()
@@ -75,7 +71,7 @@ def main(argv=None):
         rows.append([f"{workers} worker(s)", f"{len(paths) / seconds:.2f}", f"{seconds:.1f}", f"{ready:.1f}",
                      "/".join(mb(value) for value in peaks.values())])
         client.close()
-        cluster.close()
+        client.cluster.close()
     print()
     print_table(["", "images/s", "seconds", "start-up s", "peak RSS MB (per worker)"], rows)
     return 0

@@ -367,6 +367,20 @@ def _channel_means(image):
     return sums / (h * w)
 
 
+@njit(cache=True, nogil=True)
+def _source_pixels(index, size, crop_start, crop_size, flip):
+    """Output row (or column) `index` of `size` -> (source index, next source index, weight of the next):
+    the bilinear sample of the crop's pixel centres, as resize_bilinear takes it, mapped back through the
+    flip (the flipped image's pixel p is the source's size - 1 - p)."""
+    position = min(max((index + 0.5) * (crop_size / size) - 0.5, 0.0), crop_size - 1.0)
+    first = int(np.floor(position))
+    second = min(first + 1, crop_size - 1)
+    first, second = crop_start + first, crop_start + second
+    if flip:
+        first, second = size - 1 - first, size - 1 - second
+    return first, second, np.float32(position - np.floor(position))
+
+
 @njit(cache=True, nogil=True)  # runs in the loader thread beside the training step
 def _augment_into(image, flip_rows, flip_columns, factor, mean, top, left, crop_h, crop_w, out):
     """out (H, W, C) float32 in [0, 1] = clip(contrast(zoom(flip(image))), 0, 255) / 255 in one pass.
@@ -375,22 +389,10 @@ def _augment_into(image, flip_rows, flip_columns, factor, mean, top, left, crop_
     the contrast (v - mean) * factor + mean commutes with that interpolation (its weights sum to one), so it
     is applied to each interpolated value, with the whole flipped image's mean, as the reference does."""
     h, w, c = image.shape
-    scale_rows, scale_columns = crop_h / h, crop_w / w
     for i in range(h):
-        row = min(max((i + 0.5) * scale_rows - 0.5, 0.0), crop_h - 1.0)
-        r0 = int(np.floor(row))
-        r1 = min(r0 + 1, crop_h - 1)
-        fr = np.float32(row - r0)
-        # The flipped image's row top + r is the source row h - 1 - (top + r) when the rows are flipped.
-        s0 = h - 1 - (top + r0) if flip_rows else top + r0
-        s1 = h - 1 - (top + r1) if flip_rows else top + r1
+        s0, s1, fr = _source_pixels(i, h, top, crop_h, flip_rows)
         for j in range(w):
-            column = min(max((j + 0.5) * scale_columns - 0.5, 0.0), crop_w - 1.0)
-            c0 = int(np.floor(column))
-            c1 = min(c0 + 1, crop_w - 1)
-            fc = np.float32(column - c0)
-            t0 = w - 1 - (left + c0) if flip_columns else left + c0
-            t1 = w - 1 - (left + c1) if flip_columns else left + c1
+            t0, t1, fc = _source_pixels(j, w, left, crop_w, flip_columns)
             for k in range(c):
                 upper = np.float32(image[s0, t0, k]) * (1 - fr) + np.float32(image[s1, t0, k]) * fr
                 lower = np.float32(image[s0, t1, k]) * (1 - fr) + np.float32(image[s1, t1, k]) * fr

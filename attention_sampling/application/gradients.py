@@ -23,6 +23,8 @@ import os
 
 import numpy as np
 
+from nn import softmax
+
 from ..objective import (estimator_weights, expectation_backward, patch_rewards, reinforce_gradient,
                          scatter_to_cells, standardised_advantage)
 from ..sampling import sample_cells
@@ -61,9 +63,7 @@ def exact_gradient(problem, estimator):
         r = patch_rewards(f.reshape(1, -1, f.shape[-1]), np.array([y]), t).reshape(a.shape)
         return -a * (r - np.sum(a * r))
     expected = np.einsum("hw,hwc->c", a, f)
-    probabilities = np.exp(t * expected - np.max(t * expected))
-    probabilities /= probabilities.sum()
-    g = probabilities - np.eye(f.shape[-1])[y]
+    g = softmax(t * expected, axis=-1) - np.eye(f.shape[-1])[y]
     h = t * np.einsum("c,hwc->hw", g, f)
     return a * (h - np.sum(a * h))
 
@@ -86,8 +86,7 @@ def estimates(problem, estimator, replace, patches, replicas, trials, rng):
         grad = reinforce_gradient(standardised_advantage(rewards), all_cells, (side_h, side_w), weights)
     else:
         logits = t * np.einsum("mp,mpc->mc", draw_weights, sampled_features)
-        probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        probabilities = softmax(logits, axis=-1)
         # The cross-entropy's mean over the image's looks, as train_step's loss is a mean over looks.
         grad_logits = (probabilities - np.eye(classes)[labels]) / replicas
         _, per_draw = expectation_backward(grad_logits, sampled_features, draw_weights, t)
