@@ -13,7 +13,7 @@ import nn.numba_cache  # noqa: F401  (the samplers' kernels are cached the safe 
 
 from .models import AttentionNetwork, AttentionSamplingModel, FeatureNetwork
 from .objective import (attention_entropy, entropy_gradient, estimator_weights, expectation_backward,
-                        expectation_logits, expected_logits, expected_logits_backward, patch_rewards,
+                        expectation_baseline, expectation_logits, expected_logits, expected_logits_backward, patch_rewards,
                         reinforce_gradient, standardised_advantage)
 from .patches import extract_patches, patch_boxes
 from .sampling import sample_cells
@@ -24,6 +24,6 @@ __all__ = [
     "sample_cells", "extract_patches", "patch_boxes",
     "expected_logits", "expected_logits_backward", "patch_rewards", "standardised_advantage",
     "reinforce_gradient", "attention_entropy", "entropy_gradient",
-    "estimator_weights", "expectation_logits", "expectation_backward",
+    "estimator_weights", "expectation_logits", "expectation_backward", "expectation_baseline",
     "look", "patch_features", "classify_patches", "train_step", "predict", "Sampled", "Prediction",
 ]

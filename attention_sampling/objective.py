@@ -80,7 +80,8 @@ def entropy_gradient(log_attention):
 
 # ----------------------------------------------------------------------------------------------------
 # The expectation estimator (Katharopoulos & Fleuret, 2019): the model is E_{i ~ a}[f_i], estimated from
-# the sampled patches and differentiated directly; no reward, no baseline.
+# the sampled patches and differentiated directly; no reward. Its attention gradient gets a baseline made
+# of the image's other looks (expectation_baseline), as REINFORCE's rewards get theirs.
 
 
 def estimator_weights(attention_values, replace=True):
@@ -108,18 +109,40 @@ def expectation_logits(features, weights, temperature=1.0):
     return temperature * np.einsum("mp,mpc->mc", weights, features)
 
 
-def expectation_backward(grad_logits, features, weights, temperature=1.0):
+def expectation_backward(grad_logits, features, weights, temperature=1.0, baseline=None):
     """Gradients of the loss through the estimate: -> (dL/df (M, P, C), dL/dlog a_i (M, P)).
 
     dL/df_m = T w_m g. For the attention, d E_a[f] = sum_k f_k d a_k = sum_k a_k (f_k d log a_k): again an
     expectation over a, of f_k d log a_k, so the same weights estimate it without bias:
-        dL/dlog a_{i_m} = T w_m (g . f_m)
-    with g = dL/dlogits and the weights held constant.
+        dL/dlog a_{i_m} = T w_m (g . (f_m - b))
+    with g = dL/dlogits, the weights held constant and b the (M, C) `baseline` of each look (0 if None).
+    Any b that does not depend on the look's own draws leaves the estimate unbiased: sum_k a_k d log a_k =
+    d sum_k a_k = 0, so E[sum_m w_m b d log a_{i_m}] = 0. Without it, the part g . E[f] that all draws
+    share pushes up whichever cells happened to be drawn, most often the likeliest: a random walk that
+    the softmax turns into a collapse (README, "Beyond the paper").
     """
     grad_logits = temperature * grad_logits
     grad_features = weights[:, :, None] * grad_logits[:, None, :]
-    grad_log_attention = weights * np.einsum("mc,mpc->mp", grad_logits, features)
+    centred = features if baseline is None else features - baseline[:, None, :]
+    grad_log_attention = weights * np.einsum("mc,mpc->mp", grad_logits, centred)
     return grad_features, grad_log_attention
+
+
+def expectation_baseline(features, weights, replicas):
+    """(N R, P, C) features of R looks per image (looks of one image adjacent), (N R, P) estimator weights ->
+    (N R, C) baseline of each look: the mean of the image's other R - 1 looks' estimates sum_m w_m f_m.
+
+    The looks are independent draws, so each look's baseline is independent of its own draws (unbiased,
+    expectation_backward) while estimating the same E_a[f]: f_m - b is then how much patch m differs from
+    the image's average patch, the counterpart of REINFORCE's r - mean r. With R = 1 there is no other
+    look: the baseline is 0, the estimator without one.
+    """
+    m, _, c = features.shape
+    estimates = np.einsum("mp,mpc->mc", weights, features).reshape(-1, replicas, c)
+    if replicas == 1:
+        return np.zeros((m, c), dtype=features.dtype)
+    others = (estimates.sum(axis=1, keepdims=True) - estimates) / (replicas - 1)
+    return others.reshape(m, c).astype(features.dtype)
 
 
 def floored_attention(log_attention, floor):

@@ -5,8 +5,8 @@ import numpy as np
 
 import nn
 from .objective import (attention_entropy, entropy_gradient, estimator_weights, expectation_backward,
-                        expectation_logits, expected_logits, expected_logits_backward, floored_attention,
-                        floored_attention_backward, patch_rewards, reinforce_gradient, scatter_to_cells,
+                        expectation_baseline, expectation_logits, expected_logits, expected_logits_backward,
+                        floored_attention, floored_attention_backward, patch_rewards, reinforce_gradient, scatter_to_cells,
                         standardised_advantage)
 from .patches import extract_patches, outside_image
 from .sampling import sample_cells
@@ -135,8 +135,10 @@ def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight
                                                 None if replace else (p * draw_weights).reshape(n, -1)) / n
         lap("REINFORCE gradient")
     else:
+        # Each look's baseline is the image's other looks' estimate of E_a[f] (objective.expectation_baseline).
+        baseline = expectation_baseline(features, draw_weights, replicas)
         grad_features, grad_per_draw = expectation_backward(loss_fn.backward(), features, draw_weights,
-                                                            temperature)
+                                                            temperature, baseline)
         # The cross-entropy is already a mean over the n * replicas looks: its gradient needs no scaling.
         grad_log_attention = scatter_to_cells(grad_per_draw.reshape(n, -1), sampled.cells, map_shape)
         lap("expectation gradient")

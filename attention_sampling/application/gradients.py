@@ -11,7 +11,8 @@ the exact gradient of the objective it stands for:
 
   REINFORCE     loss -R(a), R = sum_k a_k r_k with r_k = softmax(T f_k)[y]:   dL/dz = -a (r - R)
   expectation   loss CE(softmax(T sum_k a_k f_k), y):                        dL/dz = a (h - sum_j a_j h_j),
-                with h_k = T g . f_k and g = softmax(T E_a f) - onehot(y)
+                with h_k = T g . f_k and g = softmax(T E_a f) - onehot(y); as train_step computes it (each
+                look's baseline the other looks' estimate of E_a[f]) and, for comparison, without a baseline
 
 Per setting: the cosine between the mean estimate and the exact gradient (1: no bias in direction), the
 mean's norm relative to the exact one (the standardised advantage rescales REINFORCE), the mean cosine of a
@@ -25,10 +26,11 @@ import numpy as np
 
 from nn import softmax
 
-from ..objective import (estimator_weights, expectation_backward, patch_rewards, reinforce_gradient,
-                         scatter_to_cells, standardised_advantage)
+from ..objective import (estimator_weights, expectation_backward, expectation_baseline, patch_rewards,
+                         reinforce_gradient, scatter_to_cells, standardised_advantage)
 from ..sampling import sample_cells
 
+ESTIMATORS = ("reinforce", "expectation, no baseline", "expectation")
 COLUMNS = ("estimator", "sampling", "patches", "replicas", "trials", "cosine_of_mean", "relative_norm_of_mean",
            "mean_cosine", "snr")
 
@@ -89,7 +91,9 @@ def estimates(problem, estimator, replace, patches, replicas, trials, rng):
         probabilities = softmax(logits, axis=-1)
         # The cross-entropy's mean over the image's looks, as train_step's loss is a mean over looks.
         grad_logits = (probabilities - np.eye(classes)[labels]) / replicas
-        _, per_draw = expectation_backward(grad_logits, sampled_features, draw_weights, t)
+        baseline = None if estimator.endswith("no baseline") else \
+            expectation_baseline(sampled_features, draw_weights, replicas)
+        _, per_draw = expectation_backward(grad_logits, sampled_features, draw_weights, t, baseline)
         grad = scatter_to_cells(per_draw.reshape(trials, -1), all_cells, (side_h, side_w))
     return to_logits(grad, a)
 
@@ -113,11 +117,11 @@ def statistics(samples, exact):
 def gradient_table(problem, patch_counts=(1, 5, 20), replicas=4, trials=20000, seed=0):
     """-> rows (dicts with COLUMNS) for each estimator x sampling x P."""
     rows = []
-    for estimator in ("reinforce", "expectation"):
+    for estimator in ESTIMATORS:
         exact = exact_gradient(problem, estimator)
         for sampling in ("with", "without"):
             for patches in patch_counts:
-                rng = np.random.default_rng([seed, patches, sampling == "with", estimator == "reinforce"])
+                rng = np.random.default_rng([seed, patches, sampling == "with", ESTIMATORS.index(estimator)])
                 samples = estimates(problem, estimator, sampling == "with", patches, replicas, trials, rng)
                 rows.append({"estimator": estimator, "sampling": sampling, "patches": patches, "replicas": replicas,
                              "trials": trials, **statistics(samples, exact)})
@@ -150,11 +154,11 @@ def write_results(rows, out):
     panels = figure.subplots(1, 3)
     for axes, key, title in zip(panels, ("cosine_of_mean", "mean_cosine", "snr"),
                                 ("cosine(mean estimate, exact)", "mean cosine of one estimate", "signal-to-noise")):
-        for index, (estimator, sampling) in enumerate([(e, s) for e in ("reinforce", "expectation")
-                                                       for s in ("with", "without")]):
-            chosen = [r for r in rows if r["estimator"] == estimator and r["sampling"] == sampling]
-            axes.plot([r["patches"] for r in chosen], [r[key] for r in chosen], marker="o",
-                      linestyle="-" if estimator == "reinforce" else "--", label=f"{estimator}, {sampling}")
+        for estimator, style in zip(ESTIMATORS, ("-", ":", "--")):
+            for sampling in ("with", "without"):
+                chosen = [r for r in rows if r["estimator"] == estimator and r["sampling"] == sampling]
+                axes.plot([r["patches"] for r in chosen], [r[key] for r in chosen], marker="o", linestyle=style,
+                          label=f"{estimator}, {sampling}")
         axes.set_xscale("log")
         axes.set_xlabel("patches P per look")
         axes.set_title(title, fontsize=10)
