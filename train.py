@@ -16,7 +16,7 @@ from attention_sampling.application.cli import (OneLineParser, fraction, non_neg
 from attention_sampling.application.data import DEFAULT_MAX_PIXELS, ImageFolder
 from attention_sampling.application.embedded import ensure_default_dataset
 from attention_sampling.application.errors import AttentionSamplingError
-from attention_sampling.application.settings import TRAINING_DEFAULTS
+from attention_sampling.application.settings import ENTROPY_BY_ESTIMATOR, TRAINING_DEFAULTS
 
 PAPER_EPOCHS = 300
 # The embedded data set is learnt long before 300 epochs; this keeps the default run near 15 minutes.
@@ -46,7 +46,8 @@ def parse_args(argv=None):
     add("--replicas", type=positive_int, metavar="R", help="fresh samples of each image per step (default 4)")
     add("--lr", type=positive_float, metavar="LR", help="Adam learning rate (default 1e-3)")
     add("--entropy", type=non_negative_float, metavar="LAMBDA",
-        help=f"weight lambda of the attention-entropy bonus (default {TRAINING_DEFAULTS['entropy']})")
+        help=f"weight lambda of the attention-entropy bonus (default {ENTROPY_BY_ESTIMATOR['reinforce']} with "
+             f"reinforce, {ENTROPY_BY_ESTIMATOR['expectation']} with expectation, whose signal is smaller)")
     add("--temperature", type=positive_float, metavar="T",
         help=f"classifier temperature: o = softmax(T x eq. 1) (default {TRAINING_DEFAULTS['temperature']})")
     add("--border", choices=("zero", "reflect", "inside"),
@@ -80,6 +81,8 @@ def parse_args(argv=None):
     for key, value in DEFAULTS.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if "entropy" not in args.typed:
+        args.entropy = ENTROPY_BY_ESTIMATOR[args.estimator]
     if args.val_fraction + args.test_fraction >= 1:
         parser.error(f"--val-fraction ({args.val_fraction}) and --test-fraction ({args.test_fraction}) leave no "
                      "images to train on: together they must stay below 1")

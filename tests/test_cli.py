@@ -256,3 +256,14 @@ def test_evaluate_without_matplotlib_still_prints_the_numbers(two_epoch_run, tmp
     assert "accuracy" in result.stdout and "confusion matrix" in result.stdout
     assert "matplotlib" in result.stderr
     assert not (run_dir / "curves.png").exists() and not (run_dir / "attention").exists()
+
+
+def test_the_entropy_default_follows_the_estimator_unless_typed():
+    import train
+    from attention_sampling.application.settings import ENTROPY_BY_ESTIMATOR
+
+    assert train.parse_args([]).entropy == ENTROPY_BY_ESTIMATOR["reinforce"]
+    assert train.parse_args(["--estimator", "expectation"]).entropy == ENTROPY_BY_ESTIMATOR["expectation"]
+    typed = train.parse_args(["--estimator", "expectation", "--entropy", "0.2"])
+    assert typed.entropy == 0.2 and typed.typed["entropy"] == 0.2
+    assert "entropy" not in train.parse_args(["--estimator", "expectation"]).typed  # a resume keeps the run's

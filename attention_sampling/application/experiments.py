@@ -27,7 +27,7 @@ from .data import ImageFolder
 from .embedded import FEW_SPOTS, ensure_default_dataset
 from .errors import AttentionSamplingError
 from .evaluation import predict_dataset
-from .settings import TRAINING_DEFAULTS
+from .settings import ENTROPY_BY_ESTIMATOR, TRAINING_DEFAULTS
 
 PAPER_GRID = ((50, 1), (50, 5), (50, 20), (20, 5))  # (S, P) in the paper's pixels
 # The paper's Table (lymphoma, 5 trials, 300 epochs, full resolution) and the reference implementation's
@@ -197,7 +197,18 @@ METHODS = {
     "CNN on the downscaled image": dict(baseline="downscaled"),
 }
 DATASETS = {"spots": {}, "few-spots": FEW_SPOTS}
-COMPARE_COLUMNS = ("dataset", "method", "seed", "train_accuracy", "test_accuracy", "seconds", "peak_mb")
+COMPARE_COLUMNS = ("dataset", "method", "estimator", "sampling", "seed", "epochs", "entropy", "train_accuracy",
+                   "test_accuracy", "seconds", "peak_mb")
+
+
+def compare_data(name):
+    """A --datasets entry -> (name, folder): a generated set by its name, or an image folder by its path
+    (named by its last component)."""
+    if name in DATASETS:
+        return name, ensure_default_dataset(**DATASETS[name])
+    if not os.path.isdir(name):
+        raise SystemExit(f"compare: --datasets {name!r} is neither {' nor '.join(DATASETS)} nor an image folder")
+    return os.path.basename(os.path.normpath(name)), name
 
 
 def run_one(config):
@@ -230,26 +241,30 @@ def compare(args):
     results_path = os.path.join(args.out, "compare.csv")
     rows = read_results(results_path)
     done = {(r["dataset"], r["method"], int(r["seed"])) for r in rows}
-    for dataset_name in args.datasets:
-        data = ensure_default_dataset(**DATASETS[dataset_name])
+    methods = {method: METHODS[method] for method in args.methods}
+    for dataset_name, data in map(compare_data, args.datasets):
         dataset = ImageFolder.scan(data)
         height, width = dataset.image_shape()
-        for method, settings in METHODS.items():
+        for method, settings in methods.items():
+            # Each estimator's own entropy default (settings.ENTROPY_BY_ESTIMATOR) unless one is given.
+            entropy = args.entropy if args.entropy is not None else \
+                ENTROPY_BY_ESTIMATOR[settings.get("estimator", "reinforce")]
             for seed in range(args.seeds):
                 if (dataset_name, method, seed) in done:
                     continue
                 config = dict(data=os.path.abspath(data), classes=dataset.classes, image_shape=[height, width],
                               patches=args.patches, size=args.size, scale=args.scale, epochs=args.epochs,
                               batch_size=args.batch_size, replicas=args.replicas, lr=args.lr,
-                              entropy=args.entropy, seed=seed, test_fraction=0.3, augment=True,
+                              entropy=entropy, seed=seed, test_fraction=0.3, augment=True,
                               **{key: TRAINING_DEFAULTS[key] for key in ("temperature", "border", "floor")},
                               downscale=args.downscale, **settings,
                               run_dir=os.path.join(args.out, dataset_name, method.split(" (")[0].replace(", ", "-")
                                                    .replace(" ", "-") + f"-seed{seed}"))
                 print(f"{dataset_name}: {method}, seed {seed}", file=sys.stderr)
                 result = run_in_subprocess("run-one", config)
-                row = {"dataset": dataset_name, "method": method, "seed": seed,
-                       "train_accuracy": round(result["train_accuracy"], 4),
+                row = {"dataset": dataset_name, "method": method, "estimator": settings.get("estimator", ""),
+                       "sampling": settings.get("sampling", ""), "seed": seed, "epochs": args.epochs,
+                       "entropy": entropy if "estimator" in settings else "", "train_accuracy": round(result["train_accuracy"], 4),
                        "test_accuracy": round(result["test_accuracy"], 4),
                        "seconds": round(result["seconds"], 1), "peak_mb": round(result["peak_mb"])}
                 append_row(results_path, row, COMPARE_COLUMNS)
@@ -263,7 +278,7 @@ def summarise_compare(rows):
     """-> a Markdown table: mean ± std over seeds of test accuracy, training time and peak memory."""
     lines = ["| data set | method | runs | test accuracy | train accuracy | time (s) | peak memory (MB) |",
              "|---|---|---|---|---|---|---|"]
-    for dataset_name in DATASETS:
+    for dataset_name in dict.fromkeys(r["dataset"] for r in rows):
         for method in METHODS:
             chosen = [r for r in rows if r["dataset"] == dataset_name and r["method"] == method]
             if not chosen:
@@ -356,10 +371,13 @@ def main(argv=None):
     table.add_argument("--no-augment", action="store_true", help="turn off flips, contrast and zoom")
     comparison = commands.add_parser("compare", help="estimators x sampling modes against two baselines")
     comparison.add_argument("--out", default="runs/compare", help="folder for the runs and compare.csv")
-    comparison.add_argument("--datasets", nargs="+", choices=tuple(DATASETS), default=list(DATASETS),
-                            help="generated data sets to compare on (default: both)")
+    comparison.add_argument("--datasets", nargs="+", default=list(DATASETS), metavar="NAME_OR_FOLDER",
+                            help=f"data sets to compare on: {' or '.join(DATASETS)} (generated) or an image folder "
+                                 "ROOT/<class>/<images> (default: both generated ones)")
+    comparison.add_argument("--methods", nargs="+", choices=tuple(METHODS), default=list(METHODS), metavar="METHOD",
+                            help="methods to train (default: all): " + "; ".join(METHODS))
     comparison.add_argument("--seeds", type=int, default=3, help="random trials per setting (default 3)")
-    comparison.add_argument("--epochs", type=int, default=15, help="epochs per run (default 15)")
+    comparison.add_argument("--epochs", type=int, default=20, help="epochs per run (default 20)")
     comparison.add_argument("--patches", type=int, default=10, help="patches P (default 10)")
     comparison.add_argument("--size", type=int, default=50, help="patch size S (default 50)")
     comparison.add_argument("--scale", type=int, default=4, help="down-scaling factor c (default 4)")
@@ -368,7 +386,9 @@ def main(argv=None):
     comparison.add_argument("--batch-size", type=int, default=8, help="images per step (default 8)")
     comparison.add_argument("--replicas", type=int, default=2, help="samples of each image per step (default 2)")
     comparison.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    comparison.add_argument("--entropy", type=float, default=0.01, help="entropy bonus weight (default 0.01)")
+    comparison.add_argument("--entropy", type=float, default=None,
+                            help="entropy bonus weight (default: each estimator's, as train.py: " +
+                                 ", ".join(f"{k} {v}" for k, v in ENTROPY_BY_ESTIMATOR.items()) + ")")
     gradients = commands.add_parser(
         "gradients", help="bias, variance, cosine and signal-to-noise of each estimator's gradient",
         description="Each estimator x sampling mode x P, on a fixed problem, against the exact gradient of its "

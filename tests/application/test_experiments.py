@@ -104,3 +104,29 @@ def test_looks_table_reports_accuracy_agreement_and_time_per_k(tmp_path):
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         accuracy = float(cells[1].split(" ± ")[0])
         assert 0 <= accuracy <= 1 and 0 <= float(cells[2]) <= 1 and float(cells[3]) > 0
+
+
+def test_compare_takes_an_image_folder_and_a_subset_of_methods(tiny_datasets):
+    """A folder path is a data set named by its folder; --methods trains only those; each row records the
+    estimator, sampling, epochs and the entropy weight it used (the estimator's own default)."""
+    from attention_sampling.application.settings import ENTROPY_BY_ESTIMATOR
+
+    folder = ensure_default_dataset(root=str(tiny_datasets / "folders"), **dict(TINY, seed=3))
+    out = tiny_datasets / "compare-folder"
+    chosen = ["reinforce, with replacement", "expectation, without replacement"]
+    args = compare_args(out)
+    args[args.index("few-spots")] = folder
+    assert experiments.main(args + ["--methods", *chosen]) == 0
+    rows = experiments.read_results(out / "compare.csv")
+    name = os.path.basename(folder)
+    assert [(r["dataset"], r["method"]) for r in rows] == [(name, m) for m in chosen]
+    assert [(r["estimator"], r["sampling"], int(r["epochs"])) for r in rows] == [
+        ("reinforce", "with", 1), ("expectation", "without", 1)]
+    assert [float(r["entropy"]) for r in rows] == [ENTROPY_BY_ESTIMATOR["reinforce"],
+                                                   ENTROPY_BY_ESTIMATOR["expectation"]]
+    assert name in (out / "compare.md").read_text()
+
+
+def test_compare_names_a_data_set_it_cannot_find(tiny_datasets):
+    with pytest.raises(SystemExit, match="no-such-folder"):
+        experiments.main(["compare", "--out", str(tiny_datasets / "x"), "--datasets", "no-such-folder"])
