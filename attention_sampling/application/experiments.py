@@ -400,6 +400,9 @@ def main(argv=None):
     gradients.add_argument("--temperature", type=float, default=TRAINING_DEFAULTS["temperature"],
                            help=f"classifier temperature T (default {TRAINING_DEFAULTS['temperature']})")
     gradients.add_argument("--seed", type=int, default=0, help="seed of the problem and of the draws (default 0)")
+    gradients.add_argument("--alike", type=float, default=0.0,
+                           help="weight of one direction shared by every feature vector before normalising: the "
+                                "patches look alike, as to an untrained feature network (default 0)")
     looks = commands.add_parser("looks", help="predictions averaged over K looks: accuracy, agreement, time",
                                 description="On a run's test split: test accuracy and the share of images whose "
                                             "predicted class is the same in every repeat, for each K.")
@@ -422,7 +425,7 @@ def main(argv=None):
             looks_table(args)
         elif args.command == "gradients":
             from .gradients import gradient_table, make_problem, write_results
-            rows = gradient_table(make_problem(args.seed, temperature=args.temperature), args.patches, args.replicas,
+            rows = gradient_table(make_problem(args.seed, temperature=args.temperature, alike=args.alike), args.patches, args.replicas,
                                   args.trials, args.seed)
             written = write_results(rows, args.out)
             with open(written[1]) as handle:

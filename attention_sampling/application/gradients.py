@@ -35,14 +35,20 @@ COLUMNS = ("estimator", "sampling", "patches", "replicas", "trials", "cosine_of_
            "mean_cosine", "snr")
 
 
-def make_problem(seed=0, side=8, classes=3, informative=6, temperature=3.0):
-    """-> dict(logits (h, w), features (h, w, C), label, temperature): the fixed problem described above."""
+def make_problem(seed=0, side=8, classes=3, informative=6, temperature=3.0, alike=0.0):
+    """-> dict(logits (h, w), features (h, w, C), label, temperature): the fixed problem described above.
+
+    alike > 0 adds alike times one random unit direction to every feature vector before normalising: the
+    patches look alike, as they do to a feature network that has not learnt yet."""
     rng = np.random.default_rng(seed)
     logits = rng.standard_normal((side, side))
     features = rng.standard_normal((side, side, classes))
     label = 0
     cells = rng.choice(side * side, informative, replace=False)
     features.reshape(-1, classes)[cells] = np.eye(classes)[label] * 3 + 0.3 * rng.standard_normal((informative, classes))
+    if alike:
+        shared = rng.standard_normal(classes)
+        features += alike * shared / np.linalg.norm(shared)
     features /= np.linalg.norm(features, axis=-1, keepdims=True)
     return {"logits": logits, "features": features, "label": label, "temperature": temperature}
 

@@ -59,3 +59,19 @@ def test_estimates_are_gradients_of_the_logits():
     for estimator in ESTIMATORS:
         samples = estimates(problem, estimator, False, 5, 4, 50, np.random.default_rng(0))
         np.testing.assert_allclose(samples.sum(axis=(1, 2)), 0, atol=1e-9)
+
+
+def test_when_patches_look_alike_the_baseline_restores_the_expectation_signal():
+    """Feature vectors sharing one direction (an untrained feature network): without a baseline the part
+    they share drowns the expectation estimator's signal; the other looks' baseline removes it."""
+    rows = gradient_table(make_problem(seed=0, alike=3.0), patch_counts=(20,), trials=3000, seed=0)
+    snr = {(r["estimator"], r["sampling"]): r["snr"] for r in rows}
+    for sampling in ("with", "without"):
+        assert snr[("expectation", sampling)] > 3 * snr[("expectation, no baseline", sampling)]
+
+
+def test_alike_features_share_a_direction_and_stay_unit_length():
+    features = make_problem(seed=2, alike=3.0)["features"].reshape(-1, 3)
+    np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1)
+    spread = make_problem(seed=2)["features"].reshape(-1, 3)
+    assert np.linalg.norm(features.mean(axis=0)) > np.linalg.norm(spread.mean(axis=0)) + 0.3
