@@ -381,6 +381,18 @@ def _source_pixels(index, size, crop_start, crop_size, flip):
     return first, second, np.float32(position - np.floor(position))
 
 
+@njit(cache=True, nogil=True)
+def _augmented_pixel(image, s0, s1, fr, t0, t1, fc, k, factor, mean):
+    """One augmented value in [0, 1]: the bilinear sample between source rows s0, s1 (weight fr of s1) and
+    columns t0, t1 (weight fc of t1) of channel k, its contrast (v - mean) * factor + mean, clipped to
+    [0, 255] and scaled. The one place this arithmetic lives (augmented.py cuts views and patches with it)."""
+    upper = np.float32(image[s0, t0, k]) * (1 - fr) + np.float32(image[s1, t0, k]) * fr
+    lower = np.float32(image[s0, t1, k]) * (1 - fr) + np.float32(image[s1, t1, k]) * fr
+    value = upper * (1 - fc) + lower * fc
+    value = (value - mean) * factor + mean
+    return min(max(value, np.float32(0)), np.float32(255)) * np.float32(1 / 255)
+
+
 @njit(cache=True, nogil=True)  # runs in the loader thread beside the training step
 def _augment_into(image, flip_rows, flip_columns, factor, mean, top, left, crop_h, crop_w, out):
     """out (H, W, C) float32 in [0, 1] = clip(contrast(zoom(flip(image))), 0, 255) / 255 in one pass.
@@ -394,11 +406,7 @@ def _augment_into(image, flip_rows, flip_columns, factor, mean, top, left, crop_
         for j in range(w):
             t0, t1, fc = _source_pixels(j, w, left, crop_w, flip_columns)
             for k in range(c):
-                upper = np.float32(image[s0, t0, k]) * (1 - fr) + np.float32(image[s1, t0, k]) * fr
-                lower = np.float32(image[s0, t1, k]) * (1 - fr) + np.float32(image[s1, t1, k]) * fr
-                value = upper * (1 - fc) + lower * fc
-                value = (value - mean[k]) * factor + mean[k]
-                out[i, j, k] = min(max(value, np.float32(0)), np.float32(255)) * np.float32(1 / 255)
+                out[i, j, k] = _augmented_pixel(image, s0, s1, fr, t0, t1, fc, k, factor, mean[k])
     return out
 
 

@@ -1,0 +1,59 @@
+"""Augmentation composed into the attention view and the patch reads (application/augmented.py): the same
+view and patches as augmenting the whole image first, then pooling it and cutting from it."""
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import nn
+from attention_sampling.application.augmented import AugmentedImages
+from attention_sampling.application.data import Augmentation, augment_into
+from attention_sampling.patches import BORDERS, extract_patches
+
+
+def whole_then_cut(images, augment, seed):
+    """Today's path: the full-size augmented batch, and the draws it used (same rng, same order)."""
+    rng = np.random.default_rng(seed)
+    batch = np.empty((len(images),) + images[0].shape, np.float32)
+    for slot, image in enumerate(images):
+        augment_into(image, augment, rng, batch[slot])
+    rng = np.random.default_rng(seed)  # augment_into takes exactly augment.draw's numbers, image by image
+    draws = [augment.draw(rng, *image.shape[:2]) for image in images]
+    return batch, draws
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 3), st.integers(3, 30), st.integers(3, 30), st.integers(1, 4), st.integers(1, 12),
+       st.sampled_from(BORDERS), st.booleans(), st.floats(0, 0.9), st.floats(0, 1.0),
+       st.sampled_from([np.uint8, np.float32]), st.integers(0, 2**32 - 1))
+def test_view_and_patches_equal_augment_then_pool_and_cut(n, height, width, scale, size, border, flip, contrast,
+                                                          zoom, dtype, seed):
+    scale = min(scale, height, width)
+    rng = np.random.default_rng(seed)
+    images = [(rng.random((height, width, 3)) * 255).astype(dtype) for _ in range(n)]
+    augment = Augmentation(flip=flip, contrast=contrast, zoom=zoom)
+    batch, draws = whole_then_cut(images, augment, seed)
+    lazy = AugmentedImages(images, draws, contrast=contrast > 0, view_scale=scale)
+    assert lazy.shape == batch.shape
+
+    expected_view = nn.AvgPool2d(scale).forward(batch, training=False)
+    np.testing.assert_allclose(lazy.view(scale), expected_view, rtol=0, atol=3e-6)
+
+    h, w = height // scale, width // scale
+    cells = np.stack([rng.integers(0, h, (n, 7)), rng.integers(0, w, (n, 7))], axis=-1)
+    cells[:, 0] = 0                       # a corner cell in every batch: the border rules at work
+    cells[:, 1] = (h - 1, w - 1)
+    np.testing.assert_array_equal(lazy.patches(cells, size, scale, border),
+                                  extract_patches(batch, cells, size, scale, border))
+
+
+def test_without_augmentation_the_reads_are_the_plain_ones():
+    """No flip, a factor of 1 and the whole image as the crop: the view is the pooled image / 255 and the
+    patches are cut from it (up to the last bit: x * (1 / 255) against x / 255)."""
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (12, 16, 3)).astype(np.uint8)
+    lazy = AugmentedImages([image], [(False, False, 1.0, (0, 0, 12, 16))], contrast=False)
+    plain = image[None].astype(np.float32) / 255
+    np.testing.assert_allclose(lazy.view(4), nn.AvgPool2d(4).forward(plain, training=False), atol=2e-7)
+    cells = np.array([[[1, 2], [2, 3]]])
+    np.testing.assert_allclose(lazy.patches(cells, 6, 4, "reflect"), extract_patches(plain, cells, 6, 4, "reflect"),
+                               rtol=0, atol=1e-7)
