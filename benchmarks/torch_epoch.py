@@ -3,14 +3,16 @@
 The same epoch as attention_sampling/application/trainer.py's, written the way a PyTorch user would:
 
   data           a Dataset reading the TIFF files with tifffile, augmenting them with torch ops, in a
-                 DataLoader(batch_size=8, shuffle=True, num_workers=2, persistent_workers=True), the last
-                 batch kept short (drop_last=False) as the Trainer keeps it
+                 DataLoader(batch_size=8, shuffle=True, num_workers=2, persistent_workers=True) (batch size
+                 and workers as bench_epoch.py passes them), the last batch kept short (drop_last=False) as
+                 the Trainer keeps it
   augmentation   Augmentation's: flips of rows and of columns (each with probability 1/2), contrast factor in
                  [0.7, 1.3] about the flipped image's channel means, zoom (a crop of 1/z of each side, z in
                  [1, 1.2], at a random position, resized back with F.interpolate bilinear,
                  align_corners=False), clipped to [0, 255], scaled to [0, 1]; drawn from a torch.Generator
                  per worker, seeded from the worker's torch.initial_seed()
-  steps          torch_model.train_step per batch (P = 20, S = 50, 4 replicas, c, Adam at the Trainer's lr)
+  steps          torch_model.train_step per batch (P = 20, S = 50, 4 replicas, c; Adam's learning rate and
+                 the entropy weight as bench_epoch.py passes them: the Trainer's defaults)
   evaluation     torch_model.predict (no grad, batch-norm running statistics) over the validation images,
                  then the test images, in batches of 8 within each split, read without augmentation by a
                  second DataLoader with 2 persistent workers; then the model and optimiser are saved
