@@ -4,6 +4,7 @@ full-resolution CNN it replaces, each timed and its peak memory measured in the 
     python -m benchmarks                       # c = 4 and 8, 10 timed calls each, PyTorch if importable
     python -m benchmarks --repeat 20 --no-torch
     python -m benchmarks --full-batch 2 --full-repeat 3   # a lighter full-resolution CNN row
+    python -m benchmarks --epoch --epoch-data /path/to/lymphoma   # and the epoch row (minutes more)
 
 Rows (8 images 1040 x 1388 x 3 float32, 3 classes, the paper's P = 20 patches of S = 50, 4 replicas):
   train step c=...     training.train_step on 8 images (the attention net once per image, 640 patches)
@@ -11,6 +12,10 @@ Rows (8 images 1040 x 1388 x 3 float32, 3 classes, the paper's P = 20 patches of
   full-res CNN ...     the alternative attention sampling argues against: the feature network
                        (4 x [conv 3x3·16, leaky ReLU], global max, dense, L2) run over whole images,
                        one training step (forward, cross-entropy, backward, Adam) on --full-batch images
+  epoch c=...          with --epoch: bench_epoch.py's second epoch at the first of --scales (the Trainer, and
+                       the same epoch in PyTorch with a DataLoader of 2 workers: reading --epoch-images
+                       1388 x 1040 TIFFs, augmentation, the steps, evaluation of the validation and test
+                       images), its wall time and its process's peak RSS (not the loader workers')
 
 Columns: the median of --repeat calls after --warmup untimed ones (the first of which is reported on its
 own: Numba compiling or loading its cache); GMAC, the analytic multiply-adds of the convolutions and the
@@ -27,7 +32,9 @@ minutes.
 The machine may be shared: compare ratios within one run. Nothing here asserts on time.
 
 Projection: a 300-epoch run on a 374-image set with batches of 8 is 300 x ceil(374 / 8) train steps;
-hours = that x the median step (data loading and augmentation not included).
+hours = that x the median step (data loading and augmentation not included). With --epoch, also
+bench_epoch.py's projection from the epoch's per-image times (loading, augmentation and evaluation
+included) and the share of the epoch the steps waited for data.
 """
 import argparse
 import json
@@ -174,6 +181,11 @@ def main(argv=None):
     parser.add_argument("--predict-warmup", type=int, default=5, help="untimed inference calls (default 5)")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is importable")
     parser.add_argument("--torch-threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    parser.add_argument("--epoch", action="store_true",
+                        help="add the epoch row (bench_epoch.py: two epochs per implementation, minutes)")
+    parser.add_argument("--epoch-data", help="class folders for the epoch row, upscaled to 1388 x 1040 once "
+                        "(default: generated images)")
+    parser.add_argument("--epoch-images", type=int, default=64, help="images on disk for the epoch row (default 64)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--child", help=argparse.SUPPRESS)  # "numpy:4", "torch:predict8", "numpy:full", "numpy:first"
     args = parser.parse_args(argv)
@@ -196,7 +208,12 @@ def main(argv=None):
           f"(inference: {args.predict_repeat} after {args.predict_warmup}; "
           f"full-resolution CNN: {args.full_repeat} after {args.full_warmup}, batch {args.full_batch})")
 
-    results = {}
+    results, epochs = {}, {}
+    if args.epoch:
+        from benchmarks import bench_epoch
+
+        epoch_scale = args.scales[0]
+        bench_epoch.image_root(args.epoch_data, args.epoch_images, bench_epoch.CACHE, args.seed)  # made once
     with tempfile.TemporaryDirectory(prefix="benchmarks_numba_") as numba_cache:
         first_call = child("numpy:first", args, numba_cache)  # compiles into the empty cache
         for scale in args.scales:
@@ -208,6 +225,11 @@ def main(argv=None):
         if args.full_batch:
             for impl in impls:
                 results[(impl, "full")] = child(f"{impl}:full", args, numba_cache)
+        if args.epoch:
+            for impl in impls:
+                epochs[impl] = bench_epoch.summary(bench_epoch.child(
+                    impl, numba_cache, args.epoch_data, args.epoch_images, epoch_scale, bench_epoch.CACHE,
+                    args.seed, args.torch_threads))
 
     rows = []
 
@@ -230,6 +252,14 @@ def main(argv=None):
         add_row(f"predict 1 image c={scale}", f"predict{scale}", macs["predict"])
     if args.full_batch:
         add_row(f"full-res CNN step, {args.full_batch} images", "full", full_resolution_macs(args.full_batch))
+    if args.epoch:
+        walls = {impl: epochs[impl]["wall"] for impl in impls}
+        cells = [f"epoch c={epoch_scale}, {args.epoch_images} images on disk", ms(walls["numpy"])]
+        if use_torch:
+            cells += [ms(walls["torch"]), f"{walls['numpy'] / walls['torch']:.2f}"]
+        cells += [None] * (1 + len(impls))  # no GMAC nor GFLOP/s: an epoch is more than its convolutions
+        cells += [mb(epochs[impl]["peak_rss"]) for impl in impls]
+        rows.append(cells)
 
     headers = ["ms (median)", "numpy"] + (["torch", "numpy/torch"] if use_torch else []) + ["GMAC"]
     headers += [f"GFLOP/s {impl}" for impl in impls] + [f"peak MB {impl}" for impl in impls]
@@ -247,6 +277,12 @@ def main(argv=None):
         print("  full-res CNN: " + ", ".join(f"{impl} {EPOCHS * DATASET_IMAGES * per_image[impl] / 3600:.1f} h"
                                             for impl in impls)
               + f" ({', '.join(f'{impl} {per_image[impl] * 1e3:.0f} ms' for impl in impls)} per image)")
+
+    if args.epoch:
+        print(f"  epoch c={epoch_scale}, {bench_epoch.PAPER_EPOCHS} x ({bench_epoch.PAPER_TRAIN} + "
+              f"{bench_epoch.PAPER_HELD_OUT}) images, loading and evaluation included (bench_epoch.py): " + ", ".join(
+                  f"{impl} {epochs[impl]['projection'] / 3600:.2f} h ({epochs[impl]['waiting_share']:.0%} waiting)"
+                  for impl in impls))
 
     print("\nFirst calls, seconds")
     print(f"  numpy, empty Numba cache: import {first_call['import']:.2f}, first train_step (compiles every "
