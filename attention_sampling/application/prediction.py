@@ -81,10 +81,11 @@ def predict_path(model, config, path, seed=0, looks=1, pictures=None):
 
     try:
         images = read_for_run(path, config)
+        # A slide's patches are read during the prediction: a corrupt tile there is this image's error too.
+        prediction = predict(model, images, image_rng(seed, path), estimator=config.get("estimator", "reinforce"),
+                             replace=config.get("sampling", "with") == "with", looks=looks)
     except AttentionSamplingError as error:
         return {"path": path, "error": str(error)}
-    prediction = predict(model, images, image_rng(seed, path), estimator=config.get("estimator", "reinforce"),
-                         replace=config.get("sampling", "with") == "with", looks=looks)
     classes = config["classes"]
     probabilities = prediction.probabilities[0]
     chosen = int(np.argmax(probabilities))

@@ -19,6 +19,7 @@ source rows and columns. The view is the un-augmented view resampled bilinearly 
 centres: exact for flips when H and W are multiples of c, an approximation of "pool the zoomed image"
 for zoom. Contrast uses the view's channel means (the array path uses the full image's).
 """
+import logging
 import os
 import time
 
@@ -29,6 +30,9 @@ from .errors import AttentionSamplingError
 
 SLIDE_EXTENSIONS = (".svs", ".ndpi", ".scn", ".bif")
 TIFF_EXTENSIONS = (".tif", ".tiff")
+# tifffile logs what it cannot parse (a truncated tag list, ...) and goes on; the slide's own check then
+# names the file in one line, so those log lines would only repeat it, as a traceback-like noise.
+logging.getLogger("tifffile").setLevel(logging.CRITICAL)
 # Level pixels per chunk side when pooling a level into the view: 512 x 4096 RGB as float32 is 25 MB.
 VIEW_CHUNK = (512, 4096)
 
@@ -406,8 +410,8 @@ def check_source(path, size, scale, max_pixels=None):
             limits = [f"--size {size}"] * (side < size) + [f"--scale {scale}"] * (side < scale)
             raise AttentionSamplingError(f"{path}: image of {source.height}x{source.width} is smaller than "
                                          f"{' and '.join(limits)}")
+        source.check_tiles([index for _, index, _, _ in source.levels])  # truncation first: it also loses levels
         d, index = view_level(source, scale, max_pixels)
-        source.check_tiles(sorted({index, 0}))
         read_view(source, scale, max_pixels)  # every tile of the view's level decodes
         return source.height, source.width
     finally:
