@@ -119,7 +119,7 @@ class Tissue:
             nuclei[r0:r1, c0:c1, 0] = 0.5
 
 
-def write_dataset(root, per_class=8, side=4096, downsamples=(1, 2, 4, 8, 16), spot_size=64, seed=0):
+def write_dataset(root, per_class=8, side=4096, downsamples=(1, 2, 4, 8, 16), spot_size=128, n_spots=40, seed=0):
     """ROOT/<horizontal|vertical>/<i>.tif: a class-folder data set of generated slides whose class is the
     direction of the stripes in a few small spots, resolved only at level 0 -> the paths written."""
     import os
@@ -129,7 +129,7 @@ def write_dataset(root, per_class=8, side=4096, downsamples=(1, 2, 4, 8, 16), sp
         os.makedirs(os.path.join(root, label), exist_ok=True)
         for i in range(per_class):
             path = os.path.join(root, label, f"{i:03d}.tif")
-            tissue = Tissue(side, side, seed=seed + 1000 * offset + i, spots=label, spot_size=spot_size)
+            tissue = Tissue(side, side, seed=seed + 1000 * offset + i, spots=label, n_spots=n_spots, spot_size=spot_size)
             write_pyramid(path, side, side, tissue, downsamples)
             paths.append(path)
     return paths
@@ -142,10 +142,12 @@ def main(argv=None):
     parser.add_argument("root", help="folder to write ROOT/<horizontal|vertical>/<i>.tif into")
     parser.add_argument("--per-class", type=int, default=8)
     parser.add_argument("--side", type=int, default=4096, help="slide side in pixels (default 4096)")
-    parser.add_argument("--spot-size", type=int, default=64)
+    parser.add_argument("--spot-size", type=int, default=128, help="side of a class-coding spot (default 128)")
+    parser.add_argument("--spots", type=int, default=40, help="spots per slide (default 40)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    paths = write_dataset(args.root, args.per_class, args.side, spot_size=args.spot_size, seed=args.seed)
+    paths = write_dataset(args.root, args.per_class, args.side, spot_size=args.spot_size, n_spots=args.spots,
+                          seed=args.seed)
     print(f"wrote {len(paths)} slides of {args.side} x {args.side} into {args.root}")
 
 

@@ -8,6 +8,8 @@ data.augment_into.
 import numpy as np
 import pytest
 import tifffile
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 import nn
 from attention_sampling import AttentionSamplingModel, is_lazy, predict, train_step
@@ -18,6 +20,7 @@ from attention_sampling.application.slides import (ArraySlide, Slide, SlideBatch
                                                    view_level)
 from attention_sampling.application.slidewriter import Tissue, write_image_pyramid, write_pyramid
 from attention_sampling.patches import BORDERS, extract_patches
+from tests.strategies import seeds
 
 HEIGHT, WIDTH = 203, 301  # neither a multiple of any scale nor of the tiles: leftovers everywhere
 
@@ -231,3 +234,23 @@ def test_slides_of_another_size_are_refused_in_a_batch_naming_the_file(pyramid, 
     dataset = ImageFolder("root", ["a", "b"], [pyramid[0], other], np.array([0, 1]), lazy=True)
     with pytest.raises(AttentionSamplingError, match="other.tif.*96x128.*not resized"):
         load_batch(dataset, [0, 1], (HEIGHT, WIDTH))
+
+
+@settings(max_examples=25)
+@given(seed=seeds, height=st.integers(8, 90), width=st.integers(8, 90), scale=st.integers(1, 6),
+       patch_size=st.integers(1, 20), border=st.sampled_from(BORDERS), tile=st.sampled_from([16, 32]))
+def test_views_and_patches_of_any_slide_match_the_decoded_image(tmp_path_factory, seed, height, width, scale,
+                                                                 patch_size, border, tile):
+    """Any size (not multiples of the tiles or of c), any patch size against c, cells at the corners."""
+    assume(min(height, width) >= scale)
+    image = np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    path = str(tmp_path_factory.mktemp("any") / "slide.tif")
+    write_image_pyramid(path, image, (1, 2), tile=tile)
+    cells = corner_and_random_cells(np.random.default_rng(seed), height // scale, width // scale, count=4)
+    with Slide(path) as slide:
+        batch = SlideBatch([slide])
+        view = batch.view(scale)[0]
+        patches = batch.patches(cells, patch_size, scale, border)
+    tolerance = 0.5 / 255 + 1e-6 if scale % 2 == 0 else 0  # from the rounded level of downsample 2
+    np.testing.assert_allclose(view, array_view(image, scale), rtol=0, atol=tolerance)
+    assert np.array_equal(patches, extract_patches(as_float(image)[None], cells, patch_size, scale, border))
