@@ -12,6 +12,8 @@ Memory is the view, one chunk of a level (VIEW_CHUNK) and the patches, whatever 
 Any file tifffile reads as a series with levels works: pyramidal TIFF (SubIFDs or reduced pages),
 OME-TIFF, Aperio SVS, Hamamatsu NDPI, Leica SCN, Ventana BIF (JPEG-compressed tiles need imagecodecs:
 pip install 'attention-sampling-numpy[slides]'). A tiled TIFF without levels is a slide of one level.
+What tifffile cannot open (3DHistech MRXS, Hamamatsu VMS, ...) is read through OpenSlide when it is
+installed (pip install 'attention-sampling-numpy[openslide]', which brings its library as a wheel).
 
 Augmentations are coordinate maps here. The patches are exactly what the array path (data.augment_into)
 would cut from the augmented full image: each output pixel is the same bilinear sample of the same two
@@ -28,8 +30,9 @@ import numpy as np
 import nn
 from .errors import AttentionSamplingError
 
-SLIDE_EXTENSIONS = (".svs", ".ndpi", ".scn", ".bif")
+SLIDE_EXTENSIONS = (".svs", ".ndpi", ".scn", ".bif", ".mrxs", ".vms", ".vmu", ".svslide")
 TIFF_EXTENSIONS = (".tif", ".tiff")
+OPENSLIDE_ONLY = (".mrxs", ".vms", ".vmu", ".svslide")
 # tifffile logs what it cannot parse (a truncated tag list, ...) and goes on; the slide's own check then
 # names the file in one line, so those log lines would only repeat it, as a traceback-like noise.
 logging.getLogger("tifffile").setLevel(logging.CRITICAL)
@@ -165,6 +168,60 @@ class Slide:
         for counter in (self.counter, TOTAL):
             counter.add(tiles, seconds, pixels.shape[0] * pixels.shape[1])
         return to_rgb8(pixels, self.path)
+
+
+class OpenSlideSlide:
+    """A slide read through OpenSlide (openslide-python): the formats tifffile does not read. Same interface
+    as Slide; OpenSlide decodes the tiles of each region itself (they are not counted).
+
+    Where a scanner left an area unscanned OpenSlide returns transparent pixels; they are composited onto
+    white (glass), so that the edge of a scan is not a black band a patch could recognise."""
+
+    def __init__(self, path, counter=None):
+        try:
+            import openslide
+
+            self._slide = openslide.OpenSlide(path)
+        except Exception as error:
+            raise AttentionSamplingError(f"{path}: cannot read slide ({_one_line(error)})") from None
+        self.path = path
+        self.counter = counter or ReadCounter()
+        self.width, self.height = (int(v) for v in self._slide.dimensions)
+        self.levels, self._downsamples = [], {}
+        for index, ((w, h), downsample) in enumerate(zip(self._slide.level_dimensions, self._slide.level_downsamples)):
+            d = max(1, round(downsample))
+            if abs(self.height / d - h) <= 1 and abs(self.width / d - w) <= 1:
+                self.levels.append((d, index, int(h), int(w)))
+                self._downsamples[index] = downsample
+
+    def region(self, index, top, bottom, left, right):
+        downsample = self._downsamples[index]
+        started = time.perf_counter()
+        try:
+            # OpenSlide places a region by its level-0 coordinates, reads it at the level's resolution.
+            rgba = np.asarray(self._slide.read_region((round(left * downsample), round(top * downsample)), index,
+                                                      (right - left, bottom - top)))
+        except Exception as error:
+            raise AttentionSamplingError(f"{self.path}: cannot decode the tiles of level {index} "
+                                         f"({_one_line(error)})") from None
+        alpha = rgba[..., 3:].astype(np.uint16)
+        pixels = ((rgba[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+        seconds = time.perf_counter() - started
+        for counter in (self.counter, TOTAL):
+            counter.add(0, seconds, pixels.shape[0] * pixels.shape[1])
+        return pixels
+
+    def check_tiles(self, indices):
+        pass  # OpenSlide reads the file's index lazily: a bad tile is found when a region needs it
+
+    def close(self):
+        self._slide.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 class ArraySlide:
@@ -391,9 +448,23 @@ class SlideBatch:
 
 
 def open_source(path, max_pixels=None):
-    """A Slide for a slide file, else the plain image decoded whole as an ArraySlide."""
+    """A Slide for a slide file (an OpenSlideSlide for one tifffile cannot read, when OpenSlide is
+    installed), else the plain image decoded whole as an ArraySlide."""
     if is_slide(path):
-        return Slide(path)
+        try:
+            return Slide(path)
+        except AttentionSamplingError as error:
+            try:
+                import openslide  # noqa: F401  (optional: pip install 'attention-sampling-numpy[openslide]')
+            except ImportError:
+                if os.path.splitext(path)[1].lower() in OPENSLIDE_ONLY:
+                    raise AttentionSamplingError(f"{error}; this format needs OpenSlide: pip install "
+                                                 "'attention-sampling-numpy[openslide]'") from None
+                raise error from None
+            try:
+                return OpenSlideSlide(path)
+            except AttentionSamplingError:
+                raise error from None
     from .data import read_image
 
     return ArraySlide(read_image(path, max_pixels), path)

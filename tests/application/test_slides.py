@@ -18,7 +18,7 @@ from attention_sampling.application.data import Augmentation, ImageFolder, augme
 from attention_sampling.application.errors import AttentionSamplingError
 from attention_sampling.application.slides import (ArraySlide, Slide, SlideBatch, check_source, is_slide, read_view,
                                                    view_level)
-from attention_sampling.application.slidewriter import Tissue, write_image_pyramid, write_pyramid
+from attention_sampling.application.slidewriter import Tissue, pooled_levels, write_image_pyramid, write_pyramid
 from attention_sampling.patches import BORDERS, extract_patches
 from tests.strategies import seeds
 
@@ -254,3 +254,46 @@ def test_views_and_patches_of_any_slide_match_the_decoded_image(tmp_path_factory
     tolerance = 0.5 / 255 + 1e-6 if scale % 2 == 0 else 0  # from the rounded level of downsample 2
     np.testing.assert_allclose(view, array_view(image, scale), rtol=0, atol=tolerance)
     assert np.array_equal(patches, extract_patches(as_float(image)[None], cells, patch_size, scale, border))
+
+
+def chain_pyramid(path, image, downsamples=(1, 2, 4), tile=32):
+    """The pyramid as OpenSlide's generic TIFF wants it: every level a tiled page of the main chain."""
+    levels = pooled_levels(image, downsamples)
+    with tifffile.TiffWriter(path) as tiff:
+        for index, d in enumerate(downsamples):
+            tiff.write(levels[d], tile=(tile, tile), photometric="rgb", compression="zlib",
+                       **({} if index == 0 else {"subfiletype": 1}))
+
+
+def test_openslide_reads_the_same_views_and_patches(pyramid, tmp_path):
+    """The optional OpenSlide reader (formats tifffile does not open) against the array path."""
+    pytest.importorskip("openslide")
+    from attention_sampling.application.slides import OpenSlideSlide
+
+    _, image = pyramid
+    path = str(tmp_path / "chain.tif")
+    chain_pyramid(path, image)
+    cells = corner_and_random_cells(np.random.default_rng(0), HEIGHT // 4, WIDTH // 4)
+    with OpenSlideSlide(path) as slide:
+        assert [d for d, *_ in slide.levels] == [1, 2, 4]
+        for scale in (2, 3, 4, 8):
+            np.testing.assert_allclose(read_view(slide, scale), array_view(image, scale), rtol=0, atol=1e-6)
+        for border in BORDERS:
+            patches = SlideBatch([slide]).patches(cells, 9, 4, border)
+            assert np.array_equal(patches, extract_patches(as_float(image)[None], cells, 9, 4, border))
+
+
+def test_a_slide_tifffile_cannot_open_goes_to_openslide(pyramid, tmp_path, monkeypatch):
+    pytest.importorskip("openslide")
+    from attention_sampling.application import slides
+
+    path = str(tmp_path / "chain.tif")
+    chain_pyramid(path, pyramid[1])
+
+    def refuse(path, counter=None):
+        raise AttentionSamplingError(f"{path}: cannot read slide (a format tifffile does not know)")
+
+    monkeypatch.setattr(slides, "Slide", refuse)
+    source = slides.open_source(path)
+    assert isinstance(source, slides.OpenSlideSlide) and (source.height, source.width) == (HEIGHT, WIDTH)
+    source.close()
