@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-import nn
+from ..patches import patch_offset
 from .errors import AttentionSamplingError
 
 SLIDE_EXTENSIONS = (".svs", ".ndpi", ".scn", ".bif", ".mrxs", ".vms", ".vmu", ".svslide")
@@ -260,15 +260,23 @@ def view_level(slide, scale, max_pixels=None):
     return max(within)
 
 
+def average_pool(pixels, k):
+    """(H, W, C) float32 -> (H // k, W // k, C): nn.AvgPool2d's numbers to the last bit (the k rows summed in
+    order, then the k columns, then divided by k^2, all in float32), in NumPy: the view is read in the
+    loader's thread, beside the training step's parallel kernels, and a Numba parallel kernel called from
+    two threads at once is only safe with some threading layers."""
+    h, w = pixels.shape[0] // k, pixels.shape[1] // k
+    blocks = pixels[:h * k, :w * k].reshape(h, k, w, k, pixels.shape[2])
+    return blocks.sum(axis=1).sum(axis=2) / np.float32(k * k)
+
+
 def read_view(slide, scale, max_pixels=None):
     """-> (H // c, W // c, 3) float32 in [0, 1]: the slide average-pooled by c, from view_level's level,
-    pooled by k = c / d one chunk at a time with the attention network's own pooling kernel (so from
-    level 0 it is the array path's view to the last bit)."""
+    pooled by k = c / d one chunk at a time (so from level 0 it is the array path's view to the last bit)."""
     d, index = view_level(slide, scale, max_pixels)
     k = scale // d
     h, w = slide.height // scale, slide.width // scale
     view = np.empty((h, w, 3), dtype=np.float32)
-    pool = nn.AvgPool2d(k)
     rows, columns = max(1, VIEW_CHUNK[0] // k), max(1, VIEW_CHUNK[1] // k)
     for r0 in range(0, h, rows):
         r1 = min(h, r0 + rows)
@@ -276,7 +284,7 @@ def read_view(slide, scale, max_pixels=None):
             q1 = min(w, q0 + columns)
             pixels = slide.region(index, r0 * k, r1 * k, q0 * k, q1 * k).astype(np.float32)
             pixels *= np.float32(1 / 255)
-            view[r0:r1, q0:q1] = pool.infer(pixels[None])[0] if k > 1 else pixels
+            view[r0:r1, q0:q1] = average_pool(pixels, k) if k > 1 else pixels
     return view
 
 
@@ -414,8 +422,6 @@ class SlideBatch:
         return self._views[key]
 
     def patches(self, cells, patch_size, scale, border):
-        from ..patches import patch_offset
-
         n, k = cells.shape[:2]
         height, width = self.shape[1:3]
         out = np.empty((n, k, patch_size, patch_size, 3), dtype=np.float32)
