@@ -33,6 +33,14 @@ def slides(tmp_path_factory):
     return write_slides(tmp_path_factory.mktemp("slides") / "data")
 
 
+@pytest.fixture(scope="module")
+def trained(slides, tmp_path_factory):
+    """A 1-epoch run on the slides, made once; the tests only read it."""
+    run = tmp_path_factory.mktemp("run") / "run"
+    assert train.main([str(a) for a in ["--data", slides, "--out", run, "--epochs", 1, *TINY]]) == 0
+    return run
+
+
 def call(main, argv, capsys):
     capsys.readouterr()
     try:
@@ -43,10 +51,8 @@ def call(main, argv, capsys):
     return code, captured.out, captured.err.strip().splitlines()
 
 
-def test_train_evaluate_and_predict_run_on_a_folder_of_slides(slides, tmp_path, capsys):
-    run = tmp_path / "run"
-    code, _, lines = call(train.main, ["--data", slides, "--out", run, "--epochs", 1, *TINY], capsys)
-    assert code == 0, lines
+def test_train_evaluate_and_predict_run_on_a_folder_of_slides(slides, trained, tmp_path, capsys):
+    run = trained
     config = json.loads((run / "config.json").read_text())
     assert config["image_shape"] == [HEIGHT, WIDTH]
     code, out, lines = call(evaluate.main, [run, "--json", "--examples", 1], capsys)
@@ -62,10 +68,9 @@ def test_train_evaluate_and_predict_run_on_a_folder_of_slides(slides, tmp_path, 
     assert len(os.listdir(pictures)) == 4
 
 
-def test_a_slide_of_another_size_is_predicted_at_its_own_size(slides, tmp_path, capsys):
+def test_a_slide_of_another_size_is_predicted_at_its_own_size(trained, tmp_path, capsys):
     """The networks are convolutional: predict.py reads a slide where it is, whatever its size."""
-    run = tmp_path / "run"
-    assert call(train.main, ["--data", slides, "--out", run, "--epochs", 1, *TINY], capsys)[0] == 0
+    run = trained
     big = tmp_path / "big.tif"
     write_pyramid(str(big), 200, 260, Tissue(200, 260, seed=3, spots="vertical"), (1, 2, 4), tile=64)
     code, out, lines = call(predict.main, [run, big, "--json"], capsys)
@@ -112,9 +117,8 @@ def test_bad_slides_are_left_out_under_skip(slides, tmp_path, capsys):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["image_list"]["count"] == 8
 
 
-def test_predict_names_a_bad_slide_and_exits_2(slides, tmp_path, capsys):
-    run = tmp_path / "run"
-    assert call(train.main, ["--data", slides, "--out", run, "--epochs", 1, *TINY], capsys)[0] == 0
+def test_predict_names_a_bad_slide_and_exits_2(slides, trained, tmp_path, capsys):
+    run = trained
     bad = spoil(shutil.copytree(slides, tmp_path / "data"))
     for path in (bad[0], bad[2]):
         code, _, lines = call(predict.main, [run, path], capsys)
