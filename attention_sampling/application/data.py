@@ -26,6 +26,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .errors import AttentionSamplingError
+from .errors import one_line as _one_line
 from .slides import SLIDE_EXTENSIONS, check_source, is_slide, load_slides, slide_shape
 
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp") + SLIDE_EXTENSIONS
@@ -38,11 +39,6 @@ LISTED = 10
 # Image.MAX_IMAGE_PIXELS is one global of Pillow's; the header probe lifts it for a moment (our own
 # limit is checked right after), so probes in several threads take turns.
 _PROBE_LOCK = threading.Lock()
-
-
-def _one_line(error):
-    """An exception as 'Type: message' on one line (decoders put newlines in their messages)."""
-    return f"{type(error).__name__}: {' '.join(str(error).split())}"
 
 
 def check_pixels(path, height, width, max_pixels):

@@ -29,19 +29,16 @@ import numpy as np
 
 from ..patches import patch_offset
 from .errors import AttentionSamplingError
+from .errors import one_line as _one_line
 
 SLIDE_EXTENSIONS = (".svs", ".ndpi", ".scn", ".bif", ".mrxs", ".vms", ".vmu", ".svslide")
 TIFF_EXTENSIONS = (".tif", ".tiff")
 OPENSLIDE_ONLY = (".mrxs", ".vms", ".vmu", ".svslide")
-# tifffile logs what it cannot parse (a truncated tag list, ...) and goes on; the slide's own check then
-# names the file in one line, so those log lines would only repeat it, as a traceback-like noise.
+# tifffile logs what it cannot parse (a truncated tag list, ...) and goes on; the slide's own checks then
+# name the file in one line, and the log lines would only break the one-line promise of the programs.
 logging.getLogger("tifffile").setLevel(logging.CRITICAL)
 # Level pixels per chunk side when pooling a level into the view: 512 x 4096 RGB as float32 is 25 MB.
 VIEW_CHUNK = (512, 4096)
-
-
-def _one_line(error):
-    return f"{type(error).__name__}: {' '.join(str(error).split())}"
 
 
 def is_slide(path):
