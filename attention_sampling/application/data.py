@@ -259,8 +259,8 @@ class ImageFolder:
                 common = max(counts, key=lambda s: (counts[s], -shapes.index(s)))
                 for i, shape in enumerate(shapes):
                     if shape is not None and shape != common:
-                        bad.append((self.paths[i], f"{self.paths[i]}: slide of {shape[0]}x{shape[1]}, not the "
-                                    f"common {common[0]}x{common[1]} (slides are not resized)"))
+                        bad.append((self.paths[i], f"{self.paths[i]}: image of {shape[0]}x{shape[1]}, not the "
+                                    f"common {common[0]}x{common[1]} (a folder of slides is not resized)"))
                         shapes[i] = None
         if bad and on_bad == "stop":
             s = "s" if len(bad) > 1 else ""
