@@ -123,3 +123,17 @@ def test_predict_names_a_bad_slide_and_exits_2(slides, trained, tmp_path, capsys
     for path in (bad[0], bad[2]):
         code, _, lines = call(predict.main, [run, path], capsys)
         assert code == 2 and len(lines) == 1 and str(path) in lines[0], lines
+
+
+def test_a_slide_of_another_size_is_a_bad_image_of_the_folder(slides, tmp_path):
+    """Slides are not resized: one of another size than the folder's common one is named and left out."""
+    from attention_sampling.application.data import ImageFolder
+
+    data = shutil.copytree(slides, tmp_path / "data")
+    other = data / "vertical" / "other.tif"
+    write_pyramid(str(other), 64, 160, Tissue(64, 160, seed=7, spots="vertical"), (1, 2, 4), tile=32)
+    dataset = ImageFolder.scan(str(data))
+    assert dataset.lazy and dataset.image_shape() == (HEIGHT, WIDTH)
+    kept, report = dataset.validate(8, 4, "skip")
+    assert [path for path, _ in report.bad] == [str(other)] and "not the common 96x128" in report.bad[0][1]
+    assert len(kept) == 8 and kept.shape == (HEIGHT, WIDTH)
