@@ -137,3 +137,27 @@ def test_a_slide_of_another_size_is_a_bad_image_of_the_folder(slides, tmp_path):
     kept, report = dataset.validate(8, 4, "skip")
     assert [path for path, _ in report.bad] == [str(other)] and "not the common 96x128" in report.bad[0][1]
     assert len(kept) == 8 and kept.shape == (HEIGHT, WIDTH)
+
+
+def corrupt_level_0(path):
+    """Overwrite the start of every level-0 tile with garbage: the header and the other levels stay good,
+    so the slide passes validation and fails only where a patch is read."""
+    with tifffile.TiffFile(path) as tiff:
+        page = tiff.series[0].levels[0].pages[0]
+        spans = list(zip(page.dataoffsets, page.databytecounts))
+    with open(path, "r+b") as handle:
+        for offset, count in spans:
+            handle.seek(offset)
+            handle.write(b"\xff" * min(16, count))
+
+
+def test_a_tile_that_does_not_decode_stops_training_and_is_an_error_in_predict(slides, trained, tmp_path, capsys):
+    data = shutil.copytree(slides, tmp_path / "data")
+    broken = data / "vertical" / "2.tif"
+    corrupt_level_0(broken)
+    code, _, lines = call(train.main, ["--data", data, "--out", tmp_path / "run", "--epochs", 1, *TINY], capsys)
+    assert code == 2 and lines[-1].startswith("train.py: error: ") and str(broken) in lines[-1], lines
+    assert "cannot decode the tiles of level 0" in lines[-1] and not any("Traceback" in line for line in lines)
+    code, out, lines = call(predict.main, [trained, data / "vertical", "--json"], capsys)
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [row["path"] for row in rows if "error" in row] == [str(broken)]
