@@ -18,7 +18,7 @@ from attention_sampling.application.data import Augmentation, ImageFolder, augme
 from attention_sampling.application.errors import AttentionSamplingError
 from attention_sampling.application.slides import (ArraySlide, Slide, SlideBatch, check_source, is_slide, read_view,
                                                    view_level)
-from attention_sampling.application.slidewriter import Tissue, pooled_levels, write_image_pyramid, write_pyramid
+from attention_sampling.application.slidewriter import Tissue, pooled_levels, write_image_pyramid
 from attention_sampling.patches import BORDERS, extract_patches
 from tests.strategies import seeds
 
