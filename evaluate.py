@@ -146,6 +146,7 @@ def draw_pictures(run_dir, pictures):
         print("evaluate.py: note: matplotlib is not installed (pip install matplotlib): no pictures drawn",
               file=sys.stderr)
         return []
+    from attention_sampling import is_lazy
     from attention_sampling.application.data import load_batch
 
     written = []
@@ -167,11 +168,13 @@ def draw_pictures(run_dir, pictures):
         for position, (label, i) in sorted(pictures["examples"].items()):
             index = pictures["indices"][position]
             # The image exactly as the model saw it: brought to the run's size, not augmented.
-            image = load_batch(dataset, [index], tuple(config["image_shape"]))[0]
+            batch = load_batch(dataset, [index], tuple(config["image_shape"]))
+            # A slide is drawn from its attention view, over the slide's full-resolution extent.
+            image, shape = (batch.view(config["scale"])[0], batch.shape[1:3]) if is_lazy(batch) else (batch[0], None)
             path = os.path.join(run_dir, "attention", f"{classes[label]}_{i}.png")
             figures.plot_explanation(image, pictures["kept"][position], classes, label, config["scale"],
                                      config["size"], path, title=os.path.relpath(dataset.paths[index], dataset.root),
-                                     border=config.get("border", "zero"))
+                                     border=config.get("border", "zero"), image_shape=shape)
             written.append(path)
     except OSError as error:
         raise AttentionSamplingError(

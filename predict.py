@@ -8,7 +8,9 @@
     python predict.py RUN archive/ --json --output scores.jsonl --scheduler tcp://host:8786 --resume
 
 Each image is read, brought to the run's image size (as train.py does with images of another size),
-looked at by the attention network once and classified from P sampled patches. The sampling is random:
+looked at by the attention network once and classified from P sampled patches. A whole-slide image (a
+tiled or pyramidal TIFF, .svs, ...) is never decoded whole: its attention view comes from the pyramid and
+its patches are regions of level 0, at the slide's own size (README, "Whole-slide images"). The sampling is random:
 --looks K averages the class probabilities of K independent looks and reports their spread, and every
 image's draws come from its own generator, seeded by --seed and the image's path, so a prediction is the
 same whatever else is predicted with it. Images are read one at a time: memory does not grow with their

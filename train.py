@@ -70,6 +70,7 @@ def parse_args(argv=None):
              "training, naming the files (default), or skip: leave them out with a warning")
     add("--max-pixels", type=non_negative_int, metavar="N",
         help=f"refuse images above N = width x height pixels before decoding them (decompression bombs; "
+             f"for a whole-slide image: the pixels its attention view decodes, not its size; "
              f"default {DEFAULT_MAX_PIXELS:,}; 0: no limit)")
     add("--resume", metavar="RUN", help="continue the run in folder RUN where it stopped")
     add("--no-augment", action="store_true", help="turn off random flips, contrast and zoom")

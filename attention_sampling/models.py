@@ -32,12 +32,22 @@ class AttentionNetwork(nn.Sequential):
         self.pool = nn.AvgPool2d(scale)
 
     def forward(self, images, training=True):
-        low_resolution = self.pool.forward(images, training)
-        return super().forward(low_resolution, training)[..., 0]
+        return self.forward_view(self.pool.forward(images, training), training)
 
     def infer(self, images):
         """forward(images, training=False) for inference only, its conv-BN-leaky triples fused (nn.Sequential.infer)."""
-        return super().infer(self.pool.infer(images))[..., 0]
+        return self.infer_view(self.pool.infer(images))
+
+    def forward_view(self, view, training=True):
+        """(N, h, w, 3) attention view, the images already pooled by c -> (N, h, w) log attention.
+
+        What forward does after its pooling: an image source that reads the view itself (a pyramid level of
+        a slide) starts here."""
+        return super().forward(view, training)[..., 0]
+
+    def infer_view(self, view):
+        """forward_view(view, training=False), fused for inference."""
+        return super().infer(view)[..., 0]
 
     def backward(self, grad_log_attention):
         """(N, h, w) dL/dlog a -> fills grads; returns nothing (images need no gradient)."""

@@ -8,6 +8,7 @@ from .objective import (attention_entropy, entropy_gradient, estimator_weights, 
                         expectation_baseline, expectation_logits, expected_logits, expected_logits_backward,
                         floored_attention, floored_attention_backward, patch_rewards, reinforce_gradient, scatter_to_cells,
                         standardised_advantage)
+from .images import is_lazy
 from .patches import extract_patches, outside_image
 from .sampling import sample_cells
 
@@ -31,11 +32,18 @@ def look(model, images, rng, n_looks, training, replace=True, lap=_no_lap):
     """(N, H, W, C) images -> Sampled with K = n_looks * P draws per image: the attention net once per
     image, then n_looks independent looks of P cells each (distinct within a look when replace=False).
 
+    `images` is an array, or a LazyImages batch that reads its own attention view and patches (images.py).
     With the model's floor eps > 0 the cells come from a_s = (1 - eps) a + eps / (h w) instead of a; the
     patches are cut with the model's border mode (patches.py)."""
     p = model.n_patches
+    lazy = is_lazy(images)
     # Inference runs the fused evaluation path: same numbers, fewer passes, nothing cached for a backward.
-    log_attention = model.attention.forward(images, True) if training else model.attention.infer(images)
+    if lazy:
+        view = images.view(model.scale)
+        log_attention = model.attention.forward_view(view, True) if training else model.attention.infer_view(view)
+        del view  # the attention network keeps what its backward needs
+    else:
+        log_attention = model.attention.forward(images, True) if training else model.attention.infer(images)
     lap("attention net forward")
     log_sampling = floored_attention(log_attention, model.floor)
     attention = np.exp(log_sampling)
@@ -48,7 +56,10 @@ def look(model, images, rng, n_looks, training, replace=True, lap=_no_lap):
     lap("sample cells")
     weights = attention[np.arange(n)[:, None], cells[..., 0], cells[..., 1]]
     lap("gather a_i")
-    patches = extract_patches(images, cells, model.patch_size, model.scale, model.border)
+    if lazy:
+        patches = images.patches(cells, model.patch_size, model.scale, model.border)
+    else:
+        patches = extract_patches(images, cells, model.patch_size, model.scale, model.border)
     lap("extract patches")
     return Sampled(log_attention, log_sampling, cells, weights, patches)
 

@@ -11,6 +11,7 @@ import numpy as np
 
 import nn
 from .data import load_batch
+from .errors import AttentionSamplingError
 from ..models import FeatureNetwork
 
 
@@ -59,6 +60,9 @@ class DownscaledCNN:
 
 def train_downscaled(dataset, train_indices, test_indices, config, log=print):
     """Train DownscaledCNN with the run's settings -> dict(test_accuracy, train_accuracy, seconds)."""
+    if getattr(dataset, "lazy", False):
+        raise AttentionSamplingError(f"{dataset.root}: the downscaled-CNN baseline decodes whole images; "
+                                     "it does not take whole-slide images")
     rng = np.random.default_rng(config["seed"])
     model = DownscaledCNN(len(dataset.classes), config["downscale"], seed=config["seed"])
     optimizer = nn.Adam(config["lr"])

@@ -3,6 +3,10 @@
 ROOT/<class name>/<image files>: classes are the sub-folders sorted by name. Images are decoded lazily,
 one batch at a time, so memory does not grow with the data set; every image becomes 8-bit RGB.
 
+Whole-slide images (tiled or pyramidal TIFF, SVS, ...; slides.py) are never decoded whole: a data set
+holding one is "lazy", and its batches are slides.SlideBatch objects that read the attention view and the
+patches themselves (plain images in such a data set are decoded whole and read the same way).
+
 Folders nobody cleaned: `ImageFolder.validate` decodes every image once before training and sorts out
 the files that cannot be trained on (unreadable, empty, too small, too large, NaN pixels), so that a
 bad file stops the run before it starts, or is left out with a warning, instead of failing mid-epoch.
@@ -22,8 +26,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from .errors import AttentionSamplingError
+from .errors import one_line as _one_line
+from .slides import SLIDE_EXTENSIONS, check_source, is_slide, load_slides, slide_shape
 
-IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp") + SLIDE_EXTENSIONS
 # Width x height above which an image is refused unread: a 100-megapixel RGB image already takes 1.2 GB
 # as float32 in a batch. A few bytes of PNG or TIFF can declare billions of pixels (a decompression bomb).
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -33,11 +39,6 @@ LISTED = 10
 # Image.MAX_IMAGE_PIXELS is one global of Pillow's; the header probe lifts it for a moment (our own
 # limit is checked right after), so probes in several threads take turns.
 _PROBE_LOCK = threading.Lock()
-
-
-def _one_line(error):
-    """An exception as 'Type: message' on one line (decoders put newlines in their messages)."""
-    return f"{type(error).__name__}: {' '.join(str(error).split())}"
 
 
 def check_pixels(path, height, width, max_pixels):
@@ -158,6 +159,7 @@ class ImageFolder:
     ignored: list = field(default_factory=list)  # files in class folders without an image extension
     max_pixels: int = DEFAULT_MAX_PIXELS
     shape: tuple = None  # (H, W) every batch is brought to, once validated
+    lazy: bool = False   # holds whole-slide images: batches are SlideBatch objects, nothing decoded whole
 
     @classmethod
     def scan(cls, root, max_pixels=DEFAULT_MAX_PIXELS):
@@ -188,7 +190,8 @@ class ImageFolder:
                 raise AttentionSamplingError(f"{folder}: class folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
             paths += [os.path.join(folder, f) for f in files]
             labels += [label] * len(files)
-        return cls(root, classes, paths, np.array(labels, dtype=np.int64), ignored, max_pixels)
+        lazy = any(is_slide(path) for path in paths)
+        return cls(root, classes, paths, np.array(labels, dtype=np.int64), ignored, max_pixels, lazy=lazy)
 
     def __len__(self):
         return len(self.paths)
@@ -198,7 +201,9 @@ class ImageFolder:
 
     def image_shape(self):
         """(H, W) every batch is brought to: the validated common size, else the first image's."""
-        return tuple(self.shape) if self.shape is not None else self.read(0).shape[:2]
+        if self.shape is not None:
+            return tuple(self.shape)
+        return slide_shape(self.paths[0]) if self.lazy else self.read(0).shape[:2]
 
     def digest(self):
         """SHA-256 of the class/file names in order: a resumed run must see the very same images."""
@@ -218,6 +223,11 @@ class ImageFolder:
             raise AttentionSamplingError(f"--bad-images must be stop or skip, got {on_bad!r}")
 
         def check(path):
+            if self.lazy:  # a slide: its header, its tiles' offsets and the view's level, never level 0 whole
+                try:
+                    return check_source(path, size, scale, self.max_pixels), None
+                except AttentionSamplingError as error:
+                    return None, str(error)
             try:
                 height, width = read_image(path, self.max_pixels).shape[:2]
             except AttentionSamplingError as error:
@@ -242,6 +252,16 @@ class ImageFolder:
         finally:
             # Not `with pool`: on Ctrl-C that would wait for every image still queued.
             pool.shutdown(wait=False, cancel_futures=True)
+        if self.lazy:
+            # Slides are read where they are, never resized: one of another size is unusable in a batch.
+            counts = Counter(shape for shape in shapes if shape is not None)
+            if counts:
+                common = max(counts, key=lambda s: (counts[s], -shapes.index(s)))
+                for i, shape in enumerate(shapes):
+                    if shape is not None and shape != common:
+                        bad.append((self.paths[i], f"{self.paths[i]}: image of {shape[0]}x{shape[1]}, not the "
+                                    f"common {common[0]}x{common[1]} (a folder of slides is not resized)"))
+                        shapes[i] = None
         if bad and on_bad == "stop":
             s = "s" if len(bad) > 1 else ""
             raise AttentionSamplingError(
@@ -420,11 +440,23 @@ def augment_into(image, augment, rng, out):
                          top, left, crop_h, crop_w, out)
 
 
-def load_batch(dataset, indices, shape, augment=None, rng=None):
+def load_batch(dataset, indices, shape, augment=None, rng=None, scale=None):
     """Indices into the data set -> (N, H, W, 3) float32 in [0, 1], every image brought to `shape`.
 
     Pixels are augmented in [0, 255], clipped to that range, then scaled to [0, 1] as in the paper.
+    A lazy data set (whole-slide images) gives a slides.SlideBatch instead, whose view (read now when
+    `scale` is given) and patches are read from the files; its slides must be of `shape`.
     """
+    if getattr(dataset, "lazy", False):
+        batch = load_slides([dataset.paths[i] for i in indices], augment, rng, dataset.max_pixels)
+        for slide in batch.slides:
+            if (slide.height, slide.width) != tuple(shape):
+                batch.close()
+                raise AttentionSamplingError(f"{slide.path}: slide of {slide.height}x{slide.width}, not the run's "
+                                             f"{shape[0]}x{shape[1]} (slides are not resized)")
+        if scale is not None:
+            batch.view(scale)
+        return batch
     height, width = shape
     batch = np.empty((len(indices), height, width, 3), dtype=np.float32)
     for slot, index in enumerate(indices):

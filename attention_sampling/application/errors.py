@@ -3,3 +3,8 @@
 
 class AttentionSamplingError(Exception):
     """Bad input from the user: a file, a folder or a flag. The message names it."""
+
+
+def one_line(error):
+    """An exception as 'Type: message' on one line (decoders put newlines in their messages)."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"

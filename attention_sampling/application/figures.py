@@ -84,12 +84,8 @@ def plot_curves(history_rows, path):
     figure.savefig(path, dpi=100)
 
 
-def upsample_attention(attention, scale):
-    """(h, w) attention -> (h c, w c): each cell's value spread over the c x c pixels it summarises."""
-    return np.kron(attention, np.ones((scale, scale), dtype=attention.dtype))
-
-
-def plot_explanation(image, prediction, class_names, label, scale, patch_size, path, title=None, border="zero"):
+def plot_explanation(image, prediction, class_names, label, scale, patch_size, path, title=None, border="zero",
+                     image_shape=None):
     """One image's explanation -> PNG at `path`: what an expert checks (the paper's Fig. 7-8).
 
     Top: the (H, W, 3) image, the attention map over it (each cell drawn over its c x c pixels, more
@@ -98,9 +94,11 @@ def plot_explanation(image, prediction, class_names, label, scale, patch_size, p
     S x S patches at full resolution, titled with their weight a_i.
     `prediction` holds one image's probabilities (C,), attention (h, w), cells (P, 2), weights (P,)
     and patches (P, S, S, 3), as evaluation.predict_dataset(..., keep=...) returns it.
+    With image_shape = (H, W), `image` is a smaller picture of it (a slide's attention view), drawn over
+    the full-resolution extent so that cells and patch boxes land where they are in the slide.
     """
     image = np.asarray(image)
-    height, width = image.shape[:2]
+    height, width = image_shape if image_shape is not None else image.shape[:2]
     attention = np.asarray(prediction["attention"], dtype=np.float64)
     cells, weights, patches = prediction["cells"], np.asarray(prediction["weights"]), prediction["patches"]
     probabilities = np.asarray(prediction["probabilities"])
@@ -120,15 +118,17 @@ def plot_explanation(image, prediction, class_names, label, scale, patch_size, p
     main = figure.add_subplot(grid[0, :])
     # Pixel (i, j) covers [j, j + 1) x [i, i + 1), so cells and patch boxes land on exact pixel edges.
     main.imshow(image, extent=(0, width, height, 0), interpolation="nearest")
-    upsampled = upsample_attention(attention, scale)
+    # Each cell drawn over the c x c pixels it summarises (an extent, not an upsampled copy: a slide's
+    # cells cover billions of pixels).
     norm = Normalize(vmin=0, vmax=attention.max())
-    overlay = colormaps[ATTENTION_COLORMAP](norm(upsampled))
+    overlay = colormaps[ATTENTION_COLORMAP](norm(attention))
     # Opacity grows with attention, so the image stays visible where the model does not look.
-    overlay[..., 3] = 0.75 * upsampled / attention.max()
-    main.imshow(overlay, extent=(0, upsampled.shape[1], upsampled.shape[0], 0), interpolation="nearest")
+    overlay[..., 3] = 0.75 * attention / attention.max()
+    main.imshow(overlay, extent=(0, attention.shape[1] * scale, attention.shape[0] * scale, 0),
+                interpolation="nearest")
     figure.colorbar(ScalarMappable(norm, ATTENTION_COLORMAP), ax=main, shrink=0.8, label="attention per cell")
 
-    boxes = patch_boxes(np.asarray(cells), patch_size, scale, image.shape[:2], border)
+    boxes = patch_boxes(np.asarray(cells), patch_size, scale, (height, width), border)
     relative = weights / weights.max()
     box_colors = colormaps[BOX_COLORMAP](0.2 + 0.8 * relative)
     # Sampling is with replacement: a cell drawn twice gets one box listing both draws.

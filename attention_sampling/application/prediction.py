@@ -52,9 +52,14 @@ def image_rng(seed, path):
 
 
 def read_for_run(path, config):
-    """-> (1, H, W, 3) float32 in [0, 1] at the run's image size (resized as training resizes)."""
+    """-> (1, H, W, 3) float32 in [0, 1] at the run's image size (resized as training resizes); for a
+    whole-slide image a slides.SlideBatch of one at the slide's own size, its view read now (the networks
+    are convolutional and the attention a softmax over whatever cells there are: no size is needed)."""
     from .data import DEFAULT_MAX_PIXELS, read_image, resize_bilinear
+    from .slides import is_slide, load_slides
 
+    if is_slide(path):
+        return load_slides([path], max_pixels=config.get("max_pixels", DEFAULT_MAX_PIXELS), scale=config["scale"])
     image = read_image(path, config.get("max_pixels", DEFAULT_MAX_PIXELS)).astype(np.float32)
     height, width = config["image_shape"]
     if image.shape[:2] != (height, width):
@@ -76,10 +81,11 @@ def predict_path(model, config, path, seed=0, looks=1, pictures=None):
 
     try:
         images = read_for_run(path, config)
+        # A slide's patches are read during the prediction: a corrupt tile there is this image's error too.
+        prediction = predict(model, images, image_rng(seed, path), estimator=config.get("estimator", "reinforce"),
+                             replace=config.get("sampling", "with") == "with", looks=looks)
     except AttentionSamplingError as error:
         return {"path": path, "error": str(error)}
-    prediction = predict(model, images, image_rng(seed, path), estimator=config.get("estimator", "reinforce"),
-                         replace=config.get("sampling", "with") == "with", looks=looks)
     classes = config["classes"]
     probabilities = prediction.probabilities[0]
     chosen = int(np.argmax(probabilities))
@@ -92,11 +98,15 @@ def predict_path(model, config, path, seed=0, looks=1, pictures=None):
            "agreement": round(float(np.mean(per_look.argmax(axis=1) == chosen)), 4)}
     if pictures:
         from . import figures
+        from ..images import is_lazy
 
         explanation = {name: getattr(prediction, name)[0] for name in
                        ("probabilities", "attention", "cells", "weights", "patches")}
-        figures.plot_explanation(images[0], explanation, classes, None, config["scale"], config["size"],
-                                 picture_path(pictures, path), title=path, border=config.get("border", "zero"))
+        # A slide is drawn from its attention view, stretched over the slide's full-resolution extent.
+        picture, shape = (images.view(config["scale"])[0], images.shape[1:3]) if is_lazy(images) else (images[0], None)
+        figures.plot_explanation(picture, explanation, classes, None, config["scale"], config["size"],
+                                 picture_path(pictures, path), title=path, border=config.get("border", "zero"),
+                                 image_shape=shape)
     return row
 
 

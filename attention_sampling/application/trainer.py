@@ -262,8 +262,9 @@ class Trainer:
         return np.random.default_rng([self.config["seed"], self.epoch, int(position), 1])
 
     def _load(self, batch, position):
+        # A slide's view is read here too, in the loader's thread: only its patches wait for the step.
         return load_batch(self.dataset, batch, tuple(self.config["image_shape"]), self.augment,
-                          self._augmentation_rng(position))
+                          self._augmentation_rng(position), scale=self.config["scale"])
 
     def _run_epoch(self):
         """Train on every training image once (in a fresh random order), then evaluate and save.
