@@ -29,6 +29,13 @@ class UniformAttention:
     def infer(self, images):
         return self.forward(images, training=False)
 
+    def forward_view(self, view, training=True):
+        """(N, h, w, C) attention view -> (N, h, w): flat, as forward (a batch that reads its own view)."""
+        return np.full(view.shape[:3], -np.log(view.shape[1] * view.shape[2]), dtype=view.dtype)
+
+    def infer_view(self, view):
+        return self.forward_view(view, training=False)
+
     def backward(self, grad_log_attention):
         """Nothing upstream learns."""
 
