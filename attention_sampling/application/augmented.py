@@ -38,6 +38,15 @@ def _augmented_view(image, flip_rows, flip_columns, factor, mean, top, left, cro
     return out
 
 
+@njit(cache=True, nogil=True)
+def _inside(index, length, border):
+    """A patch pixel's row (or column) in the augmented image: mirrored back inside with border 1 (reflect),
+    -1 where it falls outside and stays zero (zero; inside, whose patch is already shifted)."""
+    if border == 1:
+        return _reflect(index, length)
+    return index if 0 <= index < length else -1
+
+
 @njit(cache=True, parallel=True, nogil=True)
 def _augmented_patches(image, flip_rows, flip_columns, factor, mean, top, left, crop_h, crop_w,
                        cells, patch_size, scale, offset, border, out):
@@ -51,17 +60,13 @@ def _augmented_patches(image, flip_rows, flip_columns, factor, mean, top, left, 
             row0 = max(0, min(row0, h - patch_size))
             col0 = max(0, min(col0, w - patch_size))
         for i in range(patch_size):
-            row = row0 + i
-            if border == 1:
-                row = _reflect(row, h)
-            elif row < 0 or row >= h:
+            row = _inside(row0 + i, h, border)
+            if row < 0:
                 continue
             s0, s1, fr = _source_pixels(row, h, top, crop_h, flip_rows)
             for j in range(patch_size):
-                column = col0 + j
-                if border == 1:
-                    column = _reflect(column, w)
-                elif column < 0 or column >= w:
+                column = _inside(col0 + j, w, border)
+                if column < 0:
                     continue
                 t0, t1, fc = _source_pixels(column, w, left, crop_w, flip_columns)
                 for k in range(c):
