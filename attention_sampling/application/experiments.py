@@ -242,7 +242,7 @@ def compare(args):
     rows = read_results(results_path)
     done = {(r["dataset"], r["method"], int(r["seed"])) for r in rows}
     methods = {method: METHODS[method] for method in args.methods}
-    for dataset_name, data in map(compare_data, args.datasets):
+    for dataset_name, data in ([] if args.table_only else map(compare_data, args.datasets)):
         dataset = ImageFolder.scan(data)
         height, width = dataset.image_shape()
         for method, settings in methods.items():
@@ -374,6 +374,8 @@ def main(argv=None):
     comparison.add_argument("--datasets", nargs="+", default=list(DATASETS), metavar="NAME_OR_FOLDER",
                             help=f"data sets to compare on: {' or '.join(DATASETS)} (generated) or an image folder "
                                  "ROOT/<class>/<images> (default: both generated ones)")
+    comparison.add_argument("--table-only", action="store_true",
+                            help="train nothing: write compare.md from the runs already in compare.csv")
     comparison.add_argument("--methods", nargs="+", choices=tuple(METHODS), default=list(METHODS), metavar="METHOD",
                             help="methods to train (default: all): " + "; ".join(METHODS))
     comparison.add_argument("--seeds", type=int, default=3, help="random trials per setting (default 3)")

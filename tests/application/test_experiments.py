@@ -34,6 +34,11 @@ def test_compare_trains_every_method_and_resumes(tiny_datasets, capsys):
     table = (out / "compare.md").read_text()
     assert table.count("\n") == 2 + len(rows)
 
+    # --table-only trains nothing and writes the same table from the CSV.
+    (out / "compare.md").unlink()
+    assert experiments.main(compare_args(out) + ["--table-only"]) == 0
+    assert (out / "compare.md").read_text() == table
+
     # A second call finds every row done and trains nothing: the CSV is unchanged.
     before = (out / "compare.csv").read_text()
     assert experiments.main(compare_args(out)) == 0
