@@ -15,8 +15,8 @@ import nn.numba_cache  # noqa: F401  (the samplers' kernels are cached the safe 
 from .images import LazyImages, is_lazy
 from .models import AttentionNetwork, AttentionSamplingModel, FeatureNetwork
 from .objective import (attention_entropy, entropy_gradient, estimator_weights, expectation_backward,
-                        expectation_baseline, expectation_logits, expected_logits, expected_logits_backward, patch_rewards,
-                        reinforce_gradient, standardised_advantage)
+                        expectation_baseline, expectation_logits, expected_logits, expected_logits_backward,
+                        patch_rewards, reinforce_gradient, standardised_advantage)
 from .patches import extract_patches, patch_boxes
 from .sampling import sample_cells
 from .training import Prediction, Sampled, classify_patches, look, patch_features, predict, train_step

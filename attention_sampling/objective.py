@@ -138,7 +138,7 @@ def expectation_baseline(features, weights, replicas):
     look: the baseline is 0, the estimator without one.
     """
     m, _, c = features.shape
-    estimates = np.einsum("mp,mpc->mc", weights, features).reshape(-1, replicas, c)
+    estimates = expectation_logits(features, weights).reshape(-1, replicas, c)
     if replicas == 1:
         return np.zeros((m, c), dtype=features.dtype)
     others = (estimates.sum(axis=1, keepdims=True) - estimates) / (replicas - 1)

@@ -6,8 +6,8 @@ import numpy as np
 import nn
 from .objective import (attention_entropy, entropy_gradient, estimator_weights, expectation_backward,
                         expectation_baseline, expectation_logits, expected_logits, expected_logits_backward,
-                        floored_attention, floored_attention_backward, patch_rewards, reinforce_gradient, scatter_to_cells,
-                        standardised_advantage)
+                        floored_attention, floored_attention_backward, patch_rewards, reinforce_gradient,
+                        scatter_to_cells, standardised_advantage)
 from .images import is_lazy
 from .patches import extract_patches, outside_image
 from .sampling import sample_cells

@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..patches import BORDERS, _reflect, patch_offset
-from .data import _augmented_pixel, _channel_means, _source_pixels
+from .data import _augmented_pixel, _source_pixels, contrast_centre
 
 
 @njit(cache=True, nogil=True)  # runs in the loader thread beside the training step
@@ -90,8 +90,7 @@ class AugmentedImages:
         self.shape = (len(self.images), height, width, channels)
         self.draws = [(bool(fr), bool(fc), np.float32(factor), tuple(int(v) for v in crop))
                       for fr, fc, factor, crop in draws]
-        self.means = [_channel_means(image).astype(np.float32) if contrast else np.zeros(channels, np.float32)
-                      for image in self.images]
+        self.means = [contrast_centre(image, contrast) for image in self.images]
         self._views = {}
         if view_scale is not None:
             self.view(view_scale)

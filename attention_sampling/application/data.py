@@ -430,14 +430,28 @@ def _augment_into(image, flip_rows, flip_columns, factor, mean, top, left, crop_
     return out
 
 
+def contrast_centre(image, contrast):
+    """(H, W, C) image -> (C,) float32 centre of the contrast change: the channel means when the contrast
+    is on, zeros (never used) when it is off, so that the mean pass is skipped."""
+    return _channel_means(image).astype(np.float32) if contrast else np.zeros(image.shape[2], np.float32)
+
+
 def augment_into(image, augment, rng, out):
     """(H, W, 3) pixels in [0, 255] (any dtype) -> out (H, W, 3) float32 in [0, 1]: the augmentations
     `augment` draws from `rng`, clipped and scaled, in one pass (Augmentation's docstring)."""
     h, w = image.shape[:2]
     flip_rows, flip_columns, factor, (top, left, crop_h, crop_w) = augment.draw(rng, h, w)
-    mean = _channel_means(image).astype(np.float32) if augment.contrast > 0 else np.zeros(image.shape[2], np.float32)
+    mean = contrast_centre(image, augment.contrast > 0)
     return _augment_into(np.ascontiguousarray(image), flip_rows, flip_columns, np.float32(factor), mean,
                          top, left, crop_h, crop_w, out)
+
+
+def _read_at(dataset, index, height, width):
+    """One decoded image in [0, 255], resized bilinearly to height x width when it is not that size."""
+    image = dataset.read(index)
+    if image.shape[:2] != (height, width):
+        image = resize_bilinear(image.astype(np.float32), height, width)
+    return image
 
 
 def load_batch(dataset, indices, shape, augment=None, rng=None, scale=None):
@@ -464,20 +478,13 @@ def load_batch(dataset, indices, shape, augment=None, rng=None, scale=None):
     if augment is not None and scale is not None:
         from .augmented import AugmentedImages  # it builds on this module's pixel arithmetic
 
-        images = []
-        for index in indices:
-            image = dataset.read(index)
-            if image.shape[:2] != (height, width):
-                image = resize_bilinear(image.astype(np.float32), height, width)
-            images.append(image)
+        images = [_read_at(dataset, index, height, width) for index in indices]
         # The draws in augment_into's order: the same numbers for the same seed on either path.
         draws = [augment.draw(rng, height, width) for _ in images]
         return AugmentedImages(images, draws, contrast=augment.contrast > 0, view_scale=scale)
     batch = np.empty((len(indices), height, width, 3), dtype=np.float32)
     for slot, index in enumerate(indices):
-        image = dataset.read(index)
-        if image.shape[:2] != (height, width):
-            image = resize_bilinear(image.astype(np.float32), height, width)
+        image = _read_at(dataset, index, height, width)
         if augment is not None:
             augment_into(image, augment, rng, batch[slot])
         else:
