@@ -56,6 +56,9 @@ def parse_args(argv=None):
     add("--floor", type=non_negative_fraction, metavar="EPS",
         help=f"sample cells from (1 - EPS) a + EPS / cells: every cell stays reachable "
              f"(default {TRAINING_DEFAULTS['floor']})")
+    add("--attention-init", choices=("uniform", "random"),
+        help=f"start the attention uniform (its last layer zeroed) or as drawn (the original method) "
+             f"(default {TRAINING_DEFAULTS['attention_init']})")
     add("--seed", type=int, metavar="N", help="seed of the split, the model and the sampling (default 0)")
     add("--test-fraction", type=fraction, metavar="F",
         help="share of each class held out for testing, never used to choose anything (default 0.15)")

@@ -5,6 +5,7 @@ import nn
 from .patches import BORDERS
 
 NEGATIVE_SLOPE = 0.01
+ATTENTION_INITS = ("random", "uniform")
 
 
 class AttentionNetwork(nn.Sequential):
@@ -14,9 +15,19 @@ class AttentionNetwork(nn.Sequential):
     logit per cell, and a log-softmax over all cells together. The pooling stays outside the layer chain:
     nothing is learned below it, so its (image-sized) input gradient is never computed; nor is the first
     convolution's (input_gradient=False). The leaky ReLUs work in place on the batch norms' outputs.
+
+    init: "random" draws every layer (the original method); "uniform" then zeroes the last 1x1 convolution,
+    so the untrained attention is exactly uniform. Why: the zero-padded convolutions and the batch norm make
+    border cells stand out on a near-flat view (a logit gap of many standard deviations), and a random last
+    layer turns that into a start with all the weight on a few border cells, which REINFORCE then only
+    reinforces. From zero the last layer's gradient is still non-zero (its inputs are), and the layers
+    below receive gradient from the first step on. The other layers are drawn either way, from the same
+    generator, so the feature network is the same under both.
     """
 
-    def __init__(self, scale, in_channels=3, hidden=8, depth=3, rng=None, dtype=np.float32):
+    def __init__(self, scale, in_channels=3, hidden=8, depth=3, rng=None, dtype=np.float32, init="random"):
+        if init not in ATTENTION_INITS:
+            raise ValueError(f"init must be one of {ATTENTION_INITS}, got {init!r}")
         rng = nn.init.default_rng(rng)
         layers = []
         channels = in_channels
@@ -26,7 +37,11 @@ class AttentionNetwork(nn.Sequential):
                        nn.BatchNorm2d(hidden, dtype=dtype),
                        nn.LeakyReLU(NEGATIVE_SLOPE, inplace=True)]
             channels = hidden
-        layers += [nn.Conv2d(channels, 1, 1, rng=rng, dtype=dtype), nn.SpatialLogSoftmax()]
+        last = nn.Conv2d(channels, 1, 1, rng=rng, dtype=dtype)
+        if init == "uniform":
+            for value in last.params.values():
+                value[...] = 0
+        layers += [last, nn.SpatialLogSoftmax()]
         super().__init__(*layers)
         self.scale = scale
         self.pool = nn.AvgPool2d(scale)
@@ -79,15 +94,16 @@ class AttentionSamplingModel:
     """Both networks and the settings that make them one model: scale c, patch size S, patches per image
     P; the classifier temperature T (o = softmax(T x eq. 1)); what a patch sees past the image edge
     (border: "zero", "reflect" or "inside", patches.py); the uniform floor eps mixed into the attention
-    when sampling (objective.floored_attention). The defaults of the last three are the original method's
-    (T = 1, zero padding, no floor); train.py's defaults are chosen by experiment (README).
+    when sampling (objective.floored_attention); how the attention network starts (attention_init, see
+    AttentionNetwork). The defaults of the last four are the original method's (T = 1, zero padding, no
+    floor, random start); train.py's defaults are chosen by experiment (README).
 
     `params`, `grads` and `buffers` are flat dicts prefixed 'attention.' and 'features.', so one Adam
     walks both networks and one .npz holds the whole model.
     """
 
     def __init__(self, n_classes, scale=4, patch_size=50, n_patches=20, in_channels=3, seed=0,
-                 dtype=np.float32, temperature=1.0, border="zero", floor=0.0):
+                 dtype=np.float32, temperature=1.0, border="zero", floor=0.0, attention_init="random"):
         if border not in BORDERS:
             raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
         if not 0 <= floor < 1:
@@ -95,8 +111,8 @@ class AttentionSamplingModel:
         rng = np.random.default_rng(seed)
         self.config = dict(n_classes=int(n_classes), scale=int(scale), patch_size=int(patch_size),
                            n_patches=int(n_patches), in_channels=int(in_channels), temperature=float(temperature),
-                           border=border, floor=float(floor))
-        self.attention = AttentionNetwork(scale, in_channels, rng=rng, dtype=dtype)
+                           border=border, floor=float(floor), attention_init=attention_init)
+        self.attention = AttentionNetwork(scale, in_channels, rng=rng, dtype=dtype, init=attention_init)
         self.features = FeatureNetwork(n_classes, in_channels, rng=rng, dtype=dtype)
 
     n_classes = property(lambda self: self.config["n_classes"])
@@ -106,6 +122,7 @@ class AttentionSamplingModel:
     temperature = property(lambda self: self.config["temperature"])
     border = property(lambda self: self.config["border"])
     floor = property(lambda self: self.config["floor"])
+    attention_init = property(lambda self: self.config["attention_init"])
 
     def _merged(self, attribute):
         merged = {f"attention.{k}": v for k, v in getattr(self.attention, attribute).items()}

@@ -12,8 +12,8 @@ Each measurement runs in a fresh process, so its peak RSS (VmHWM) is that of one
   second is timed;
 - "predict": prediction.predict_path on the slide with a model saved as a run's checkpoint, twice, the
   second timed;
-with the tiles decoded and the seconds spent reading them (slides.TOTAL). The model's attention is made
-uniform (its last layer zeroed), so that the patches land in as many places as they can. Nothing is asserted
+with the tiles decoded and the seconds spent reading them (slides.TOTAL). The model starts as train.py's
+does, its attention uniform, so that the patches land in as many places as they can. Nothing is asserted
 on time.
 """
 import argparse
@@ -67,13 +67,9 @@ def measure(args):
     from attention_sampling.application.trainer import build_model
 
     config = config_for(args)
+    # train.py's default start: a uniform attention, so every patch lands somewhere else, the most reading
+    # a step can cost (a randomly drawn one can put nearly all its mass on one border cell of so large a map).
     model = build_model(config)
-    # A freshly built attention network puts nearly all its mass on one border cell of so large a map (its
-    # padding makes the border stand out), and then every patch is the same region. Its last layer zeroed,
-    # the attention is uniform: every patch lands somewhere else, the most reading a step can cost.
-    last = model.attention.layers[-2]
-    for value in last.params.values():
-        value[...] = 0
     result = {"what": args.measure}
     if args.measure == "train":
         import nn

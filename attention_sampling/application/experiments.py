@@ -158,7 +158,8 @@ def paper_table(args):
             if (paper_size, patches, seed, args.epochs) in done:
                 continue
             settings = {key: getattr(args, key) for key in ("batch_size", "replicas", "lr", "entropy", "temperature",
-                                                            "border", "floor", "test_fraction", "val_fraction")}
+                                                            "border", "floor", "attention_init", "test_fraction",
+                                                            "val_fraction")}
             config = dict(TRAINING_DEFAULTS, **settings, data=os.path.abspath(data), classes=dataset.classes,
                           image_shape=[height, width], patches=patches, size=size, scale=args.scale,
                           epochs=args.epochs, seed=seed, augment=not args.no_augment,
@@ -256,7 +257,8 @@ def compare(args):
                               patches=args.patches, size=args.size, scale=args.scale, epochs=args.epochs,
                               batch_size=args.batch_size, replicas=args.replicas, lr=args.lr,
                               entropy=entropy, seed=seed, test_fraction=0.3, augment=True,
-                              **{key: TRAINING_DEFAULTS[key] for key in ("temperature", "border", "floor")},
+                              **{key: TRAINING_DEFAULTS[key] for key in ("temperature", "border", "floor",
+                                                                          "attention_init")},
                               downscale=args.downscale, **settings,
                               run_dir=os.path.join(args.out, dataset_name, method.split(" (")[0].replace(", ", "-")
                                                    .replace(" ", "-") + f"-seed{seed}"))
@@ -364,6 +366,8 @@ def main(argv=None):
                        help=f"patch border mode (default {defaults['border']}, as train.py)")
     table.add_argument("--floor", type=float, default=defaults["floor"],
                        help=f"uniform floor of the sampling distribution (default {defaults['floor']}, as train.py)")
+    table.add_argument("--attention-init", choices=("uniform", "random"), default=defaults["attention_init"],
+                       help=f"how the attention starts (default {defaults['attention_init']}, as train.py)")
     table.add_argument("--test-fraction", type=float, default=defaults["test_fraction"],
                        help="held-out test share of each class (default 0.15)")
     table.add_argument("--val-fraction", type=float, default=defaults["val_fraction"],

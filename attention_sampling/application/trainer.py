@@ -32,12 +32,14 @@ RESUMABLE = ("epochs", "bad_images", "max_pixels")
 
 
 def build_model(config):
-    """The model a run's config describes. A run made before temperature, border and floor existed was
-    trained with T = 1, zero padding and no floor: it is rebuilt so, whatever today's defaults are."""
+    """The model a run's config describes. A run made before temperature, border, floor and attention_init
+    existed was trained with T = 1, zero padding, no floor and a random attention start: it is rebuilt so,
+    whatever today's defaults are."""
     return AttentionSamplingModel(len(config["classes"]), scale=config["scale"], patch_size=config["size"],
                                   n_patches=config["patches"], seed=config["seed"],
                                   temperature=config.get("temperature", 1.0), border=config.get("border", "zero"),
-                                  floor=config.get("floor", 0.0))
+                                  floor=config.get("floor", 0.0),
+                                  attention_init=config.get("attention_init", "random"))
 
 
 def saved_config(run_dir):
