@@ -149,9 +149,9 @@ def time_each_layer(model, record):
     named += [(f"features {i} {layer_label(layer)}", layer) for i, layer in enumerate(model.features.layers)]
     for label, layer in named:
         for method in ("forward", "backward"):
-            def timed(*args, _inner=getattr(layer, method), _key=f"{label}|{method}"):
+            def timed(*args, _inner=getattr(layer, method), _key=f"{label}|{method}", **kwargs):
                 start = time.perf_counter()
-                result = _inner(*args)
+                result = _inner(*args, **kwargs)
                 record[_key] = record.get(_key, 0.0) + time.perf_counter() - start
                 return result
             setattr(layer, method, timed)

@@ -36,12 +36,22 @@ def _leaky_relu_inplace(x, slope):
 
 
 @njit(cache=True, nogil=True)
-def _leaky_relu_backward_from_output(grad, slope, out):
+def leaky_relu_backward_from_output(grad, slope, out):
     """grad *= slope where out <= 0, overwriting grad: for slope >= 0, out > 0 exactly where x > 0."""
     for k in range(grad.size):
         if not out[k] > 0:
             grad[k] *= slope
     return grad
+
+
+@njit(cache=True, nogil=True)
+def leaky_relu_rows_backward(grad_rows, slope, out_rows, rows):
+    """leaky_relu_backward_from_output on the listed rows of (M, C) arrays only: the rest of grad is zero."""
+    for r in rows:
+        for k in range(grad_rows.shape[1]):
+            if not out_rows[r, k] > 0:
+                grad_rows[r, k] *= slope
+    return grad_rows
 
 
 class LeakyReLU(Layer):
@@ -52,6 +62,8 @@ class LeakyReLU(Layer):
     both belong to nobody else, e.g. right after a Conv2d or BatchNorm2d (their outputs and input
     gradients are fresh arrays they do not keep) and before a layer that does not modify its input.
     With slope >= 0, y > 0 exactly where x > 0, so the output tells backward which slope applied.
+    After a Conv2d, nn.Sequential applies an in-place one inside the convolution instead (Conv2d.forward's
+    negative_slope) and skips this layer.
     """
 
     def __init__(self, negative_slope=0.01, inplace=False):
@@ -78,7 +90,7 @@ class LeakyReLU(Layer):
         slope = grad_out.dtype.type(self.negative_slope)
         if self.output is not None:
             grad = grad_out if grad_out.flags.c_contiguous and grad_out.flags.writeable else grad_out.copy()
-            _leaky_relu_backward_from_output(grad.reshape(-1), slope, self.output.reshape(-1))
+            leaky_relu_backward_from_output(grad.reshape(-1), slope, self.output.reshape(-1))
             self.output = None  # one backward per forward: free the cache as soon as it is spent
             return grad
         grad_out = np.ascontiguousarray(grad_out)

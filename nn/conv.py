@@ -2,6 +2,7 @@
 import numpy as np
 
 from . import conv_kernels
+from .activations import leaky_relu_backward_from_output, leaky_relu_rows_backward
 from .init import default_rng, kaiming_normal
 from .layer import Layer, check_spatial
 
@@ -63,11 +64,21 @@ class Conv2d(Layer):
                                                negative_slope, dtype)
         if bias:
             self.params["bias"] = np.zeros(out_channels, dtype=dtype)
+        self.activation = None  # (slope, output) of a fused leaky ReLU, from forward to backward
         self.zero_grads()
 
-    def forward(self, x, training=True):
+    def forward(self, x, training=True, negative_slope=None):
+        """negative_slope (>= 0): a leaky ReLU of that slope applied as each output is stored, its derivative
+        applied by backward, which then takes dL/d(activation). nn.Sequential fuses a Conv2d with the in-place
+        LeakyReLU after it so: neither the forward nor (where dL/dy is sparse) the backward makes a pass of
+        its own over the activations."""
+        if negative_slope is not None and negative_slope < 0:
+            raise ValueError(f"a fused leaky ReLU needs negative_slope >= 0, got {negative_slope}")
         self.input = x
-        return self._correlate(x, self.params["weight"], self.params.get("bias"))
+        out = self._correlate(x, self.params["weight"], self.params.get("bias"), negative_slope)
+        # With slope >= 0 the output is > 0 exactly where the convolution was: it alone tells backward the slope.
+        self.activation = None if negative_slope is None else (negative_slope, out)
+        return out
 
     def infer(self, x, scale=None, shift=None, negative_slope=None):
         """Inference only (nothing cached): the convolution, then optionally a per-channel y * scale + shift
@@ -97,31 +108,49 @@ class Conv2d(Layer):
         n, out_h, out_w, c_out = grad_out.shape
         dtype = np.result_type(x.dtype, grad_out.dtype)
         active = conv_kernels.active_rows(grad_out, SPARSE_FRACTION)
+        if self.activation is not None:
+            grad_out = self._activation_backward(grad_out, active)
         if active is not None:
             return self._sparse_backward(grad_out, active)
         if kh == kw == 1:
-            # A 1x1 kernel: dL/dw = X^T G over all positions, one BLAS product (the tiled kernel would pad
+            # A 1x1 kernel: one pass over the positions for all three gradients (the tiled kernels would pad
             # a 1-channel G to a whole register tile of zeros).
-            rows = np.ascontiguousarray(x, dtype=dtype).reshape(-1, c_in)
-            grad_weight = (rows.T @ np.ascontiguousarray(grad_out, dtype=dtype).reshape(-1, c_out))[None, None]
-        else:
-            grad_weight = np.zeros(weight.shape, dtype=dtype)
-            for start, stop in _chunks(n, out_h * out_w * conv_kernels.padded_channels(c_out) * grad_out.itemsize):
-                grad_weight += conv_kernels.weight_gradient(x[start:stop], grad_out[start:stop], kh, kw, top, left)
+            grad_weight, grad_bias, grad_in = conv_kernels.pointwise_backward(x, grad_out, weight[0, 0],
+                                                                              self.input_gradient)
+            self.grads["weight"] = grad_weight[None, None]
+            if "bias" in self.params:
+                self.grads["bias"] = grad_bias
+            self.input = None
+            return grad_in
+        grad_weight = np.zeros(weight.shape, dtype=dtype)
+        for start, stop in _chunks(n, out_h * out_w * conv_kernels.padded_channels(c_out) * grad_out.itemsize):
+            grad_weight += conv_kernels.weight_gradient(x[start:stop], grad_out[start:stop], kh, kw, top, left)
         self.grads["weight"] = grad_weight
         if "bias" in self.params:
             self.grads["bias"] = conv_kernels.channel_sum(grad_out)
         self.input = None  # the cache is spent: drop it now, not at the next forward
         if not self.input_gradient:
             return None
-        if kh == kw == 1:  # dL/dx = G W^T at every position: one BLAS product, no padded register tile
-            rows = np.ascontiguousarray(grad_out).reshape(-1, c_out)
-            return (rows @ weight[0, 0].T).reshape(x.shape[:3] + (c_in,))
         # dL/dx[a, b] = sum over i, j of g[a - i + top, b - j + left] @ w[i, j]^T: a correlation of g
         # with the kernel flipped in space and transposed, its padding mirrored to kh - 1 - top.
         flipped = np.ascontiguousarray(weight[::-1, ::-1].transpose(0, 1, 3, 2))
         return conv_kernels.correlate(grad_out, flipped, np.zeros(c_in, dtype=weight.dtype),
                                       kh - 1 - top, kw - 1 - left, x.shape[1], x.shape[2])
+
+    def _activation_backward(self, grad_out, active):
+        """dL/d(activation) -> dL/dy of the fused leaky ReLU, overwriting grad_out as the in-place LeakyReLU
+        does (a fresh array from the layer above). Multiplying by 1 or the slope > 0 keeps the zeros where
+        they are, so `active` still holds; only its rows need the derivative."""
+        slope, output = self.activation
+        self.activation = None
+        grad = grad_out if grad_out.flags.c_contiguous and grad_out.flags.writeable else grad_out.copy()
+        slope = grad.dtype.type(slope)
+        if active is None:
+            leaky_relu_backward_from_output(grad.reshape(-1), slope, output.reshape(-1))
+        else:
+            channels = grad.shape[-1]
+            leaky_relu_rows_backward(grad.reshape(-1, channels), slope, output.reshape(-1, channels), active)
+        return grad
 
     def _sparse_backward(self, grad_out, active):
         """backward for a dL/dy that is zero outside the `active` flat positions (e.g. behind a max pool)."""

@@ -11,10 +11,25 @@ class Sequential(Layer):
     def __init__(self, *layers):
         # No super().__init__(): params, grads and buffers are views built from the layers below.
         self.layers = list(layers)
+        self.fused = set()
 
     def forward(self, x, training=True):
-        for layer in self.layers:
-            x = layer.forward(x, training)
+        """Each layer in turn; a Conv2d followed by an in-place LeakyReLU (slope >= 0) runs as one layer: the
+        convolution applies the activation as it stores its output and its derivative in backward, so the
+        LeakyReLU's own passes are skipped (its index in self.fused until the next forward)."""
+        self.fused = set()
+        i = 0
+        while i < len(self.layers):
+            layer = self.layers[i]
+            following = self.layers[i + 1] if i + 1 < len(self.layers) else None
+            if (isinstance(layer, Conv2d) and isinstance(following, LeakyReLU) and following.inplace
+                    and following.negative_slope >= 0):
+                x = layer.forward(x, training, negative_slope=following.negative_slope)
+                self.fused.add(i + 1)
+                i += 2
+            else:
+                x = layer.forward(x, training)
+                i += 1
         return x
 
     def infer(self, x):
@@ -41,8 +56,9 @@ class Sequential(Layer):
         return x
 
     def backward(self, grad_out):
-        for layer in reversed(self.layers):
-            grad_out = layer.backward(grad_out)
+        for i in reversed(range(len(self.layers))):
+            if i not in self.fused:
+                grad_out = self.layers[i].backward(grad_out)
         return grad_out
 
     def _flat(self, attribute):

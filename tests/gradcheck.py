@@ -56,3 +56,26 @@ def check_layer_gradients(layer, x, training=True, seed=0, rtol=1e-5, atol=1e-7,
     assert_gradients_close(grad_x, numerical_gradient(loss, x), rtol, atol, name="input")
     for key, value in layer.params.items():
         assert_gradients_close(grads[key], numerical_gradient(loss, value), rtol, atol, name=key)
+
+
+def clear_of_kinks(network, x, margin=1e-5):
+    """Whether central differences can be trusted through `network` at x: every leaky ReLU's input at least
+    `margin` from its kink at 0 and every global max at least `margin` above its runner-up (a step of 1e-6
+    in a parameter moves them by about that much). The layers run one by one on a copy, in training mode."""
+    from nn import GlobalMaxPool2d, LeakyReLU
+
+    x = np.array(x, dtype=np.float64)
+    buffers = {key: value.copy() for key, value in network.buffers.items()}  # batch norms' running statistics
+    try:
+        for layer in network.layers:
+            if isinstance(layer, LeakyReLU) and np.abs(x).min() <= margin:
+                return False
+            if isinstance(layer, GlobalMaxPool2d) and x.shape[1] * x.shape[2] > 1:
+                ranked = np.sort(x.reshape(x.shape[0], -1, x.shape[-1]), axis=1)
+                if (ranked[:, -1] - ranked[:, -2]).min() <= margin:
+                    return False
+            x = layer.forward(x, training=True)
+        return True
+    finally:
+        for key, value in buffers.items():
+            network.buffers[key][...] = value

@@ -1,6 +1,6 @@
 """The models, one training step, and learning on data where the label lives in a few small spots."""
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import nn
@@ -8,7 +8,7 @@ from attention_sampling.models import AttentionNetwork, AttentionSamplingModel, 
 from attention_sampling.application.synthetic import make_dataset
 from attention_sampling.objective import expected_logits_backward, floored_attention
 from attention_sampling.training import classify_patches, look, look_statistics, predict, train_step
-from tests.gradcheck import assert_gradients_close, numerical_gradient
+from tests.gradcheck import assert_gradients_close, clear_of_kinks, numerical_gradient
 
 
 def test_parameter_counts_match_the_paper():
@@ -44,6 +44,9 @@ def test_feature_gradient_of_eq1_loss_matches_finite_differences(n, p, size, see
     sampled = look(model, images, rng, p, training=True)
     weights = sampled.weights
 
+    # Central differences are wrong across a kink (a zero-padded region can put a pre-activation 1e-7 from
+    # one): a draw that comes within 1e-5 of one is discarded.
+    assume(clear_of_kinks(model.features, sampled.patches.reshape(-1, size, size, 3)))
     features, logits = classify_patches(model, sampled.patches, weights, training=True)
     loss_fn = nn.CrossEntropyLoss()
     loss_fn.forward(logits, labels)

@@ -1,12 +1,13 @@
 """Sequential: the chain rule through several layers, and the flat '<index>.<name>' views."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+import nn.conv
 from nn import (AvgPool2d, BatchNorm2d, Conv2d, Dense, GlobalAvgPool2d, GlobalMaxPool2d, L2Normalize,
                 LeakyReLU, Sequential)
-from tests.gradcheck import check_layer_gradients
+from tests.gradcheck import check_layer_gradients, clear_of_kinks
 from tests.strategies import normal_array, seeds
 
 
@@ -132,3 +133,57 @@ def test_a_chain_that_empties_the_map_raises_instead_of_returning_garbage():
     for run in (lambda: network.forward(x.copy(), training=False), lambda: network.infer(x.copy())):
         with pytest.raises(ValueError, match="gives a 0x1 output"):
             run()
+
+
+@settings(max_examples=60)
+@given(chain=fusable_chains(), threshold=st.sampled_from([0.0, 1.0]))
+def test_training_fuses_conv_and_inplace_leaky_relu_into_the_layers_one_by_one(chain, threshold):
+    """forward/backward fuse each Conv2d -> in-place LeakyReLU (the convolution applies the activation as it
+    stores its output and its derivative in backward, on the sparse path at the active rows only). They
+    must give what the layers give called one by one, output, input gradient and every parameter gradient,
+    through the dense (threshold 0) and the sparse (threshold 1) backward alike."""
+    network, channels, seed = chain
+    network.astype(np.float64)
+    randomise_parameters(network, seed)
+    x = normal_array(seed, (2, *INFER_INPUT_HW, channels))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(nn.conv, "SPARSE_FRACTION", threshold)
+        one_by_one = x.copy()
+        for layer in network.layers:
+            one_by_one = layer.forward(one_by_one, training=True)
+        grad = normal_array(seed + 1, one_by_one.shape)
+        grad_one_by_one = grad.copy()
+        for layer in reversed(network.layers):
+            grad_one_by_one = layer.backward(grad_one_by_one)
+        grads_one_by_one = {key: value.copy() for key, value in network.grads.items()}
+
+        fused = network.forward(x.copy(), training=True)
+        grad_fused = network.backward(grad.copy())
+    expected_fused = {i + 1 for i, (layer, following) in enumerate(zip(network.layers, network.layers[1:]))
+                      if isinstance(layer, Conv2d) and isinstance(following, LeakyReLU) and following.inplace}
+    assert network.fused == expected_fused
+    np.testing.assert_allclose(fused, one_by_one, rtol=1e-12, atol=1e-12)
+    if grad_one_by_one is None:
+        assert grad_fused is None
+    else:
+        np.testing.assert_allclose(grad_fused, grad_one_by_one, rtol=1e-10, atol=1e-12)
+    for key, value in grads_one_by_one.items():
+        np.testing.assert_allclose(network.grads[key], value, rtol=1e-10, atol=1e-12, err_msg=key)
+
+
+@settings(max_examples=20)
+@given(batch=st.integers(1, 2), side=st.integers(4, 6), channels=st.integers(1, 2), hidden=st.integers(1, 3),
+       seed=seeds)
+def test_gradients_through_fused_conv_and_leaky_relu_match_finite_differences(batch, side, channels, hidden, seed):
+    """The feature network's pattern, [Conv2d, in-place LeakyReLU] x 2, global max pool, dense: fused in
+    training, its gradients equal central differences (the in-place layer overwrites its input, so each
+    evaluation gets a fresh copy)."""
+    network = Sequential(Conv2d(channels, hidden, 3, rng=seed), LeakyReLU(0.1, inplace=True),
+                         Conv2d(hidden, hidden, 3, rng=seed + 1), LeakyReLU(0.1, inplace=True),
+                         GlobalMaxPool2d(), Dense(hidden, 2, rng=seed + 2)).astype(np.float64)
+    randomise_parameters(network, seed)
+    x = normal_array(seed + 3, (batch, side, side, channels))
+    # Central differences are wrong across a kink: a draw that comes within 1e-4 of one is discarded.
+    assume(clear_of_kinks(network, x, margin=1e-4))
+    check_layer_gradients(network, x, seed=seed)
+    assert network.fused == {1, 3}
