@@ -113,24 +113,23 @@ class Conv2d(Layer):
         if active is not None:
             return self._sparse_backward(grad_out, active)
         if kh == kw == 1:
-            # A 1x1 kernel: one pass over the positions for all three gradients (the tiled kernels would pad
+            # A 1x1 kernel: dL/dw = X^T G over all positions, one BLAS product (the tiled kernel would pad
             # a 1-channel G to a whole register tile of zeros).
-            grad_weight, grad_bias, grad_in = conv_kernels.pointwise_backward(x, grad_out, weight[0, 0],
-                                                                              self.input_gradient)
-            self.grads["weight"] = grad_weight[None, None]
-            if "bias" in self.params:
-                self.grads["bias"] = grad_bias
-            self.input = None
-            return grad_in
-        grad_weight = np.zeros(weight.shape, dtype=dtype)
-        for start, stop in _chunks(n, out_h * out_w * conv_kernels.padded_channels(c_out) * grad_out.itemsize):
-            grad_weight += conv_kernels.weight_gradient(x[start:stop], grad_out[start:stop], kh, kw, top, left)
+            rows = np.ascontiguousarray(x, dtype=dtype).reshape(-1, c_in)
+            grad_weight = (rows.T @ np.ascontiguousarray(grad_out, dtype=dtype).reshape(-1, c_out))[None, None]
+        else:
+            grad_weight = np.zeros(weight.shape, dtype=dtype)
+            for start, stop in _chunks(n, out_h * out_w * conv_kernels.padded_channels(c_out) * grad_out.itemsize):
+                grad_weight += conv_kernels.weight_gradient(x[start:stop], grad_out[start:stop], kh, kw, top, left)
         self.grads["weight"] = grad_weight
         if "bias" in self.params:
             self.grads["bias"] = conv_kernels.channel_sum(grad_out)
         self.input = None  # the cache is spent: drop it now, not at the next forward
         if not self.input_gradient:
             return None
+        if kh == kw == 1:  # dL/dx = G W^T at every position: one BLAS product, no padded register tile
+            rows = np.ascontiguousarray(grad_out).reshape(-1, c_out)
+            return (rows @ weight[0, 0].T).reshape(x.shape[:3] + (c_in,))
         # dL/dx[a, b] = sum over i, j of g[a - i + top, b - j + left] @ w[i, j]^T: a correlation of g
         # with the kernel flipped in space and transposed, its padding mirrored to kh - 1 - top.
         flipped = np.ascontiguousarray(weight[::-1, ::-1].transpose(0, 1, 3, 2))

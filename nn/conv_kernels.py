@@ -221,45 +221,6 @@ def channel_sum(grad_out):
     return _channel_sum_kernel(rows, partial).sum(axis=0)
 
 
-@njit(cache=True, nogil=True)  # memory-bound: one thread (see nn/activations.py)
-def _pointwise_backward_kernel(rows, grad_rows, weight, grad_weight, grad_bias, grad_in, input_gradient):
-    m, c_in = rows.shape
-    c_out = grad_rows.shape[1]
-    for r in range(m):
-        for o in range(c_out):
-            g = grad_rows[r, o]
-            grad_bias[o] += g
-            for c in range(c_in):
-                grad_weight[c, o] += np.float64(rows[r, c]) * g
-        if input_gradient:
-            for c in range(c_in):
-                total = 0.0
-                for o in range(c_out):
-                    total += grad_rows[r, o] * weight[c, o]
-                grad_in[r, c] = total
-    return grad_weight
-
-
-def pointwise_backward(x, grad_out, weight, input_gradient=True):
-    """The whole backward of a 1x1 convolution y = x @ W + b, in one pass over the positions:
-    dL/dW = sum of x^T g, dL/db = sum of g (both accumulated in float64), dL/dx = g @ W^T.
-    BLAS does this as three calls on (M, 8) x (M, 1) shapes it is not made for (65 ms for the attention
-    network's last layer at c = 4, against about 10 here).
-
-    (N, H, W, C_in), (N, H, W, C_out), (C_in, C_out) -> (C_in, C_out), (C_out,), (N, H, W, C_in) or None
-    """
-    dtype = np.result_type(x.dtype, grad_out.dtype, weight.dtype, np.float32)
-    c_in, c_out = weight.shape
-    rows = np.ascontiguousarray(x, dtype=dtype).reshape(-1, c_in)
-    grad_rows = np.ascontiguousarray(grad_out, dtype=dtype).reshape(-1, c_out)
-    grad_weight, grad_bias = np.zeros((c_in, c_out)), np.zeros(c_out)
-    grad_in = np.empty(rows.shape if input_gradient else (1, c_in), dtype=dtype)
-    _pointwise_backward_kernel(rows, grad_rows, np.ascontiguousarray(weight, dtype=dtype), grad_weight, grad_bias,
-                               grad_in, input_gradient)
-    return (grad_weight.astype(dtype), grad_bias.astype(dtype),
-            grad_in.reshape(x.shape[:3] + (c_in,)) if input_gradient else None)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Sparse gradients. Behind a global max pool, dL/dy of the last convolution is zero except at the argmax
 # positions (at most C of H·W per image), and each convolution below widens that support by its kernel.

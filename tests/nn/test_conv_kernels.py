@@ -171,27 +171,3 @@ def test_sparse_kernels_match_padded_sums(data, shapes, dtype):
     assert grad_in.dtype == dtype and grad_in.shape == x_shape
     np.testing.assert_allclose(grad_in, reference_input_gradient(grad_out, weight, x_shape, top, left),
                                rtol=0, atol=tolerance(dtype, kh * kw * weight_shape[3]) * 10)
-
-
-@settings(max_examples=30)
-@given(n=st.integers(1, 3), height=st.integers(1, 9), width=st.integers(1, 9), c_in=st.integers(1, 9),
-       c_out=st.integers(1, 3), seed=seeds, dtype=float_dtypes, input_gradient=st.booleans())
-def test_pointwise_backward_matches_the_matrix_products(n, height, width, c_in, c_out, seed, dtype, input_gradient):
-    """A 1x1 convolution's backward in one pass: X^T G, the sum of G and G W^T, as NumPy's products give
-    them in float64."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, height, width, c_in)).astype(dtype)
-    grad = rng.standard_normal((n, height, width, c_out)).astype(dtype)
-    weight = rng.standard_normal((c_in, c_out)).astype(dtype)
-    grad_weight, grad_bias, grad_in = conv_kernels.pointwise_backward(x, grad, weight, input_gradient)
-    rows, grad_rows = x.reshape(-1, c_in).astype(np.float64), grad.reshape(-1, c_out).astype(np.float64)
-    tolerance = 1e-12 if dtype == np.float64 else 1e-5
-    assert grad_weight.dtype == grad_bias.dtype == dtype
-    np.testing.assert_allclose(grad_weight, rows.T @ grad_rows, rtol=tolerance, atol=tolerance * rows.size)
-    np.testing.assert_allclose(grad_bias, grad_rows.sum(axis=0), rtol=tolerance, atol=tolerance * rows.size)
-    if input_gradient:
-        assert grad_in.dtype == dtype and grad_in.shape == x.shape
-        np.testing.assert_allclose(grad_in.reshape(-1, c_in), grad_rows @ weight.astype(np.float64).T,
-                                   rtol=tolerance, atol=tolerance)
-    else:
-        assert grad_in is None
