@@ -22,7 +22,7 @@ def convolutions(draw):
     # At least one output position: H + top + bottom - kh + 1 >= 1.
     height = draw(st.integers(max(1, kh - top - bottom), 9))
     width = draw(st.integers(max(1, kw - left - right), 13))
-    c_in = draw(st.integers(1, 6))
+    c_in = draw(st.integers(1, 19))  # one to three tiles of the weight gradient, remainders too
     c_out = draw(st.sampled_from([1, 3, 8, 9, 16, 17, 24]))  # one and two tiles, padded lanes or none
     n = draw(st.integers(1, 3))
     out_h, out_w = height + top + bottom - kh + 1, width + left + right - kw + 1
