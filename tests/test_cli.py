@@ -25,7 +25,8 @@ TINY = ["--patches", "3", "--size", "12", "--scale", "4", "--replicas", "2", "--
 METRIC_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
                   "entropy", "distinct_cells", "outside", "reward", "seconds", "waiting"]
 TRAIN_FLAGS = ["--data", "--out", "--patches", "--size", "--scale", "--epochs", "--batch-size", "--replicas", "--lr",
-               "--entropy", "--seed", "--test-fraction", "--val-fraction", "--resume", "--no-augment", "--quiet"]
+               "--entropy", "--temperature", "--border", "--floor", "--attention-init", "--seed", "--test-fraction",
+               "--val-fraction", "--estimator", "--sampling", "--resume", "--no-augment", "--quiet"]
 EVALUATE_FLAGS = ["--data", "--split", "--json", "--checkpoint", "--examples", "--seed"]
 
 
@@ -94,6 +95,7 @@ def test_training_writes_metrics_checkpoints_and_config(two_epoch_run, data_root
     config = json.loads((two_epoch_run / "config.json").read_text())
     assert (config["patches"], config["size"], config["scale"], config["epochs"]) == (3, 12, 4, 2)
     assert config["classes"] == ["checkerboard", "horizontal", "vertical"]
+    assert config["attention_init"] == "uniform"
     assert os.path.samefile(config["data"], data_root)
     last = load_checkpoint(str(two_epoch_run / "checkpoint.npz"))["meta"]
     assert last["epoch"] == 2 and last["config"] == config and len(last["history"]) == 2

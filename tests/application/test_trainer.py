@@ -1,7 +1,9 @@
 """The trainer's choice of best epoch: on validation only, never on the test split."""
 import math
 
-from attention_sampling.application.trainer import EpochTotals, best_epoch
+import numpy as np
+
+from attention_sampling.application.trainer import EpochTotals, best_epoch, build_model
 
 
 def row(epoch, val_accuracy, val_loss, test_accuracy):
@@ -32,3 +34,18 @@ def test_epoch_totals_average_per_image_over_uneven_batches():
     assert math.isclose(totals.mean("loss"), 1.25) and math.isclose(totals.mean("accuracy"), 0.75)
     assert math.isclose(totals.mean("entropy"), 2.5) and math.isclose(totals.mean("reward"), 0.375)
     assert math.isclose(totals.mean("distinct_cells"), 5.0) and math.isclose(totals.mean("outside"), 0.25)
+
+
+def test_a_run_made_before_attention_init_is_rebuilt_with_its_random_start():
+    """A config without the key was trained from the original random start: build_model draws it again,
+    the same parameters as a run that asks for "random"; "uniform" differs in the last attention layer only."""
+    config = dict(classes=["a", "b", "c"], scale=4, size=12, patches=3, seed=7)
+    old, drawn = build_model(config).params, build_model(dict(config, attention_init="random")).params
+    uniform = build_model(dict(config, attention_init="uniform")).params
+    last = {"attention.9.weight", "attention.9.bias"}
+    for key, value in old.items():
+        np.testing.assert_array_equal(value, drawn[key])
+        if key in last:  # (the drawn bias starts at zero as every bias does; its weight does not)
+            assert not uniform[key].any() and (key.endswith("bias") or value.any())
+        else:
+            np.testing.assert_array_equal(value, uniform[key])
