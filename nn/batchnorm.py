@@ -8,68 +8,95 @@ The kernels are memory-bound and run on one thread: waking Numba's thread pool c
 on a shared 2-core machine (nn/activations.py). The sums are still taken in `parts`
 (as many as threads) so that no single float64 accumulator sums millions of terms.
 """
+import functools
+
 import numba
 import numpy as np
 from numba import njit
 
+from .conv_kernels import _slp_vectorize, _stack_zeros
 from .layer import Layer
 
 
-@njit(cache=True, nogil=True)
+@functools.lru_cache(maxsize=None)
+def _kernels(c):
+    """The four kernels for `c` channels, compiled for that count: with the channel loops' length a
+    constant they unroll, the accumulators live in registers (`_stack_zeros`) and the lanes vectorise,
+    3.5 times faster than with a run-time channel count (8 channels, 720k rows: 3.3 against 11.7 ms for
+    the sums). The arithmetic and its order are the same either way."""
+
+    @njit(cache=True, nogil=True)
+    def channel_sums(rows, centre, partial):
+        """partial[part] = sum over the part's rows of (rows - centre) and of its square, in float64."""
+        parts = partial.shape[0]
+        m = rows.shape[0]
+        for part in range(parts):
+            acc = _stack_zeros(2, c, np.float64)
+            for r in range(part * m // parts, (part + 1) * m // parts):
+                for k in range(c):
+                    value = np.float64(rows[r, k]) - centre[k]
+                    acc[0, k] += value
+                    acc[1, k] += value * value
+            for k in range(c):
+                partial[part, 0, k] = acc[0, k]
+                partial[part, 1, k] = acc[1, k]
+        return partial
+
+    @njit(cache=True, nogil=True)
+    def normalise(rows, mean, inv_std, gamma, beta, out):
+        """out = (rows - mean) · inv_std · gamma + beta, row by row."""
+        for r in range(rows.shape[0]):
+            for k in range(c):
+                out[r, k] = (rows[r, k] - mean[k]) * inv_std[k] * gamma[k] + beta[k]
+        return out
+
+    @njit(cache=True, nogil=True)
+    def gradient_sums(grad_rows, rows, mean, inv_std, partial):
+        """partial[part] = sum of g and of g · x_hat over the part's rows, in float64."""
+        parts = partial.shape[0]
+        m = rows.shape[0]
+        for part in range(parts):
+            acc = _stack_zeros(2, c, np.float64)
+            for r in range(part * m // parts, (part + 1) * m // parts):
+                for k in range(c):
+                    g = np.float64(grad_rows[r, k])
+                    acc[0, k] += g
+                    acc[1, k] += g * ((np.float64(rows[r, k]) - mean[k]) * inv_std[k])
+            for k in range(c):
+                partial[part, 0, k] = acc[0, k]
+                partial[part, 1, k] = acc[1, k]
+        return partial
+
+    @njit(cache=True, nogil=True)
+    def input_gradient(grad_rows, rows, mean, inv_std, scale, mean_g, mean_gx, out):
+        """out = scale · (g - mean_g - x_hat · mean_gx), with scale = gamma · inv_std."""
+        for r in range(rows.shape[0]):
+            for k in range(c):
+                x_hat = (rows[r, k] - mean[k]) * inv_std[k]
+                out[r, k] = scale[k] * (grad_rows[r, k] - mean_g[k] - x_hat * mean_gx[k])
+        return out
+
+    return channel_sums, normalise, gradient_sums, input_gradient
+
+
 def _channel_sums(rows, centre, partial):
-    """partial[part] = sum over the part's rows of (rows - centre) and of its square, in float64."""
-    parts = partial.shape[0]
-    m, c = rows.shape
-    for part in range(parts):
-        total = np.zeros(c, dtype=np.float64)
-        squares = np.zeros(c, dtype=np.float64)
-        for r in range(part * m // parts, (part + 1) * m // parts):
-            for k in range(c):
-                value = np.float64(rows[r, k]) - centre[k]
-                total[k] += value
-                squares[k] += value * value
-        partial[part, 0] = total
-        partial[part, 1] = squares
-    return partial
+    with _slp_vectorize():  # read when a kernel is compiled, on its first call
+        return _kernels(rows.shape[1])[0](rows, centre, partial)
 
 
-@njit(cache=True, nogil=True)
 def _normalise(rows, mean, inv_std, gamma, beta, out):
-    """out = (rows - mean) · inv_std · gamma + beta, row by row."""
-    m, c = rows.shape
-    for r in range(m):
-        for k in range(c):
-            out[r, k] = (rows[r, k] - mean[k]) * inv_std[k] * gamma[k] + beta[k]
-    return out
+    with _slp_vectorize():
+        return _kernels(rows.shape[1])[1](rows, mean, inv_std, gamma, beta, out)
 
 
-@njit(cache=True, nogil=True)
 def _gradient_sums(grad_rows, rows, mean, inv_std, partial):
-    """partial[part] = sum of g and of g · x_hat over the part's rows, in float64."""
-    parts = partial.shape[0]
-    m, c = rows.shape
-    for part in range(parts):
-        total = np.zeros(c, dtype=np.float64)
-        weighted = np.zeros(c, dtype=np.float64)
-        for r in range(part * m // parts, (part + 1) * m // parts):
-            for k in range(c):
-                g = np.float64(grad_rows[r, k])
-                total[k] += g
-                weighted[k] += g * ((np.float64(rows[r, k]) - mean[k]) * inv_std[k])
-        partial[part, 0] = total
-        partial[part, 1] = weighted
-    return partial
+    with _slp_vectorize():
+        return _kernels(rows.shape[1])[2](grad_rows, rows, mean, inv_std, partial)
 
 
-@njit(cache=True, nogil=True)
 def _input_gradient(grad_rows, rows, mean, inv_std, scale, mean_g, mean_gx, out):
-    """out = scale · (g - mean_g - x_hat · mean_gx), with scale = gamma · inv_std."""
-    m, c = rows.shape
-    for r in range(m):
-        for k in range(c):
-            x_hat = (rows[r, k] - mean[k]) * inv_std[k]
-            out[r, k] = scale[k] * (grad_rows[r, k] - mean_g[k] - x_hat * mean_gx[k])
-    return out
+    with _slp_vectorize():
+        return _kernels(rows.shape[1])[3](grad_rows, rows, mean, inv_std, scale, mean_g, mean_gx, out)
 
 
 def _parts(rows):
