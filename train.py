@@ -13,7 +13,7 @@ import sys
 
 from attention_sampling.application.cli import (OneLineParser, fraction, non_negative_float, non_negative_fraction,
                                                non_negative_int, positive_float, positive_int)
-from attention_sampling.application.data import DEFAULT_MAX_PIXELS, ImageFolder
+from attention_sampling.application.data import DEFAULT_CACHE_BYTES, DEFAULT_MAX_PIXELS, ImageFolder
 from attention_sampling.application.embedded import ensure_default_dataset
 from attention_sampling.application.errors import AttentionSamplingError
 from attention_sampling.application.settings import ENTROPY_BY_ESTIMATOR, TRAINING_DEFAULTS
@@ -75,6 +75,9 @@ def parse_args(argv=None):
         help=f"refuse images above N = width x height pixels before decoding them (decompression bombs; "
              f"for a whole-slide image: the pixels its attention view decodes, not its size; "
              f"default {DEFAULT_MAX_PIXELS:,}; 0: no limit)")
+    add("--cache-mb", type=non_negative_int, metavar="MB", default=DEFAULT_CACHE_BYTES // 2**20,
+        help=f"keep the decoded images in memory when all of them fit in MB, instead of decoding each one again "
+             f"every epoch (default {DEFAULT_CACHE_BYTES // 2**20}; 0: never); the numbers do not change")
     add("--resume", metavar="RUN", help="continue the run in folder RUN where it stopped")
     add("--no-augment", action="store_true", help="turn off random flips, contrast and zoom")
     add("--quiet", action="store_true", help="no progress bar")
@@ -182,6 +185,9 @@ def train(args):
                       image_shape=list(dataset.image_shape()), image_list=image_list(dataset), epochs=epochs,
                       augment=not args.no_augment, **{key: getattr(args, key) for key in DEFAULTS})
         check_settings(config)
+    if dataset.keep_decoded(args.cache_mb * 2**20):
+        print(f"keeping the {len(dataset)} decoded images in memory ({dataset.cache_bytes / 2**20:.0f} MB)",
+              file=sys.stderr)
     trainer = Trainer(dataset, run_dir, config, resume=bool(args.resume),
                       log=lambda line: print(line, file=sys.stderr), progress=not args.quiet)
     check_settings(trainer.config)

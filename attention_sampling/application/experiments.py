@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .data import ImageFolder
+from .data import DEFAULT_CACHE_BYTES, ImageFolder
 from .embedded import FEW_SPOTS, ensure_default_dataset
 from .errors import AttentionSamplingError
 from .evaluation import predict_dataset
@@ -70,6 +70,7 @@ def train_one(config, log):
     from .trainer import Trainer, best_epoch
 
     dataset = ImageFolder.scan(config["data"])
+    dataset.keep_decoded(DEFAULT_CACHE_BYTES)
     run_dir = config["run_dir"]
     resume = os.path.exists(os.path.join(run_dir, "checkpoint.npz"))
     trainer = Trainer(dataset, run_dir, {"epochs": config["epochs"]} if resume else config, resume=resume, log=log,
@@ -219,6 +220,7 @@ def run_one(config):
     from .trainer import Trainer
 
     dataset = ImageFolder.scan(config["data"])
+    dataset.keep_decoded(DEFAULT_CACHE_BYTES)
     if config.get("baseline") == "downscaled":
         split = stratified_split(dataset.labels, config["test_fraction"], config["seed"],
                                  config.get("val_fraction", 0.0))

@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+import attention_sampling.application.data as data
 from attention_sampling.application.data import (Augmentation, ImageFolder, augment_into, load_batch, read_image,
-                                                 resize_bilinear,
-                                     stratified_split, to_rgb8)
+                                                 resize_bilinear, stratified_split, to_rgb8)
 from attention_sampling.application.errors import AttentionSamplingError
 
 HEIGHT, WIDTH = 12, 10
@@ -276,6 +276,32 @@ def test_load_batch_is_float32_in_zero_one(tmp_path):
     augmented = load_batch(dataset, [0, 1, 2, 3, 4], (8, 6), strong, np.random.default_rng(0))
     assert augmented.dtype == np.float32
     assert augmented.min() >= 0 and augmented.max() <= 1
+
+
+def test_kept_images_are_decoded_once_read_only_and_give_the_same_batches(tmp_path, monkeypatch):
+    make_folder(tmp_path, {"a": 3, "b": 3})
+    plain, kept = ImageFolder.scan(str(tmp_path)), ImageFolder.scan(str(tmp_path))
+    assert not kept.keep_decoded(6 * 8 * 6 * 3 - 1)  # all or nothing: one byte short keeps none
+    assert kept.keep_decoded(6 * 8 * 6 * 3)
+    decoded = []
+    monkeypatch.setattr(data, "read_image", lambda path, *args: decoded.append(path) or read_image(path, *args))
+    first = kept.read(4)
+    assert kept.read(4) is first and not first.flags.writeable and len(decoded) == 1
+    with pytest.raises(ValueError):
+        first[0, 0, 0] = 1  # nothing downstream may change what the next epoch reads
+    strong = Augmentation(flip=True, contrast=0.5, zoom=0.3)
+    for epoch in range(2):
+        batches = [load_batch(dataset, range(6), (8, 6), strong, np.random.default_rng(epoch), scale=2)
+                   for dataset in (plain, kept)]
+        np.testing.assert_array_equal(batches[0].view(2), batches[1].view(2))
+        cells = np.zeros((6, 2, 2), dtype=np.int64)
+        cells[:, 1] = [3, 2]
+        np.testing.assert_array_equal(batches[0].patches(cells, 4, 2, "reflect"),
+                                      batches[1].patches(cells, 4, 2, "reflect"))
+    # Each file decoded three times: once for the kept folder, once per epoch for the plain one.
+    assert sorted(decoded) == sorted(plain.paths * 3)
+    subset = data.replace(kept, paths=kept.paths[:2], labels=kept.labels[:2])
+    assert subset.cache_bytes == kept.cache_bytes and not subset._cache  # other paths: a cache of its own
 
 
 @settings(max_examples=40, deadline=None)
