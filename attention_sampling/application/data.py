@@ -207,8 +207,8 @@ class ImageFolder:
         """Image `index` decoded, (H, W, 3) uint8. With cache_bytes > 0 the decoded images are kept, read-only,
         in the order first read until the budget is spent: training reads every image every epoch, so the
         first ones kept serve as well as any (a least-recently-used cache smaller than the data set would
-        have evicted each image before its next use). Decoding a 417 x 312 PNG costs more CPU than a step
-        spends on it at S = 15 (README, Performance)."""
+        have evicted each image before its next use). Decoding took 15% of a training profile on the reduced
+        lymphoma slides (README, Performance)."""
         image = self._cache.get(index)
         if image is not None:
             return image
@@ -224,7 +224,7 @@ class ImageFolder:
     def keep_decoded(self, limit_bytes):
         """Keep every decoded image in memory (read) if all of them fit in limit_bytes, else none -> whether
         they are kept. All or nothing: the memory a run needs stays what it was unless the whole data set
-        is small (the reduced lymphoma slides: 146 MB; at the paper's 1388 x 1040 they would take 1.6 GB)."""
+        is small (the reduced lymphoma slides: 139 MB; at the paper's 1388 x 1040 they would take 1.6 GB)."""
         if self.lazy or not len(self):
             return False
         height, width = self.image_shape()
