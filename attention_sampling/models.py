@@ -20,8 +20,8 @@ class AttentionNetwork(nn.Sequential):
     so the untrained attention is exactly uniform. Why: the zero-padded convolutions and the batch norm make
     border cells stand out on a near-flat view (a logit gap of many standard deviations), and a random last
     layer turns that into a start with all the weight on a few border cells, which REINFORCE then only
-    reinforces. From zero the last layer's gradient is still non-zero (its inputs are), and the layers
-    below receive gradient from the first step on. The other layers are drawn either way, from the same
+    reinforces. From zero the last layer's gradient is still non-zero (its inputs are); the layers below
+    receive gradient from the second step on, once it has moved. The other layers are drawn either way, from the same
     generator, so the feature network is the same under both.
     """
 

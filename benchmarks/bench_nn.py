@@ -38,7 +38,7 @@ def feature_net(rng, dtype):
     layers, c_in = [], 3
     for _ in range(4):
         layers += [nn.Conv2d(c_in, 16, 3, "same", rng=rng, negative_slope=NEGATIVE_SLOPE, dtype=dtype),
-                   nn.LeakyReLU(NEGATIVE_SLOPE)]
+                   nn.LeakyReLU(NEGATIVE_SLOPE, inplace=True)]  # as the models: fused in training
         c_in = 16
     return nn.Sequential(*layers)
 
@@ -47,7 +47,7 @@ def attention_net(rng, dtype):
     layers, c_in = [], 3
     for _ in range(3):
         layers += [nn.Conv2d(c_in, 8, 3, "same", rng=rng, negative_slope=NEGATIVE_SLOPE, dtype=dtype),
-                   nn.BatchNorm2d(8, dtype=dtype), nn.LeakyReLU(NEGATIVE_SLOPE)]
+                   nn.BatchNorm2d(8, dtype=dtype), nn.LeakyReLU(NEGATIVE_SLOPE, inplace=True)]
         c_in = 8
     return nn.Sequential(*layers)
 

@@ -12,8 +12,8 @@ Each measurement runs in a fresh process, so its peak RSS (VmHWM) is that of one
   second is timed;
 - "predict": prediction.predict_path on the slide with a model saved as a run's checkpoint, twice, the
   second timed;
-with the tiles decoded and the seconds spent reading them (slides.TOTAL). The model starts as train.py's
-does, its attention uniform, so that the patches land in as many places as they can. Nothing is asserted
+with the tiles decoded and the seconds spent reading them (slides.TOTAL). The model's attention starts
+uniform (--attention-init uniform), so that the patches land in as many places as they can. Nothing is asserted
 on time.
 """
 import argparse
@@ -55,8 +55,11 @@ def ensure_slide(path):
 def config_for(args):
     from attention_sampling.application.settings import TRAINING_DEFAULTS
 
+    # A uniform start, so that the patches land in as many places as they can, the most reading a step can
+    # cost (a randomly drawn attention can put nearly all its mass on one border cell of so large a map).
     return dict(TRAINING_DEFAULTS, classes=["a", "b"], image_shape=[SIDE, SIDE], scale=args.scale, size=args.size,
-                patches=args.patches, replicas=args.replicas, batch_size=args.batch_size, seed=0)
+                patches=args.patches, replicas=args.replicas, batch_size=args.batch_size, seed=0,
+                attention_init="uniform")
 
 
 def measure(args):
@@ -67,8 +70,6 @@ def measure(args):
     from attention_sampling.application.trainer import build_model
 
     config = config_for(args)
-    # train.py's default start: a uniform attention, so every patch lands somewhere else, the most reading
-    # a step can cost (a randomly drawn one can put nearly all its mass on one border cell of so large a map).
     model = build_model(config)
     result = {"what": args.measure}
     if args.measure == "train":

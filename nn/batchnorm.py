@@ -14,7 +14,7 @@ import numba
 import numpy as np
 from numba import njit
 
-from .conv_kernels import _slp_vectorize, _stack_zeros
+from .conv_kernels import _stack_zeros, vectorised_call
 from .layer import Layer
 
 
@@ -80,23 +80,19 @@ def _kernels(c):
 
 
 def _channel_sums(rows, centre, partial):
-    with _slp_vectorize():  # read when a kernel is compiled, on its first call
-        return _kernels(rows.shape[1])[0](rows, centre, partial)
+    return vectorised_call(_kernels(rows.shape[1])[0], rows, centre, partial)
 
 
 def _normalise(rows, mean, inv_std, gamma, beta, out):
-    with _slp_vectorize():
-        return _kernels(rows.shape[1])[1](rows, mean, inv_std, gamma, beta, out)
+    return vectorised_call(_kernels(rows.shape[1])[1], rows, mean, inv_std, gamma, beta, out)
 
 
 def _gradient_sums(grad_rows, rows, mean, inv_std, partial):
-    with _slp_vectorize():
-        return _kernels(rows.shape[1])[2](grad_rows, rows, mean, inv_std, partial)
+    return vectorised_call(_kernels(rows.shape[1])[2], grad_rows, rows, mean, inv_std, partial)
 
 
 def _input_gradient(grad_rows, rows, mean, inv_std, scale, mean_g, mean_gx, out):
-    with _slp_vectorize():
-        return _kernels(rows.shape[1])[3](grad_rows, rows, mean, inv_std, scale, mean_g, mean_gx, out)
+    return vectorised_call(_kernels(rows.shape[1])[3], grad_rows, rows, mean, inv_std, scale, mean_g, mean_gx, out)
 
 
 def _parts(rows):

@@ -10,7 +10,7 @@ the inputs past it. The tile lives in a stack array (`_stack_zeros`) so that LLV
 can write to it and promotes it to registers; its loops have compile-time lengths so that they
 unroll and the LLVM SLP vectoriser packs the `block` lanes into vector FMAs. Numba switches the
 SLP vectoriser off by default (numba#8705, a miscompilation of another pattern), so the kernels
-are compiled inside `_slp_vectorize()`; tests/nn/test_conv_kernels.py checks them against plain NumPy.
+are compiled with it on (`vectorised_call`); tests/nn/test_conv_kernels.py checks them against plain NumPy.
 `fastmath={"contract"}` only lets a*b+c become one FMA (one rounding instead of two); nothing is
 reassociated, so float64 stays as exact as the NumPy reference.
 """
@@ -21,6 +21,7 @@ import numba
 import numpy as np
 from numba import njit, prange, types
 from numba.core import cgutils
+from numba.core.compiler_lock import global_compiler_lock
 from numba.extending import intrinsic
 from numba.np.arrayobj import make_array, populate_array
 
@@ -81,6 +82,17 @@ def _slp_vectorize():
         yield
     finally:
         numba.config.SLP_VECTORIZE = previous
+
+
+def vectorised_call(kernel, *args):
+    """kernel(*args), compiled with the SLP vectoriser on if this call compiles it. The switch is
+    process-wide, so it is thrown only for a call with argument types the kernel has not been compiled
+    for, and under Numba's compiler lock: no other thread (the data loader's kernels) compiles while it
+    is on, and an ordinary call leaves it alone."""
+    if tuple(kernel.typeof_pyval(arg) for arg in args) in kernel.overloads:
+        return kernel(*args)
+    with global_compiler_lock, _slp_vectorize():
+        return kernel(*args)
 
 
 @functools.lru_cache(maxsize=None)
@@ -152,9 +164,8 @@ def correlate(x, weight, bias, top, left, out_h, out_w, negative_slope=None):
         weight = np.concatenate([weight, np.zeros((kh, kw, c_in, padded - c_out), weight.dtype)], axis=-1)
         bias = np.concatenate([bias, np.zeros(padded - c_out, bias.dtype)])
     out = np.empty((x.shape[0], out_h, out_w, c_out), dtype=dtype)
-    with _slp_vectorize():
-        slope = dtype.type(1.0 if negative_slope is None else negative_slope)
-        return _correlate_kernel(block, TILE_PIXELS[block])(x, weight, bias, out, top, left, slope)
+    slope = dtype.type(1.0 if negative_slope is None else negative_slope)
+    return vectorised_call(_correlate_kernel(block, TILE_PIXELS[block]), x, weight, bias, out, top, left, slope)
 
 
 @functools.lru_cache(maxsize=None)
@@ -205,8 +216,7 @@ def weight_gradient(x, grad_out, kh, kw, top, left):
                                   axis=-1)
     parts = max(1, min(numba.get_num_threads(), x.shape[0]))
     partial = np.zeros((parts, kh, kw, c_in, padded), dtype=dtype)
-    with _slp_vectorize():
-        _weight_gradient_kernel(block, weight_gradient_channels(c_in))(x, grad_out, partial, top, left)
+    vectorised_call(_weight_gradient_kernel(block, weight_gradient_channels(c_in)), x, grad_out, partial, top, left)
     return partial.sum(axis=0)[..., :c_out]
 
 

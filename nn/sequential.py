@@ -56,9 +56,17 @@ class Sequential(Layer):
         return x
 
     def backward(self, grad_out):
+        """Each layer backwards, the LeakyReLUs fused by the last forward skipped. Those fusions hold in the
+        convolutions until their backward: a layer's own forward in between would have undone one, and the
+        activation's derivative would be lost, so that is an error, not a silently wrong gradient."""
+        fused, self.fused = self.fused, set()  # one backward per forward
         for i in reversed(range(len(self.layers))):
-            if i not in self.fused:
-                grad_out = self.layers[i].backward(grad_out)
+            if i in fused:
+                if self.layers[i - 1].activation is None:
+                    raise RuntimeError(f"Sequential.backward: layer {i - 1} ran forward on its own since "
+                                       f"Sequential.forward fused it with layer {i}; run Sequential.forward again")
+                continue
+            grad_out = self.layers[i].backward(grad_out)
         return grad_out
 
     def _flat(self, attribute):

@@ -95,7 +95,7 @@ def test_training_writes_metrics_checkpoints_and_config(two_epoch_run, data_root
     config = json.loads((two_epoch_run / "config.json").read_text())
     assert (config["patches"], config["size"], config["scale"], config["epochs"]) == (3, 12, 4, 2)
     assert config["classes"] == ["checkerboard", "horizontal", "vertical"]
-    assert config["attention_init"] == "uniform"
+    assert config["attention_init"] == "random"
     assert os.path.samefile(config["data"], data_root)
     last = load_checkpoint(str(two_epoch_run / "checkpoint.npz"))["meta"]
     assert last["epoch"] == 2 and last["config"] == config and len(last["history"]) == 2

@@ -216,6 +216,8 @@ class ImageFolder:
         if self.cache_bytes:
             with self._cache_lock:  # the loader thread and the evaluation may read at once
                 if index not in self._cache and self._cache_used + image.nbytes <= self.cache_bytes:
+                    if image.base is not None:  # a view (the first page of a stack): keep only what is counted
+                        image = image.copy()
                     image.flags.writeable = False
                     self._cache[index] = image
                     self._cache_used += image.nbytes

@@ -259,8 +259,8 @@ def compare(args):
                               patches=args.patches, size=args.size, scale=args.scale, epochs=args.epochs,
                               batch_size=args.batch_size, replicas=args.replicas, lr=args.lr,
                               entropy=entropy, seed=seed, test_fraction=0.3, augment=True,
-                              **{key: TRAINING_DEFAULTS[key] for key in ("temperature", "border", "floor",
-                                                                          "attention_init")},
+                              **{key: TRAINING_DEFAULTS[key] for key in ("temperature", "border", "floor")},
+                              attention_init=args.attention_init,
                               downscale=args.downscale, **settings,
                               run_dir=os.path.join(args.out, dataset_name, method.split(" (")[0].replace(", ", "-")
                                                    .replace(" ", "-") + f"-seed{seed}"))
@@ -394,6 +394,8 @@ def main(argv=None):
     comparison.add_argument("--batch-size", type=int, default=8, help="images per step (default 8)")
     comparison.add_argument("--replicas", type=int, default=2, help="samples of each image per step (default 2)")
     comparison.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    comparison.add_argument("--attention-init", choices=("uniform", "random"), default=TRAINING_DEFAULTS["attention_init"],
+                            help=f"how the attention starts (default {TRAINING_DEFAULTS['attention_init']}, as train.py)")
     comparison.add_argument("--entropy", type=float, default=None,
                             help="entropy bonus weight (default: each estimator's, as train.py: " +
                                  ", ".join(f"{k} {v}" for k, v in ENTROPY_BY_ESTIMATOR.items()) + ")")

@@ -158,10 +158,10 @@ def test_training_fuses_conv_and_inplace_leaky_relu_into_the_layers_one_by_one(c
         grads_one_by_one = {key: value.copy() for key, value in network.grads.items()}
 
         fused = network.forward(x.copy(), training=True)
+        expected_fused = {i + 1 for i, (layer, following) in enumerate(zip(network.layers, network.layers[1:]))
+                          if isinstance(layer, Conv2d) and isinstance(following, LeakyReLU) and following.inplace}
+        assert network.fused == expected_fused
         grad_fused = network.backward(grad.copy())
-    expected_fused = {i + 1 for i, (layer, following) in enumerate(zip(network.layers, network.layers[1:]))
-                      if isinstance(layer, Conv2d) and isinstance(following, LeakyReLU) and following.inplace}
-    assert network.fused == expected_fused
     np.testing.assert_allclose(fused, one_by_one, rtol=1e-12, atol=1e-12)
     if grad_one_by_one is None:
         assert grad_fused is None
@@ -187,3 +187,17 @@ def test_gradients_through_fused_conv_and_leaky_relu_match_finite_differences(ba
     assume(clear_of_kinks(network, x, margin=1e-4))
     check_layer_gradients(network, x, seed=seed)
     assert network.fused == {1, 3}
+
+
+def test_a_layer_forward_between_a_fused_forward_and_its_backward_is_an_error():
+    """The convolution's own forward undoes the fusion; Sequential.backward would otherwise skip the leaky
+    ReLU's derivative and return a wrong gradient without a word."""
+    network = Sequential(Conv2d(2, 3, 3, rng=1), LeakyReLU(0.1, inplace=True)).astype(np.float64)
+    x = normal_array(0, (1, 5, 5, 2))
+    grad = normal_array(1, (1, 5, 5, 3))
+    network.forward(x.copy())
+    network.layers[0].forward(x.copy())
+    with pytest.raises(RuntimeError, match="layer 0 ran forward on its own"):
+        network.backward(grad.copy())
+    network.forward(x.copy())
+    assert network.backward(grad.copy()).shape == x.shape and network.fused == set()
