@@ -26,7 +26,7 @@ METRIC_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accu
                   "entropy", "distinct_cells", "outside", "reward", "seconds", "waiting"]
 TRAIN_FLAGS = ["--data", "--out", "--patches", "--size", "--scale", "--epochs", "--batch-size", "--replicas", "--lr",
                "--entropy", "--temperature", "--border", "--floor", "--attention-init", "--seed", "--test-fraction",
-               "--val-fraction", "--estimator", "--sampling", "--resume", "--no-augment", "--quiet"]
+               "--val-fraction", "--estimator", "--sampling", "--cache-mb", "--resume", "--no-augment", "--quiet"]
 EVALUATE_FLAGS = ["--data", "--split", "--json", "--checkpoint", "--examples", "--seed"]
 
 
@@ -200,6 +200,8 @@ def test_help_explains_every_flag(tmp_path, script, flags):
     (["--size", "2", "--scale", "4"], "--size"),
     (["--test-fraction", "1.5"], "--test-fraction"),
     (["--batch-size", "0"], "--batch-size"),
+    (["--cache-mb", "-1"], "--cache-mb"),
+    (["--attention-init", "zeros"], "--attention-init"),
 ])
 def test_train_refuses_bad_flags(tmp_path, args, flag):
     result = run(TRAIN, *args, cwd=tmp_path)
