@@ -36,7 +36,7 @@ def _leaky_relu_inplace(x, slope):
 
 
 @njit(cache=True, nogil=True)
-def leaky_relu_backward_from_output(grad, slope, out):
+def _leaky_relu_backward_from_output(grad, slope, out):
     """grad *= slope where out <= 0, overwriting grad: for slope >= 0, out > 0 exactly where x > 0."""
     for k in range(grad.size):
         if not out[k] > 0:
@@ -45,13 +45,27 @@ def leaky_relu_backward_from_output(grad, slope, out):
 
 
 @njit(cache=True, nogil=True)
-def leaky_relu_rows_backward(grad_rows, slope, out_rows, rows):
-    """leaky_relu_backward_from_output on the listed rows of (M, C) arrays only: the rest of grad is zero."""
+def _leaky_relu_rows_backward(grad_rows, slope, out_rows, rows):
+    """_leaky_relu_backward_from_output on the listed rows of (M, C) arrays only: the rest of grad is zero."""
     for r in rows:
         for k in range(grad_rows.shape[1]):
             if not out_rows[r, k] > 0:
                 grad_rows[r, k] *= slope
     return grad_rows
+
+
+def leaky_relu_backward_from_output(grad_out, negative_slope, output, rows=None):
+    """dL/dy -> dL/dx of a leaky ReLU with slope >= 0 whose output was `output`, overwriting grad_out (a fresh
+    array from the layer above) unless it is not contiguous or not writeable. rows: the flat positions of
+    the (M, C) views where grad_out is nonzero (a sparse gradient); only those need the derivative."""
+    grad = grad_out if grad_out.flags.c_contiguous and grad_out.flags.writeable else grad_out.copy()
+    slope = grad.dtype.type(negative_slope)
+    if rows is None:
+        _leaky_relu_backward_from_output(grad.reshape(-1), slope, output.reshape(-1))
+    else:
+        channels = grad.shape[-1]
+        _leaky_relu_rows_backward(grad.reshape(-1, channels), slope, output.reshape(-1, channels), rows)
+    return grad
 
 
 class LeakyReLU(Layer):
@@ -87,12 +101,11 @@ class LeakyReLU(Layer):
         return out
 
     def backward(self, grad_out):
-        slope = grad_out.dtype.type(self.negative_slope)
         if self.output is not None:
-            grad = grad_out if grad_out.flags.c_contiguous and grad_out.flags.writeable else grad_out.copy()
-            leaky_relu_backward_from_output(grad.reshape(-1), slope, self.output.reshape(-1))
+            grad = leaky_relu_backward_from_output(grad_out, self.negative_slope, self.output)
             self.output = None  # one backward per forward: free the cache as soon as it is spent
             return grad
+        slope = grad_out.dtype.type(self.negative_slope)
         grad_out = np.ascontiguousarray(grad_out)
         grad_in = np.empty_like(grad_out)
         _leaky_relu_backward(grad_out.reshape(-1), slope, self.positive.reshape(-1), grad_in.reshape(-1))

@@ -2,7 +2,7 @@
 import numpy as np
 
 from . import conv_kernels
-from .activations import leaky_relu_backward_from_output, leaky_relu_rows_backward
+from .activations import leaky_relu_backward_from_output
 from .init import default_rng, kaiming_normal
 from .layer import Layer, check_spatial
 
@@ -142,14 +142,7 @@ class Conv2d(Layer):
         they are, so `active` still holds; only its rows need the derivative."""
         slope, output = self.activation
         self.activation = None
-        grad = grad_out if grad_out.flags.c_contiguous and grad_out.flags.writeable else grad_out.copy()
-        slope = grad.dtype.type(slope)
-        if active is None:
-            leaky_relu_backward_from_output(grad.reshape(-1), slope, output.reshape(-1))
-        else:
-            channels = grad.shape[-1]
-            leaky_relu_rows_backward(grad.reshape(-1, channels), slope, output.reshape(-1, channels), active)
-        return grad
+        return leaky_relu_backward_from_output(grad_out, slope, output, active)
 
     def _sparse_backward(self, grad_out, active):
         """backward for a dL/dy that is zero outside the `active` flat positions (e.g. behind a max pool)."""
