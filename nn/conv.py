@@ -12,7 +12,7 @@ _CHUNK_BYTES = 64 * 2**20
 
 # Below this fraction of nonzero positions in dL/dy, backward loops over those positions only
 # (nn/conv_kernels.py, "Sparse gradients"); the crossover: python -m benchmarks.bench_nn --sparse.
-SPARSE_FRACTION = 0.1
+SPARSE_FRACTION = 0.2
 
 
 def same_padding(kernel_size):

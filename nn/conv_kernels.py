@@ -270,53 +270,92 @@ def active_rows(grad_out, max_fraction):
     return found[:count] if count <= found.size else None
 
 
-@njit(parallel=True, cache=True, fastmath={"contract"}, nogil=True)
-def _sparse_backward_kernel(x, grad_rows, weight_t, active, bounds, partial, grad_in, top, left, out_h, out_w,
-                            input_gradient):
-    n_images, height, width, c_in = x.shape
-    _, kh, kw, _, c_out = partial.shape
-    # Each part owns whole images (bounds split `active` at image boundaries): its own slice of `partial`,
-    # and no two threads add to one pixel of grad_in.
-    for part in prange(bounds.size - 1):
-        for t in range(bounds[part], bounds[part + 1]):
-            r = active[t]
-            n, p, q = r // (out_h * out_w), (r // out_w) % out_h, r % out_w
-            g = grad_rows[r]
-            for i in range(max(0, top - p), min(kh, height + top - p)):
-                for j in range(max(0, left - q), min(kw, width + left - q)):
-                    # dL/dw[i, j] += x[p + i - top, q + j - left]^T g[p, q]
-                    pixel = x[n, p + i - top, q + j - left]
-                    for c in range(c_in):
-                        value = pixel[c]
-                        for o in range(c_out):
-                            partial[part, i, j, c, o] += value * g[o]
-                    if input_gradient:  # dL/dx[p + i - top, q + j - left] += weight[i, j] @ g[p, q]
-                        target = grad_in[n, p + i - top, q + j - left]
-                        for o in range(c_out):
-                            value = g[o]
-                            for c in range(c_in):
-                                target[c] += value * weight_t[i, j, o, c]
-    return partial
+@functools.lru_cache(maxsize=None)
+def _sparse_backward_kernel(block, channels, in_block):
+    """The sparse backward for tiles of `channels` input x `block` output channels in dL/dw, and of `in_block`
+    input channels in dL/dx (literals, so the loops unroll and the tiles stay in registers, as in the dense
+    kernels). Each part takes its images one at a time, so the image's active positions and pixels stay in
+    cache across the kh x kw taps."""
+
+    @njit(parallel=True, cache=True, fastmath={"contract"}, nogil=True)
+    def sparse_backward_kernel(x, grad_rows, weight_t, active, rows, columns, image_bounds, partial, grad_in, top,
+                               left, input_gradient):
+        n_images, height, width, c_in = x.shape
+        parts, kh, kw, _, c_padded = partial.shape
+        for part in prange(parts):
+            # Each part owns whole images: its own slice of `partial`, and no two threads add to one pixel
+            # of grad_in.
+            for n in range(part * n_images // parts, (part + 1) * n_images // parts):
+                first, last = image_bounds[n], image_bounds[n + 1]
+                if first == last:
+                    continue
+                for i in range(kh):
+                    for j in range(kw):
+                        # dL/dw[i, j] += x[p + i - top, q + j - left]^T g[p, q] over the active (p, q)
+                        for cb in range(0, c_in, channels):
+                            for ob in range(0, c_padded, block):
+                                acc = _stack_zeros(channels, block, x.dtype)
+                                for t in range(first, last):
+                                    r = active[t]
+                                    a = rows[t] + i - top
+                                    b = columns[t] + j - left
+                                    if 0 <= a < height and 0 <= b < width:
+                                        for k in range(channels):
+                                            # Past the last channel, repeat it: branch-free, never stored.
+                                            value = x[n, a, b, min(cb + k, c_in - 1)]
+                                            for o in range(block):
+                                                acc[k, o] += value * grad_rows[r, ob + o]
+                                for k in range(min(channels, c_in - cb)):
+                                    for o in range(block):
+                                        partial[part, i, j, cb + k, ob + o] += acc[k, o]
+                        if input_gradient:
+                            # dL/dx[p + i - top, q + j - left] += weight[i, j] @ g[p, q]
+                            for t in range(first, last):
+                                r = active[t]
+                                a = rows[t] + i - top
+                                b = columns[t] + j - left
+                                if 0 <= a < height and 0 <= b < width:
+                                    for cb in range(0, c_in, in_block):
+                                        acc = _stack_zeros(1, in_block, x.dtype)
+                                        for o in range(c_padded):
+                                            value = grad_rows[r, o]
+                                            for c in range(in_block):
+                                                acc[0, c] += value * weight_t[i, j, o, cb + c]
+                                        for c in range(min(in_block, c_in - cb)):
+                                            grad_in[n, a, b, cb + c] += acc[0, c]
+        return partial
+
+    return sparse_backward_kernel
 
 
 def sparse_backward(x, grad_out, weight, active, top, left, input_gradient=True):
     """dL/dw and dL/dx (None unless input_gradient) of y = x (*) weight from a grad_out that is zero outside
     the `active` flat positions: the sums of weight_gradient and of the transposed correlation, taken over
-    those positions only, in one pass over them.
+    those positions only.
 
-    (N, H, W, C_in), (N, H', W', C_out), (kh, kw, C_in, C_out), (K,) -> (kh, kw, C_in, C_out), (N, H, W, C_in)
+    (N, H, W, C_in), (N, H', W', C_out), (kh, kw, C_in, C_out), (K,) sorted -> (kh, kw, C_in, C_out), (N, H, W, C_in)
     """
     dtype = np.result_type(x.dtype, grad_out.dtype, weight.dtype, np.float32)
     x = np.ascontiguousarray(x, dtype=dtype)
     n, out_h, out_w, c_out = grad_out.shape
     kh, kw, c_in, _ = weight.shape
+    block, in_block = channel_block(c_out), channel_block(c_in)
+    padded, in_padded = padded_channels(c_out), padded_channels(c_in)
+    # Only the active rows are read: zero lanes for whole tiles of output channels cost one copy of those.
     grad_rows = np.ascontiguousarray(grad_out, dtype=dtype).reshape(-1, c_out)
-    weight_t = np.ascontiguousarray(weight.transpose(0, 1, 3, 2), dtype=dtype)  # (kh, kw, C_out, C_in)
+    if padded != c_out:
+        grad_rows = np.concatenate([grad_rows, np.zeros((grad_rows.shape[0], padded - c_out), dtype)], axis=1)
+    weight_t = np.zeros((kh, kw, padded, in_padded), dtype=dtype)  # (kh, kw, C_out, C_in), zero lanes past both
+    weight_t[:, :, :c_out, :c_in] = weight.transpose(0, 1, 3, 2)
+    image_bounds = np.searchsorted(active, np.arange(n + 1) * (out_h * out_w))
     parts = max(1, min(numba.get_num_threads(), n))
-    bounds = np.searchsorted(active, np.arange(parts + 1) * n // parts * (out_h * out_w))
-    partial = np.zeros((parts, kh, kw, c_in, c_out), dtype=dtype)
+    partial = np.zeros((parts, kh, kw, c_in, padded), dtype=dtype)
     # np.zeros maps zeroed pages lazily: only the pages the scatter writes cost anything here.
     grad_in = np.zeros(x.shape if input_gradient else (1, 1, 1, c_in), dtype=dtype)
-    _sparse_backward_kernel(x, grad_rows, weight_t, active, bounds, partial, grad_in, top, left, out_h, out_w,
-                            input_gradient)
-    return partial.sum(axis=0), (grad_in if input_gradient else None)
+    # Each active position's row and column, once: integer divisions in the kernel's inner loops cost more than
+    # its multiply-adds.
+    rows, columns = np.divmod(active % (out_h * out_w), out_w)
+    kernel = _sparse_backward_kernel(block, weight_gradient_channels(c_in), in_block)
+    vectorised_call(kernel, x, grad_rows, weight_t, active, rows, columns, image_bounds, partial, grad_in, top, left,
+                    input_gradient)
+    return partial.sum(axis=0)[..., :c_out], (grad_in if input_gradient else None)
