@@ -14,6 +14,7 @@ import numba
 import numpy as np
 from numba import njit
 
+from .activations import leaky_relu_backward_from_output
 from .conv_kernels import _stack_zeros, vectorised_call
 from .layer import Layer
 
@@ -45,11 +46,12 @@ def _kernels(c):
         return partial
 
     @njit(cache=True, nogil=True)
-    def normalise(rows, mean, inv_std, gamma, beta, out):
-        """out = (rows - mean) · inv_std · gamma + beta, row by row."""
+    def normalise(rows, mean, inv_std, gamma, beta, slope, out):
+        """out = (rows - mean) · inv_std · gamma + beta, row by row, through a leaky ReLU of that slope (1: none)."""
         for r in range(rows.shape[0]):
             for k in range(c):
-                out[r, k] = (rows[r, k] - mean[k]) * inv_std[k] * gamma[k] + beta[k]
+                value = (rows[r, k] - mean[k]) * inv_std[k] * gamma[k] + beta[k]
+                out[r, k] = value if value > 0 else value * slope
         return out
 
     @njit(cache=True, nogil=True)
@@ -70,8 +72,8 @@ def _channel_sums(rows, centre, partial):
     return vectorised_call(_kernels(rows.shape[1])[0], rows, centre, rows, centre, ones, partial)
 
 
-def _normalise(rows, mean, inv_std, gamma, beta, out):
-    return vectorised_call(_kernels(rows.shape[1])[1], rows, mean, inv_std, gamma, beta, out)
+def _normalise(rows, mean, inv_std, gamma, beta, slope, out):
+    return vectorised_call(_kernels(rows.shape[1])[1], rows, mean, inv_std, gamma, beta, slope, out)
 
 
 def _gradient_sums(grad_rows, rows, mean, inv_std, partial):
@@ -123,9 +125,17 @@ class BatchNorm2d(Layer):
         self.params["beta"] = np.zeros(channels, dtype=dtype)
         self.buffers["running_mean"] = np.zeros(channels, dtype=dtype)
         self.buffers["running_var"] = np.ones(channels, dtype=dtype)
+        self.activation = None  # (slope, output) of a fused leaky ReLU, from forward to backward
         self.zero_grads()
 
-    def forward(self, x, training=True):
+    def forward(self, x, training=True, negative_slope=None):
+        """negative_slope (>= 0): a leaky ReLU of that slope applied as each output is stored; backward then
+        takes dL/d(activation) and applies the derivative first (in place, as the in-place LeakyReLU does), so
+        that the output is released before the input gradient is allocated. nn.Sequential fuses a BatchNorm2d
+        with the in-place LeakyReLU after it so (the attention network's pattern), as it does a Conv2d: the
+        forward makes no pass of its own for the activation."""
+        if negative_slope is not None and negative_slope < 0:
+            raise ValueError(f"a fused leaky ReLU needs negative_slope >= 0, got {negative_slope}")
         self.training = training
         dtype = np.result_type(x.dtype, self.params["gamma"].dtype)
         rows = np.ascontiguousarray(x, dtype=dtype).reshape(-1, x.shape[-1])
@@ -145,8 +155,11 @@ class BatchNorm2d(Layer):
         self.mean = mean
         self.inv_std = (1.0 / np.sqrt(var + dtype.type(self.eps))).astype(dtype)
         out = np.empty_like(rows)
+        slope = dtype.type(1 if negative_slope is None else negative_slope)
         _normalise(rows, mean, self.inv_std, self.params["gamma"].astype(dtype),
-                   self.params["beta"].astype(dtype), out)
+                   self.params["beta"].astype(dtype), slope, out)
+        # With slope >= 0 the output is > 0 exactly where the normalised value was: it tells backward the slope.
+        self.activation = None if negative_slope is None else (slope, out)
         return out.reshape(x.shape)
 
     def evaluation_affine(self):
@@ -157,6 +170,11 @@ class BatchNorm2d(Layer):
 
     def backward(self, grad_out):
         rows = self.input_rows
+        if self.activation is not None:
+            slope, output = self.activation
+            self.activation = None
+            grad_out = leaky_relu_backward_from_output(grad_out.reshape(output.shape), slope, output)
+            del output  # the activation's last reference: freed before the input gradient is allocated
         grad_rows = np.ascontiguousarray(grad_out, dtype=rows.dtype).reshape(rows.shape)
         partial = _gradient_sums(grad_rows, rows, self.mean.astype(np.float64), self.inv_std.astype(np.float64),
                                  np.zeros((_parts(rows), 2, rows.shape[1])))

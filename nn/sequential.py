@@ -14,15 +14,15 @@ class Sequential(Layer):
         self.fused = set()
 
     def forward(self, x, training=True):
-        """Each layer in turn; a Conv2d followed by an in-place LeakyReLU (slope >= 0) runs as one layer: the
-        convolution applies the activation as it stores its output and its derivative in backward, so the
+        """Each layer in turn; a Conv2d or BatchNorm2d followed by an in-place LeakyReLU (slope >= 0) runs as one
+        layer: it applies the activation as it stores its output and its derivative in backward, so the
         LeakyReLU's own passes are skipped (its index in self.fused until the next forward)."""
         self.fused = set()
         i = 0
         while i < len(self.layers):
             layer = self.layers[i]
             following = self.layers[i + 1] if i + 1 < len(self.layers) else None
-            if (isinstance(layer, Conv2d) and isinstance(following, LeakyReLU) and following.inplace
+            if (isinstance(layer, (Conv2d, BatchNorm2d)) and isinstance(following, LeakyReLU) and following.inplace
                     and following.negative_slope >= 0):
                 x = layer.forward(x, training, negative_slope=following.negative_slope)
                 self.fused.add(i + 1)
@@ -57,7 +57,7 @@ class Sequential(Layer):
 
     def backward(self, grad_out):
         """Each layer backwards, the LeakyReLUs fused by the last forward skipped. Those fusions hold in the
-        convolutions until their backward: a layer's own forward in between would have undone one, and the
+        layers before them until their backward: a layer's own forward in between would have undone one, and the
         activation's derivative would be lost, so that is an error, not a silently wrong gradient."""
         fused, self.fused = self.fused, set()  # one backward per forward
         for i in reversed(range(len(self.layers))):

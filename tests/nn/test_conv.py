@@ -1,13 +1,13 @@
 """Conv2d: forward against a nested-loop reference, backward against finite differences."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import nn.conv
 from nn import Conv2d
 from tests.gradcheck import check_layer_gradients
-from tests.strategies import conv_cases, normal_array
+from tests.strategies import ConvCase, conv_cases, normal_array
 
 
 def reference_conv(x, weight, bias, padding):
@@ -61,6 +61,8 @@ def test_forward_matches_nested_loop_reference(case):
 
 @settings(max_examples=40)
 @given(case=conv_cases())
+@example(case=ConvCase(batch=2, height=3, width=4, in_channels=3, out_channels=1, kernel_size=1, padding="same",
+                       bias=True, seed=5))  # the 1x1, one-channel backward's outer product (the attention's last layer)
 def test_gradients_match_finite_differences(case):
     """dL/dx, dL/dweight and dL/dbias of Conv2d equal central differences in float64."""
     layer = make_conv(case)

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 import nn.conv
 from nn import (AvgPool2d, BatchNorm2d, Conv2d, Dense, GlobalAvgPool2d, GlobalMaxPool2d, L2Normalize,
-                LeakyReLU, Sequential)
+                LeakyReLU, Sequential, SpatialLogSoftmax)
 from tests.gradcheck import check_layer_gradients, clear_of_kinks
 from tests.strategies import normal_array, seeds
 
@@ -138,8 +138,8 @@ def test_a_chain_that_empties_the_map_raises_instead_of_returning_garbage():
 @settings(max_examples=60)
 @given(chain=fusable_chains(), threshold=st.sampled_from([0.0, 1.0]))
 def test_training_fuses_conv_and_inplace_leaky_relu_into_the_layers_one_by_one(chain, threshold):
-    """forward/backward fuse each Conv2d -> in-place LeakyReLU (the convolution applies the activation as it
-    stores its output and its derivative in backward, on the sparse path at the active rows only). They
+    """forward/backward fuse each Conv2d or BatchNorm2d -> in-place LeakyReLU (the layer applies the activation
+    as it stores its output and its derivative in backward, on the sparse path at the active rows only). They
     must give what the layers give called one by one, output, input gradient and every parameter gradient,
     through the dense (threshold 0) and the sparse (threshold 1) backward alike."""
     network, channels, seed = chain
@@ -159,7 +159,8 @@ def test_training_fuses_conv_and_inplace_leaky_relu_into_the_layers_one_by_one(c
 
         fused = network.forward(x.copy(), training=True)
         expected_fused = {i + 1 for i, (layer, following) in enumerate(zip(network.layers, network.layers[1:]))
-                          if isinstance(layer, Conv2d) and isinstance(following, LeakyReLU) and following.inplace}
+                          if isinstance(layer, (Conv2d, BatchNorm2d)) and isinstance(following, LeakyReLU)
+                          and following.inplace}
         assert network.fused == expected_fused
         grad_fused = network.backward(grad.copy())
     np.testing.assert_allclose(fused, one_by_one, rtol=1e-12, atol=1e-12)
@@ -187,6 +188,24 @@ def test_gradients_through_fused_conv_and_leaky_relu_match_finite_differences(ba
     assume(clear_of_kinks(network, x, margin=1e-4))
     check_layer_gradients(network, x, seed=seed)
     assert network.fused == {1, 3}
+
+
+@settings(max_examples=20)
+@given(batch=st.integers(1, 2), side=st.integers(3, 5), channels=st.integers(1, 2), hidden=st.integers(1, 3),
+       seed=seeds)
+def test_gradients_through_fused_batch_norm_and_leaky_relu_match_finite_differences(batch, side, channels, hidden,
+                                                                                   seed):
+    """The attention network's pattern, [Conv2d, BatchNorm2d, in-place LeakyReLU] x 2, a 1x1 convolution and a
+    log-softmax over the cells: each batch norm fused with its leaky ReLU in training (the derivative applied
+    inside the batch norm's backward sums and input gradient), its gradients equal central differences."""
+    network = Sequential(Conv2d(channels, hidden, 3, rng=seed), BatchNorm2d(hidden), LeakyReLU(0.1, inplace=True),
+                         Conv2d(hidden, hidden, 3, rng=seed + 1), BatchNorm2d(hidden), LeakyReLU(0.1, inplace=True),
+                         Conv2d(hidden, 1, 1, rng=seed + 2), SpatialLogSoftmax()).astype(np.float64)
+    randomise_parameters(network, seed)
+    x = normal_array(seed + 3, (batch, side, side, channels))
+    assume(clear_of_kinks(network, x, margin=1e-4))
+    check_layer_gradients(network, x, seed=seed)
+    assert network.fused == {2, 5}
 
 
 def test_a_layer_forward_between_a_fused_forward_and_its_backward_is_an_error():
