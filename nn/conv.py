@@ -64,20 +64,35 @@ class Conv2d(Layer):
                                                negative_slope, dtype)
         if bias:
             self.params["bias"] = np.zeros(out_channels, dtype=dtype)
-        self.activation = None  # (slope, output) of a fused leaky ReLU, from forward to backward
+        # From forward to backward: (slope, output) of a fused leaky ReLU, or (slope, maxima) with
+        # global_argmax set when a global max pool is fused too.
+        self.activation = None
+        self.global_argmax = None
         self.zero_grads()
 
-    def forward(self, x, training=True, negative_slope=None):
+    def forward(self, x, training=True, negative_slope=None, global_max=False):
         """negative_slope (>= 0): a leaky ReLU of that slope applied as each output is stored, its derivative
         applied by backward, which then takes dL/d(activation). nn.Sequential fuses a Conv2d with the in-place
         LeakyReLU after it so: neither the forward nor (where dL/dy is sparse) the backward makes a pass of
-        its own over the activations."""
+        its own over the activations.
+
+        global_max: return the (N, C_out) global max pool of that output instead of the map (nn.Sequential fuses
+        Conv2d -> LeakyReLU -> GlobalMaxPool2d so, the feature network's end). The map is never written: each
+        output row keeps its running maxima, and backward, given dL/d(maxima), starts from their positions."""
         if negative_slope is not None and negative_slope < 0:
             raise ValueError(f"a fused leaky ReLU needs negative_slope >= 0, got {negative_slope}")
         self.input = x
+        slope = 1.0 if negative_slope is None else negative_slope
+        if global_max:
+            out_h, out_w = self._output_hw(x.shape)
+            maxima, self.global_argmax = conv_kernels.correlate_max(x, self.params["weight"], self._bias(),
+                                                                    self.pads[0], self.pads[2], out_h, out_w, slope)
+            self.activation = (slope, maxima)
+            return maxima.copy()  # the caller's to keep or change: backward reads its own
         out = self._correlate(x, self.params["weight"], self.params.get("bias"), negative_slope)
         # With slope >= 0 the output is > 0 exactly where the convolution was: it alone tells backward the slope.
         self.activation = None if negative_slope is None else (negative_slope, out)
+        self.global_argmax = None
         return out
 
     def infer(self, x, scale=None, shift=None, negative_slope=None):
@@ -90,17 +105,29 @@ class Conv2d(Layer):
             weight = weight * scale
         return self._correlate(x, weight, bias, negative_slope)
 
-    def _correlate(self, x, weight, bias, negative_slope=None):
-        kh, kw, _, c_out = weight.shape
+    def _output_hw(self, input_shape):
+        """(N, H, W, C_in) -> (out_h, out_w), checked non-empty."""
+        kh, kw = self.kernel_size
         top, bottom, left, right = self.pads
+        out_h = input_shape[1] + top + bottom - kh + 1
+        out_w = input_shape[2] + left + right - kw + 1
+        check_spatial(self, input_shape, (out_h, out_w))
+        return out_h, out_w
+
+    def _bias(self):
+        bias = self.params.get("bias")
+        return np.zeros(self.params["weight"].shape[-1], self.params["weight"].dtype) if bias is None else bias
+
+    def _correlate(self, x, weight, bias, negative_slope=None):
+        top, _, left, _ = self.pads
         if bias is None:
-            bias = np.zeros(c_out, dtype=weight.dtype)
-        out_h = x.shape[1] + top + bottom - kh + 1
-        out_w = x.shape[2] + left + right - kw + 1
-        check_spatial(self, x.shape, (out_h, out_w))
+            bias = np.zeros(weight.shape[-1], dtype=weight.dtype)
+        out_h, out_w = self._output_hw(x.shape)
         return conv_kernels.correlate(x, weight, bias, top, left, out_h, out_w, negative_slope)
 
     def backward(self, grad_out):
+        if self.global_argmax is not None:
+            return self._global_max_backward(grad_out)
         x = self.input
         weight = self.params["weight"]
         kh, kw, c_in, _ = weight.shape
@@ -111,7 +138,7 @@ class Conv2d(Layer):
         if self.activation is not None:
             grad_out = self._activation_backward(grad_out, active)
         if active is not None:
-            return self._sparse_backward(grad_out, active)
+            return self._sparse_backward(grad_out.reshape(-1, c_out), active, active, (out_h, out_w))
         if kh == kw == 1:
             # A 1x1 kernel: dL/dw = X^T G over all positions, one BLAS product (the tiled kernel would pad
             # a 1-channel G to a whole register tile of zeros).
@@ -147,14 +174,31 @@ class Conv2d(Layer):
         self.activation = None
         return leaky_relu_backward_from_output(grad_out, slope, output, active)
 
-    def _sparse_backward(self, grad_out, active):
-        """backward for a dL/dy that is zero outside the `active` flat positions (e.g. behind a max pool)."""
+    def _global_max_backward(self, grad_maxima):
+        """backward of the fused global max pool: (N, C_out) dL/d(maxima) -> dL/dx. The gradient of the map is
+        dL/d(maxima) at each maximum's position, through the leaky ReLU's derivative there (1 above zero,
+        else the slope): at most C_out positions per image, handed to the sparse backward as compact rows."""
+        (slope, maxima), argmax = self.activation, self.global_argmax
+        self.activation = self.global_argmax = None
+        n, c_out = grad_maxima.shape
+        out_hw = self._output_hw(self.input.shape)
+        grad = np.where(maxima > 0, grad_maxima, grad_maxima * grad_maxima.dtype.type(slope))
+        flat = argmax + np.arange(n)[:, None] * (out_hw[0] * out_hw[1])
+        active, inverse = np.unique(flat, return_inverse=True)
+        rows = np.zeros((active.size, c_out), dtype=grad.dtype)
+        # One (position, channel) pair per (image, channel): no two entries land on the same value.
+        rows[inverse.reshape(n, c_out), np.arange(c_out)] = grad
+        return self._sparse_backward(rows, np.arange(active.size), active, out_hw)
+
+    def _sparse_backward(self, grad_rows, row_of, active, out_hw):
+        """backward for a dL/dy that is zero outside the `active` flat positions (e.g. behind a max pool),
+        grad_rows[row_of[t]] its row at active[t] (conv_kernels.sparse_backward)."""
         weight = self.params["weight"]
         top, _, left, _ = self.pads
-        self.grads["weight"], grad_in = conv_kernels.sparse_backward(self.input, grad_out, weight, active, top, left,
-                                                                     self.input_gradient)
+        self.grads["weight"], grad_in = conv_kernels.sparse_backward(self.input, grad_rows, row_of, active, out_hw,
+                                                                     weight, top, left, self.input_gradient)
         if "bias" in self.params:
-            self.grads["bias"] = grad_out.reshape(-1, weight.shape[-1])[active].sum(axis=0)
+            self.grads["bias"] = grad_rows[row_of].sum(axis=0)
         self.input = None
         return grad_in
 

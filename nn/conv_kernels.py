@@ -96,15 +96,15 @@ def vectorised_call(kernel, *args):
 
 
 @functools.lru_cache(maxsize=None)
-def _correlate_kernel(block, pixels):
+def _correlate_kernel(block, pixels, maxima):
     """The correlation kernel for tiles of `pixels` output pixels x `block` output channels (literals,
-    so the loops unroll)."""
+    so the loops unroll). maxima: instead of storing the output, keep each output row's maximum per
+    channel in row_max and its first column in row_arg (a global max pool fused in: the map is never written)."""
 
     @njit(parallel=True, cache=True, fastmath={"contract"}, nogil=True)
-    def correlate_kernel(x, weight, bias, out, top, left, slope):
+    def correlate_kernel(x, weight, bias, out, row_max, row_arg, top, left, out_h, out_w, c_out, slope):
         n_images, height, width, c_in = x.shape
         kh, kw, _, c_padded = weight.shape
-        _, out_h, out_w, c_out = out.shape
         # Columns q whose kw taps all land inside the image take the tiled path with no bounds checks.
         fast_lo = left
         fast_hi = min(out_w, width + left - kw + 1)
@@ -114,6 +114,12 @@ def _correlate_kernel(block, pixels):
             i_lo = max(0, top - p)
             i_hi = min(kh, height + top - p)
             for ob in range(0, c_padded, block):
+                # The row's running maxima and their columns, in registers (maxima only).
+                best = _stack_zeros(1, block, x.dtype)
+                best_q = _stack_zeros(1, block, np.int64)
+                if maxima:
+                    for o in range(block):
+                        best[0, o] = -np.inf
                 q = 0
                 while q < out_w:
                     acc = _stack_zeros(pixels, block, x.dtype)
@@ -140,8 +146,19 @@ def _correlate_kernel(block, pixels):
                         for o in range(min(block, c_out - ob)):
                             value = acc[k, o] + bias[ob + o]
                             # A leaky ReLU applied as the value is stored (slope 1: none).
-                            out[n, p, q + k, ob + o] = value if value > 0 else value * slope
+                            value = value if value > 0 else value * slope
+                            if maxima:
+                                # Strictly greater, columns in order: a tie keeps its first position.
+                                greater = value > best[0, o]
+                                best[0, o] = value if greater else best[0, o]
+                                best_q[0, o] = q + k if greater else best_q[0, o]
+                            else:
+                                out[n, p, q + k, ob + o] = value
                     q += count
+                if maxima:
+                    for o in range(min(block, c_out - ob)):
+                        row_max[row, ob + o] = best[0, o]
+                        row_arg[row, ob + o] = best_q[0, o]
         return out
 
     return correlate_kernel
@@ -165,7 +182,34 @@ def correlate(x, weight, bias, top, left, out_h, out_w, negative_slope=None):
         bias = np.concatenate([bias, np.zeros(padded - c_out, bias.dtype)])
     out = np.empty((x.shape[0], out_h, out_w, c_out), dtype=dtype)
     slope = dtype.type(1.0 if negative_slope is None else negative_slope)
-    return vectorised_call(_correlate_kernel(block, TILE_PIXELS[block]), x, weight, bias, out, top, left, slope)
+    unused = np.empty((1, 1), dtype), np.empty((1, 1), np.int64)
+    return vectorised_call(_correlate_kernel(block, TILE_PIXELS[block], False), x, weight, bias, out, *unused, top,
+                           left, out_h, out_w, c_out, slope)
+
+
+def correlate_max(x, weight, bias, top, left, out_h, out_w, negative_slope=None):
+    """The global max pool of correlate(...) (leaky ReLU included), without making the map:
+    (N, H, W, C_in) ... -> maxima (N, C_out) and the flat position p * out_w + q of each maximum's first
+    occurrence in row-major order (N, C_out), which is where GlobalMaxPool2d sends the gradient."""
+    dtype = np.result_type(x.dtype, weight.dtype, bias.dtype, np.float32)
+    x, weight, bias = (np.ascontiguousarray(a, dtype=dtype) for a in (x, weight, bias))
+    kh, kw, c_in, c_out = weight.shape
+    block = channel_block(c_out)
+    padded = padded_channels(c_out)
+    if padded != c_out:
+        weight = np.concatenate([weight, np.zeros((kh, kw, c_in, padded - c_out), weight.dtype)], axis=-1)
+        bias = np.concatenate([bias, np.zeros(padded - c_out, bias.dtype)])
+    n = x.shape[0]
+    row_max = np.empty((n * out_h, c_out), dtype)
+    row_arg = np.empty((n * out_h, c_out), np.int64)
+    slope = dtype.type(1.0 if negative_slope is None else negative_slope)
+    vectorised_call(_correlate_kernel(block, TILE_PIXELS[block], True), x, weight, bias, np.empty((1, 1, 1, 1), dtype),
+                    row_max, row_arg, top, left, out_h, out_w, c_out, slope)
+    row_max, row_arg = row_max.reshape(n, out_h, c_out), row_arg.reshape(n, out_h, c_out)
+    maxima = row_max.max(axis=1)
+    first_row = np.argmax(row_max == maxima[:, None], axis=1)  # the first row holding the maximum
+    column = np.take_along_axis(row_arg, first_row[:, None], axis=1)[:, 0]
+    return maxima, first_row * out_w + column
 
 
 @functools.lru_cache(maxsize=None)
@@ -278,7 +322,7 @@ def _sparse_backward_kernel(block, channels, in_block):
     cache across the kh x kw taps."""
 
     @njit(parallel=True, cache=True, fastmath={"contract"}, nogil=True)
-    def sparse_backward_kernel(x, grad_rows, weight_t, active, rows, columns, image_bounds, partial, grad_in, top,
+    def sparse_backward_kernel(x, grad_rows, row_of, rows, columns, image_bounds, weight_t, partial, grad_in, top,
                                left, input_gradient):
         n_images, height, width, c_in = x.shape
         parts, kh, kw, _, c_padded = partial.shape
@@ -296,7 +340,7 @@ def _sparse_backward_kernel(block, channels, in_block):
                             for ob in range(0, c_padded, block):
                                 acc = _stack_zeros(channels, block, x.dtype)
                                 for t in range(first, last):
-                                    r = active[t]
+                                    r = row_of[t]
                                     a = rows[t] + i - top
                                     b = columns[t] + j - left
                                     if 0 <= a < height and 0 <= b < width:
@@ -311,7 +355,7 @@ def _sparse_backward_kernel(block, channels, in_block):
                         if input_gradient:
                             # dL/dx[p + i - top, q + j - left] += weight[i, j] @ g[p, q]
                             for t in range(first, last):
-                                r = active[t]
+                                r = row_of[t]
                                 a = rows[t] + i - top
                                 b = columns[t] + j - left
                                 if 0 <= a < height and 0 <= b < width:
@@ -328,34 +372,37 @@ def _sparse_backward_kernel(block, channels, in_block):
     return sparse_backward_kernel
 
 
-def sparse_backward(x, grad_out, weight, active, top, left, input_gradient=True):
-    """dL/dw and dL/dx (None unless input_gradient) of y = x (*) weight from a grad_out that is zero outside
-    the `active` flat positions: the sums of weight_gradient and of the transposed correlation, taken over
-    those positions only.
+def sparse_backward(x, grad_rows, row_of, active, out_hw, weight, top, left, input_gradient=True):
+    """dL/dw and dL/dx (None unless input_gradient) of y = x (*) weight from a dL/dy that is zero outside
+    the `active` flat positions of the (N, out_h, out_w) output: the sums of weight_gradient and of the
+    transposed correlation, taken over those positions only. dL/dy at active[t] is grad_rows[row_of[t]]:
+    the rows of the whole (N·out_h·out_w, C_out) gradient with row_of = active, or compact rows.
 
-    (N, H, W, C_in), (N, H', W', C_out), (kh, kw, C_in, C_out), (K,) sorted -> (kh, kw, C_in, C_out), (N, H, W, C_in)
+    (N, H, W, C_in), (R, C_out), (K,), (K,) sorted, (out_h, out_w), (kh, kw, C_in, C_out)
+        -> (kh, kw, C_in, C_out), (N, H, W, C_in)
     """
-    dtype = np.result_type(x.dtype, grad_out.dtype, weight.dtype, np.float32)
+    dtype = np.result_type(x.dtype, grad_rows.dtype, weight.dtype, np.float32)
     x = np.ascontiguousarray(x, dtype=dtype)
-    n, out_h, out_w, c_out = grad_out.shape
-    kh, kw, c_in, _ = weight.shape
+    n = x.shape[0]
+    out_h, out_w = out_hw
+    kh, kw, c_in, c_out = weight.shape
     block, in_block = channel_block(c_out), channel_block(c_in)
     padded, in_padded = padded_channels(c_out), padded_channels(c_in)
-    # Only the active rows are read: zero lanes for whole tiles of output channels cost one copy of those.
-    grad_rows = np.ascontiguousarray(grad_out, dtype=dtype).reshape(-1, c_out)
-    if padded != c_out:
-        grad_rows = np.concatenate([grad_rows, np.zeros((grad_rows.shape[0], padded - c_out), dtype)], axis=1)
+    grad_rows = np.ascontiguousarray(grad_rows, dtype=dtype)
+    if padded != c_out:  # zero lanes for whole tiles of output channels: only the rows read are copied
+        grad_rows = np.concatenate([grad_rows[row_of], np.zeros((len(row_of), padded - c_out), dtype)], axis=1)
+        row_of = np.arange(len(row_of))
     weight_t = np.zeros((kh, kw, padded, in_padded), dtype=dtype)  # (kh, kw, C_out, C_in), zero lanes past both
     weight_t[:, :, :c_out, :c_in] = weight.transpose(0, 1, 3, 2)
     image_bounds = np.searchsorted(active, np.arange(n + 1) * (out_h * out_w))
+    # Each active position's row and column, once: integer divisions in the kernel's inner loops cost more than
+    # its multiply-adds.
+    rows, columns = np.divmod(active % (out_h * out_w), out_w)
     parts = max(1, min(numba.get_num_threads(), n))
     partial = np.zeros((parts, kh, kw, c_in, padded), dtype=dtype)
     # np.zeros maps zeroed pages lazily: only the pages the scatter writes cost anything here.
     grad_in = np.zeros(x.shape if input_gradient else (1, 1, 1, c_in), dtype=dtype)
-    # Each active position's row and column, once: integer divisions in the kernel's inner loops cost more than
-    # its multiply-adds.
-    rows, columns = np.divmod(active % (out_h * out_w), out_w)
     kernel = _sparse_backward_kernel(block, weight_gradient_channels(c_in), in_block)
-    vectorised_call(kernel, x, grad_rows, weight_t, active, rows, columns, image_bounds, partial, grad_in, top, left,
-                    input_gradient)
+    vectorised_call(kernel, x, grad_rows, np.asarray(row_of, np.int64), rows, columns, image_bounds, weight_t,
+                    partial, grad_in, top, left, input_gradient)
     return partial.sum(axis=0)[..., :c_out], (grad_in if input_gradient else None)

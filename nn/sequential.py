@@ -3,6 +3,7 @@ from .activations import LeakyReLU
 from .batchnorm import BatchNorm2d
 from .conv import Conv2d
 from .layer import Layer
+from .pooling import GlobalMaxPool2d
 
 
 class Sequential(Layer):
@@ -11,21 +12,27 @@ class Sequential(Layer):
     def __init__(self, *layers):
         # No super().__init__(): params, grads and buffers are views built from the layers below.
         self.layers = list(layers)
-        self.fused = set()
+        self.fused = {}  # index of a layer skipped by the last forward -> index of the layer it is fused into
 
     def forward(self, x, training=True):
         """Each layer in turn; a Conv2d or BatchNorm2d followed by an in-place LeakyReLU (slope >= 0) runs as one
         layer: it applies the activation as it stores its output and its derivative in backward, so the
-        LeakyReLU's own passes are skipped (its index in self.fused until the next forward)."""
-        self.fused = set()
+        LeakyReLU's own passes are skipped (its index in self.fused until the next forward). A Conv2d ->
+        LeakyReLU -> GlobalMaxPool2d runs as one layer too: the convolution keeps only its output's maxima."""
+        self.fused = {}
         i = 0
         while i < len(self.layers):
             layer = self.layers[i]
-            following = self.layers[i + 1] if i + 1 < len(self.layers) else None
+            following, after = (self.layers[i + k] if i + k < len(self.layers) else None for k in (1, 2))
             if (isinstance(layer, (Conv2d, BatchNorm2d)) and isinstance(following, LeakyReLU) and following.inplace
                     and following.negative_slope >= 0):
+                if isinstance(layer, Conv2d) and isinstance(after, GlobalMaxPool2d):
+                    x = layer.forward(x, training, negative_slope=following.negative_slope, global_max=True)
+                    self.fused.update({i + 1: i, i + 2: i})
+                    i += 3
+                    continue
                 x = layer.forward(x, training, negative_slope=following.negative_slope)
-                self.fused.add(i + 1)
+                self.fused[i + 1] = i
                 i += 2
             else:
                 x = layer.forward(x, training)
@@ -59,11 +66,12 @@ class Sequential(Layer):
         """Each layer backwards, the LeakyReLUs fused by the last forward skipped. Those fusions hold in the
         layers before them until their backward: a layer's own forward in between would have undone one, and the
         activation's derivative would be lost, so that is an error, not a silently wrong gradient."""
-        fused, self.fused = self.fused, set()  # one backward per forward
+        fused, self.fused = self.fused, {}  # one backward per forward
         for i in reversed(range(len(self.layers))):
             if i in fused:
-                if self.layers[i - 1].activation is None:
-                    raise RuntimeError(f"Sequential.backward: layer {i - 1} ran forward on its own since "
+                owner = fused[i]
+                if self.layers[owner].activation is None:
+                    raise RuntimeError(f"Sequential.backward: layer {owner} ran forward on its own since "
                                        f"Sequential.forward fused it with layer {i}; run Sequential.forward again")
                 continue
             grad_out = self.layers[i].backward(grad_out)

@@ -77,6 +77,24 @@ def test_correlate_matches_padded_sum(shapes, seed, dtype):
     np.testing.assert_allclose(out, expected, rtol=0, atol=tolerance(dtype, terms) * 10)
 
 
+@settings(max_examples=40)
+@given(convolutions(), seeds, float_dtypes, st.sampled_from([None, 0.0, 0.01]), st.sampled_from([0.0, -1e3]))
+def test_correlate_max_is_the_global_max_of_correlate(shapes, seed, dtype, slope, shift):
+    """correlate_max's maxima are those of correlate's map (leaky ReLU included) and its positions their first
+    occurrences in row-major order, as np.argmax finds them; a bias of -1000 with slope 0 makes the whole map
+    a tie at 0."""
+    x_shape, weight_shape, top, left, out_h, out_w = shapes
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    weight = rng.standard_normal(weight_shape).astype(dtype)
+    bias = (rng.standard_normal(weight_shape[3]) + shift).astype(dtype)
+    out = conv_kernels.correlate(x, weight, bias, top, left, out_h, out_w, slope)
+    maxima, positions = conv_kernels.correlate_max(x, weight, bias, top, left, out_h, out_w, slope)
+    flat = out.reshape(x_shape[0], out_h * out_w, weight_shape[3])
+    np.testing.assert_array_equal(maxima, flat.max(axis=1))
+    np.testing.assert_array_equal(positions, np.argmax(flat, axis=1))
+
+
 @settings(max_examples=60)
 @given(convolutions(), seeds, float_dtypes)
 def test_weight_gradient_matches_padded_sum(shapes, seed, dtype):
@@ -154,19 +172,26 @@ def test_sparse_kernels_match_padded_sums(data, shapes, dtype):
     x_shape, weight_shape, top, left, out_h, out_w = shapes
     kh, kw = weight_shape[:2]
     grad_out = data.draw(sparse_gradients(shapes)).astype(dtype)
+    out_hw = grad_out.shape[1:3]
     rng = np.random.default_rng(data.draw(seeds))
     x = rng.standard_normal(x_shape).astype(dtype)
     weight = rng.standard_normal(weight_shape).astype(dtype)
     active = conv_kernels.active_rows(grad_out, 1.0)
     terms = grad_out[..., 0].size
 
-    grad_weight, grad_in = conv_kernels.sparse_backward(x, grad_out, weight, active, top, left)
+    rows = grad_out.reshape(-1, weight_shape[3])
+    grad_weight, grad_in = conv_kernels.sparse_backward(x, rows, active, active, out_hw, weight, top, left)
     assert grad_weight.dtype == dtype and grad_weight.shape == weight_shape
     np.testing.assert_allclose(grad_weight, reference_weight_gradient(x, grad_out, kh, kw, top, left),
                                rtol=0, atol=tolerance(dtype, terms) * 10)
-    only_weight, none = conv_kernels.sparse_backward(x, grad_out, weight, active, top, left, input_gradient=False)
+    only_weight, none = conv_kernels.sparse_backward(x, rows, active, active, out_hw, weight, top, left,
+                                                     input_gradient=False)
     assert none is None
     np.testing.assert_array_equal(only_weight, grad_weight)
+    # The same gradient as compact rows, one per active position, gives the same result.
+    compact, _ = conv_kernels.sparse_backward(x, rows[active], np.arange(active.size), active, out_hw, weight, top,
+                                              left, input_gradient=False)
+    np.testing.assert_array_equal(compact, grad_weight)
 
     assert grad_in.dtype == dtype and grad_in.shape == x_shape
     np.testing.assert_allclose(grad_in, reference_input_gradient(grad_out, weight, x_shape, top, left),

@@ -135,6 +135,24 @@ def test_a_chain_that_empties_the_map_raises_instead_of_returning_garbage():
             run()
 
 
+def expected_fusions(layers):
+    """{skipped layer: the layer it runs inside}, as the rule says: Conv2d or BatchNorm2d -> in-place
+    LeakyReLU, and a Conv2d's -> GlobalMaxPool2d after that."""
+    fusions, i = {}, 0
+    while i < len(layers) - 1:
+        layer, following = layers[i], layers[i + 1]
+        if isinstance(layer, (Conv2d, BatchNorm2d)) and isinstance(following, LeakyReLU) and following.inplace:
+            fusions[i + 1] = i
+            span = 2
+            if isinstance(layer, Conv2d) and i + 2 < len(layers) and isinstance(layers[i + 2], GlobalMaxPool2d):
+                fusions[i + 2] = i
+                span = 3
+            i += span
+        else:
+            i += 1
+    return fusions
+
+
 @settings(max_examples=60)
 @given(chain=fusable_chains(), threshold=st.sampled_from([0.0, 1.0]))
 def test_training_fuses_conv_and_inplace_leaky_relu_into_the_layers_one_by_one(chain, threshold):
@@ -158,10 +176,7 @@ def test_training_fuses_conv_and_inplace_leaky_relu_into_the_layers_one_by_one(c
         grads_one_by_one = {key: value.copy() for key, value in network.grads.items()}
 
         fused = network.forward(x.copy(), training=True)
-        expected_fused = {i + 1 for i, (layer, following) in enumerate(zip(network.layers, network.layers[1:]))
-                          if isinstance(layer, (Conv2d, BatchNorm2d)) and isinstance(following, LeakyReLU)
-                          and following.inplace}
-        assert network.fused == expected_fused
+        assert network.fused == expected_fusions(network.layers)
         grad_fused = network.backward(grad.copy())
     np.testing.assert_allclose(fused, one_by_one, rtol=1e-12, atol=1e-12)
     if grad_one_by_one is None:
@@ -187,7 +202,7 @@ def test_gradients_through_fused_conv_and_leaky_relu_match_finite_differences(ba
     # Central differences are wrong across a kink: a draw that comes within 1e-4 of one is discarded.
     assume(clear_of_kinks(network, x, margin=1e-4))
     check_layer_gradients(network, x, seed=seed)
-    assert network.fused == {1, 3}
+    assert network.fused == {1: 0, 3: 2, 4: 2}
 
 
 @settings(max_examples=20)
@@ -205,7 +220,41 @@ def test_gradients_through_fused_batch_norm_and_leaky_relu_match_finite_differen
     x = normal_array(seed + 3, (batch, side, side, channels))
     assume(clear_of_kinks(network, x, margin=1e-4))
     check_layer_gradients(network, x, seed=seed)
-    assert network.fused == {2, 5}
+    assert network.fused == {2: 1, 5: 4}
+
+
+@settings(max_examples=40)
+@given(batch=st.integers(1, 3), side=st.integers(1, 6), channels=st.integers(1, 4), out=st.integers(1, 18),
+       kernel=st.sampled_from([1, 2, 3]), slope=st.sampled_from([0.0, 0.01, 0.3]), shift=st.sampled_from([0.0, -50.0]),
+       dtype=st.sampled_from([np.float64, np.float32]), seed=seeds)
+def test_conv_leaky_relu_global_max_pool_fused_equals_the_layers_one_by_one(batch, side, channels, out, kernel, slope,
+                                                                          shift, dtype, seed):
+    """Conv2d -> in-place LeakyReLU -> GlobalMaxPool2d runs as one convolution that keeps only the maxima and
+    their first positions, and its backward starts from those. Output, dL/dx and the parameter gradients equal
+    the three layers called one by one, ties included: a bias of -50 with slope 0 makes every activation 0,
+    and the gradient must still go to the first position, as GlobalMaxPool2d sends it."""
+    network = Sequential(Conv2d(channels, out, kernel, rng=seed), LeakyReLU(slope, inplace=True),
+                         GlobalMaxPool2d()).astype(dtype)
+    randomise_parameters(network, seed)
+    network.layers[0].params["bias"] += dtype(shift)
+    x = normal_array(seed, (batch, side, side, channels)).astype(dtype)
+    one_by_one = x.copy()
+    for layer in network.layers:
+        one_by_one = layer.forward(one_by_one, training=True)
+    grad = normal_array(seed + 1, one_by_one.shape).astype(dtype)
+    grad_one_by_one = grad.copy()
+    for layer in reversed(network.layers):
+        grad_one_by_one = layer.backward(grad_one_by_one)
+    grads_one_by_one = {key: value.copy() for key, value in network.grads.items()}
+
+    fused = network.forward(x.copy(), training=True)
+    assert network.fused == {1: 0, 2: 0}
+    grad_fused = network.backward(grad.copy())
+    tolerance = 1e-10 if dtype == np.float64 else 1e-4
+    np.testing.assert_array_equal(fused, one_by_one)
+    np.testing.assert_allclose(grad_fused, grad_one_by_one, rtol=tolerance, atol=tolerance)
+    for key, value in grads_one_by_one.items():
+        np.testing.assert_allclose(network.grads[key], value, rtol=tolerance, atol=tolerance, err_msg=key)
 
 
 def test_a_layer_forward_between_a_fused_forward_and_its_backward_is_an_error():
@@ -219,4 +268,4 @@ def test_a_layer_forward_between_a_fused_forward_and_its_backward_is_an_error():
     with pytest.raises(RuntimeError, match="layer 0 ran forward on its own"):
         network.backward(grad.copy())
     network.forward(x.copy())
-    assert network.backward(grad.copy()).shape == x.shape and network.fused == set()
+    assert network.backward(grad.copy()).shape == x.shape and network.fused == {}
