@@ -95,14 +95,20 @@ class Conv2d(Layer):
         self.global_argmax = None
         return out
 
-    def infer(self, x, scale=None, shift=None, negative_slope=None):
+    def infer(self, x, scale=None, shift=None, negative_slope=None, global_max=False):
         """Inference only (nothing cached): the convolution, then optionally a per-channel y * scale + shift
         (an evaluation-mode batch norm, folded into the weights: w * scale, b * scale + shift) and a leaky
-        ReLU (applied as each output is stored), in one pass over the output."""
+        ReLU (applied as each output is stored), in one pass over the output; global_max: the (N, C_out)
+        global max pool of that output instead, the map never written."""
         weight, bias = self.params["weight"], self.params.get("bias")
         if scale is not None:
             bias = shift if bias is None else bias * scale + shift
             weight = weight * scale
+        if global_max:
+            out_h, out_w = self._output_hw(x.shape)
+            bias = np.zeros(weight.shape[-1], weight.dtype) if bias is None else bias
+            return conv_kernels.correlate_max(x, weight, bias, self.pads[0], self.pads[2], out_h, out_w,
+                                              negative_slope)[0]
         return self._correlate(x, weight, bias, negative_slope)
 
     def _output_hw(self, input_shape):

@@ -40,10 +40,11 @@ class Sequential(Layer):
         return x
 
     def infer(self, x):
-        """forward(x, training=False) for inference only. Each Conv2d -> [BatchNorm2d] -> [LeakyReLU] run
-        runs as one convolution: the batch norm's evaluation-mode affine is folded into the weights and the
-        leaky ReLU applied as the outputs are stored, so neither makes a pass of its own over the
-        activations. The fused convolutions cache nothing, so no backward may follow."""
+        """forward(x, training=False) for inference only. Each Conv2d -> [BatchNorm2d] -> [LeakyReLU] ->
+        [GlobalMaxPool2d] run runs as one convolution: the batch norm's evaluation-mode affine is folded into
+        the weights, the leaky ReLU applied as the outputs are stored and a global max pool kept as they are
+        computed, so none makes a pass of its own over the activations. The fused convolutions cache nothing,
+        so no backward may follow."""
         i = 0
         while i < len(self.layers):
             layer = self.layers[i]
@@ -59,7 +60,9 @@ class Sequential(Layer):
             if i < len(self.layers) and isinstance(self.layers[i], LeakyReLU):
                 slope = self.layers[i].negative_slope
                 i += 1
-            x = layer.infer(x, scale, shift, slope)
+            global_max = i < len(self.layers) and isinstance(self.layers[i], GlobalMaxPool2d)
+            x = layer.infer(x, scale, shift, slope, global_max)
+            i += global_max
         return x
 
     def backward(self, grad_out):
