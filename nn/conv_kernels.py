@@ -164,13 +164,9 @@ def _correlate_kernel(block, pixels, maxima):
     return correlate_kernel
 
 
-def correlate(x, weight, bias, top, left, out_h, out_w, negative_slope=None):
-    """(N, H, W, C_in) * (kh, kw, C_in, C_out) + (C_out,) -> (N, out_h, out_w, C_out).
-
-    out[n, p, q] = bias + sum over i, j of x[n, p + i - top, q + j - left] @ weight[i, j], with x
-    read as zero outside the image: zero padding without a padded copy. negative_slope: the output
-    goes through a leaky ReLU with that slope as it is stored (one pass fewer over it).
-    """
+def _correlate_call(x, weight, bias, top, left, out_h, out_w, negative_slope, maxima):
+    """The correlation kernel's call for correlate (maxima False: fills and returns the map) and correlate_max
+    (True: returns the per-row maxima and their columns, (N·out_h, C_out) each)."""
     # One compiled kernel per float type: bring x, weight and bias to their common type first.
     dtype = np.result_type(x.dtype, weight.dtype, bias.dtype, np.float32)
     x, weight, bias = (np.ascontiguousarray(a, dtype=dtype) for a in (x, weight, bias))
@@ -180,31 +176,31 @@ def correlate(x, weight, bias, top, left, out_h, out_w, negative_slope=None):
     if padded != c_out:  # zero lanes: the kernel computes them and never stores them
         weight = np.concatenate([weight, np.zeros((kh, kw, c_in, padded - c_out), weight.dtype)], axis=-1)
         bias = np.concatenate([bias, np.zeros(padded - c_out, bias.dtype)])
-    out = np.empty((x.shape[0], out_h, out_w, c_out), dtype=dtype)
+    rows = x.shape[0] * out_h if maxima else 1
+    row_max, row_arg = np.empty((rows, c_out), dtype), np.empty((rows, c_out), np.int64)
+    out = np.empty((1, 1, 1, 1) if maxima else (x.shape[0], out_h, out_w, c_out), dtype=dtype)
     slope = dtype.type(1.0 if negative_slope is None else negative_slope)
-    unused = np.empty((1, 1), dtype), np.empty((1, 1), np.int64)
-    return vectorised_call(_correlate_kernel(block, TILE_PIXELS[block], False), x, weight, bias, out, *unused, top,
-                           left, out_h, out_w, c_out, slope)
+    vectorised_call(_correlate_kernel(block, TILE_PIXELS[block], maxima), x, weight, bias, out, row_max, row_arg,
+                    top, left, out_h, out_w, c_out, slope)
+    return (row_max, row_arg) if maxima else out
+
+
+def correlate(x, weight, bias, top, left, out_h, out_w, negative_slope=None):
+    """(N, H, W, C_in) * (kh, kw, C_in, C_out) + (C_out,) -> (N, out_h, out_w, C_out).
+
+    out[n, p, q] = bias + sum over i, j of x[n, p + i - top, q + j - left] @ weight[i, j], with x
+    read as zero outside the image: zero padding without a padded copy. negative_slope: the output
+    goes through a leaky ReLU with that slope as it is stored (one pass fewer over it).
+    """
+    return _correlate_call(x, weight, bias, top, left, out_h, out_w, negative_slope, False)
 
 
 def correlate_max(x, weight, bias, top, left, out_h, out_w, negative_slope=None):
     """The global max pool of correlate(...) (leaky ReLU included), without making the map:
     (N, H, W, C_in) ... -> maxima (N, C_out) and the flat position p * out_w + q of each maximum's first
     occurrence in row-major order (N, C_out), which is where GlobalMaxPool2d sends the gradient."""
-    dtype = np.result_type(x.dtype, weight.dtype, bias.dtype, np.float32)
-    x, weight, bias = (np.ascontiguousarray(a, dtype=dtype) for a in (x, weight, bias))
-    kh, kw, c_in, c_out = weight.shape
-    block = channel_block(c_out)
-    padded = padded_channels(c_out)
-    if padded != c_out:
-        weight = np.concatenate([weight, np.zeros((kh, kw, c_in, padded - c_out), weight.dtype)], axis=-1)
-        bias = np.concatenate([bias, np.zeros(padded - c_out, bias.dtype)])
-    n = x.shape[0]
-    row_max = np.empty((n * out_h, c_out), dtype)
-    row_arg = np.empty((n * out_h, c_out), np.int64)
-    slope = dtype.type(1.0 if negative_slope is None else negative_slope)
-    vectorised_call(_correlate_kernel(block, TILE_PIXELS[block], True), x, weight, bias, np.empty((1, 1, 1, 1), dtype),
-                    row_max, row_arg, top, left, out_h, out_w, c_out, slope)
+    row_max, row_arg = _correlate_call(x, weight, bias, top, left, out_h, out_w, negative_slope, True)
+    n, c_out = x.shape[0], row_max.shape[1]
     row_max, row_arg = row_max.reshape(n, out_h, c_out), row_arg.reshape(n, out_h, c_out)
     maxima = row_max.max(axis=1)
     first_row = np.argmax(row_max == maxima[:, None], axis=1)  # the first row holding the maximum
