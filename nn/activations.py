@@ -76,8 +76,8 @@ class LeakyReLU(Layer):
     both belong to nobody else, e.g. right after a Conv2d or BatchNorm2d (their outputs and input
     gradients are fresh arrays they do not keep) and before a layer that does not modify its input.
     With slope >= 0, y > 0 exactly where x > 0, so the output tells backward which slope applied.
-    After a Conv2d, nn.Sequential applies an in-place one inside the convolution instead (Conv2d.forward's
-    negative_slope) and skips this layer.
+    After a Conv2d or a BatchNorm2d, nn.Sequential applies an in-place one inside that layer instead (their
+    forward's negative_slope) and skips this layer.
     """
 
     def __init__(self, negative_slope=0.01, inplace=False):

@@ -82,12 +82,10 @@ class Conv2d(Layer):
         if negative_slope is not None and negative_slope < 0:
             raise ValueError(f"a fused leaky ReLU needs negative_slope >= 0, got {negative_slope}")
         self.input = x
-        slope = 1.0 if negative_slope is None else negative_slope
         if global_max:
-            out_h, out_w = self._output_hw(x.shape)
-            maxima, self.global_argmax = conv_kernels.correlate_max(x, self.params["weight"], self._bias(),
-                                                                    self.pads[0], self.pads[2], out_h, out_w, slope)
-            self.activation = (slope, maxima)
+            maxima, self.global_argmax = self._correlate(x, self.params["weight"], self.params.get("bias"),
+                                                         negative_slope, global_max=True)
+            self.activation = (1.0 if negative_slope is None else negative_slope, maxima)
             return maxima.copy()  # the caller's to keep or change: backward reads its own
         out = self._correlate(x, self.params["weight"], self.params.get("bias"), negative_slope)
         # With slope >= 0 the output is > 0 exactly where the convolution was: it alone tells backward the slope.
@@ -104,12 +102,8 @@ class Conv2d(Layer):
         if scale is not None:
             bias = shift if bias is None else bias * scale + shift
             weight = weight * scale
-        if global_max:
-            out_h, out_w = self._output_hw(x.shape)
-            bias = np.zeros(weight.shape[-1], weight.dtype) if bias is None else bias
-            return conv_kernels.correlate_max(x, weight, bias, self.pads[0], self.pads[2], out_h, out_w,
-                                              negative_slope)[0]
-        return self._correlate(x, weight, bias, negative_slope)
+        out = self._correlate(x, weight, bias, negative_slope, global_max)
+        return out[0] if global_max else out
 
     def _output_hw(self, input_shape):
         """(N, H, W, C_in) -> (out_h, out_w), checked non-empty."""
@@ -120,16 +114,14 @@ class Conv2d(Layer):
         check_spatial(self, input_shape, (out_h, out_w))
         return out_h, out_w
 
-    def _bias(self):
-        bias = self.params.get("bias")
-        return np.zeros(self.params["weight"].shape[-1], self.params["weight"].dtype) if bias is None else bias
-
-    def _correlate(self, x, weight, bias, negative_slope=None):
+    def _correlate(self, x, weight, bias, negative_slope=None, global_max=False):
+        """The output map, or with global_max its (maxima, positions) (conv_kernels.correlate_max)."""
         top, _, left, _ = self.pads
         if bias is None:
             bias = np.zeros(weight.shape[-1], dtype=weight.dtype)
         out_h, out_w = self._output_hw(x.shape)
-        return conv_kernels.correlate(x, weight, bias, top, left, out_h, out_w, negative_slope)
+        correlate = conv_kernels.correlate_max if global_max else conv_kernels.correlate
+        return correlate(x, weight, bias, top, left, out_h, out_w, negative_slope)
 
     def backward(self, grad_out):
         if self.global_argmax is not None:

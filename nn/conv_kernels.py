@@ -198,7 +198,9 @@ def correlate(x, weight, bias, top, left, out_h, out_w, negative_slope=None):
 def correlate_max(x, weight, bias, top, left, out_h, out_w, negative_slope=None):
     """The global max pool of correlate(...) (leaky ReLU included), without making the map:
     (N, H, W, C_in) ... -> maxima (N, C_out) and the flat position p * out_w + q of each maximum's first
-    occurrence in row-major order (N, C_out), which is where GlobalMaxPool2d sends the gradient."""
+    occurrence in row-major order (N, C_out), which is where GlobalMaxPool2d sends the gradient.
+    A NaN never wins a comparison here: a channel that is NaN everywhere gives -inf at position 0, where
+    GlobalMaxPool2d would give NaN (a diverged network is still caught: -inf is not finite either)."""
     row_max, row_arg = _correlate_call(x, weight, bias, top, left, out_h, out_w, negative_slope, True)
     n, c_out = x.shape[0], row_max.shape[1]
     row_max, row_arg = row_max.reshape(n, out_h, c_out), row_arg.reshape(n, out_h, c_out)

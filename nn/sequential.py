@@ -23,7 +23,8 @@ class Sequential(Layer):
         i = 0
         while i < len(self.layers):
             layer = self.layers[i]
-            following, after = (self.layers[i + k] if i + k < len(self.layers) else None for k in (1, 2))
+            following = self.layers[i + 1] if i + 1 < len(self.layers) else None
+            after = self.layers[i + 2] if i + 2 < len(self.layers) else None
             if (isinstance(layer, (Conv2d, BatchNorm2d)) and isinstance(following, LeakyReLU) and following.inplace
                     and following.negative_slope >= 0):
                 if isinstance(layer, Conv2d) and isinstance(after, GlobalMaxPool2d):
@@ -66,14 +67,17 @@ class Sequential(Layer):
         return x
 
     def backward(self, grad_out):
-        """Each layer backwards, the LeakyReLUs fused by the last forward skipped. Those fusions hold in the
-        layers before them until their backward: a layer's own forward in between would have undone one, and the
-        activation's derivative would be lost, so that is an error, not a silently wrong gradient."""
+        """Each layer backwards, the LeakyReLUs and GlobalMaxPool2ds fused by the last forward skipped. Those
+        fusions hold in the layers that ran them until their backward: a layer's own forward in between would
+        have undone one, and the activation's derivative or the maxima's positions would be lost, so that is
+        an error, not a silently wrong gradient."""
         fused, self.fused = self.fused, {}  # one backward per forward
         for i in reversed(range(len(self.layers))):
             if i in fused:
                 owner = fused[i]
-                if self.layers[owner].activation is None:
+                undone = self.layers[owner].activation is None or (
+                    isinstance(self.layers[i], GlobalMaxPool2d) and self.layers[owner].global_argmax is None)
+                if undone:
                     raise RuntimeError(f"Sequential.backward: layer {owner} ran forward on its own since "
                                        f"Sequential.forward fused it with layer {i}; run Sequential.forward again")
                 continue

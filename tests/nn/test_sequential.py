@@ -155,7 +155,7 @@ def expected_fusions(layers):
 
 @settings(max_examples=60)
 @given(chain=fusable_chains(), threshold=st.sampled_from([0.0, 1.0]))
-def test_training_fuses_conv_and_inplace_leaky_relu_into_the_layers_one_by_one(chain, threshold):
+def test_training_fusions_equal_the_layers_one_by_one(chain, threshold):
     """forward/backward fuse each Conv2d or BatchNorm2d -> in-place LeakyReLU (the layer applies the activation
     as it stores its output and its derivative in backward, on the sparse path at the active rows only). They
     must give what the layers give called one by one, output, input gradient and every parameter gradient,
@@ -224,20 +224,24 @@ def test_gradients_through_fused_batch_norm_and_leaky_relu_match_finite_differen
 
 
 @settings(max_examples=40)
-@given(batch=st.integers(1, 3), side=st.integers(1, 6), channels=st.integers(1, 4), out=st.integers(1, 18),
-       kernel=st.sampled_from([1, 2, 3]), slope=st.sampled_from([0.0, 0.01, 0.3]), shift=st.sampled_from([0.0, -50.0]),
-       dtype=st.sampled_from([np.float64, np.float32]), seed=seeds)
-def test_conv_leaky_relu_global_max_pool_fused_equals_the_layers_one_by_one(batch, side, channels, out, kernel, slope,
-                                                                          shift, dtype, seed):
+@given(batch=st.integers(1, 3), side=st.integers(2, 6), channels=st.integers(1, 4), out=st.integers(1, 18),
+       kernel=st.sampled_from([1, 2, 3]), padding=st.sampled_from(["same", "valid"]),
+       slope=st.sampled_from([0.0, 0.01, 0.3]), tie=st.booleans(), dtype=st.sampled_from([np.float64, np.float32]),
+       seed=seeds)
+def test_conv_leaky_relu_global_max_pool_fused_equals_the_layers_one_by_one(batch, side, channels, out, kernel,
+                                                                          padding, slope, tie, dtype, seed):
     """Conv2d -> in-place LeakyReLU -> GlobalMaxPool2d runs as one convolution that keeps only the maxima and
     their first positions, and its backward starts from those. Output, dL/dx and the parameter gradients equal
-    the three layers called one by one, ties included: a bias of -50 with slope 0 makes every activation 0,
-    and the gradient must still go to the first position, as GlobalMaxPool2d sends it."""
-    network = Sequential(Conv2d(channels, out, kernel, rng=seed), LeakyReLU(slope, inplace=True),
+    the three layers called one by one, ties included: with an image of ones and positive weights every
+    position whose taps all fall inside the image gives the same maximum, and dL/dx shows which one the
+    gradient went to (the first, as GlobalMaxPool2d sends it)."""
+    network = Sequential(Conv2d(channels, out, kernel, padding, rng=seed), LeakyReLU(slope, inplace=True),
                          GlobalMaxPool2d()).astype(dtype)
     randomise_parameters(network, seed)
-    network.layers[0].params["bias"] += dtype(shift)
     x = normal_array(seed, (batch, side, side, channels)).astype(dtype)
+    if tie:
+        x[...] = 1
+        np.abs(network.layers[0].params["weight"], out=network.layers[0].params["weight"])
     one_by_one = x.copy()
     for layer in network.layers:
         one_by_one = layer.forward(one_by_one, training=True)
@@ -257,15 +261,21 @@ def test_conv_leaky_relu_global_max_pool_fused_equals_the_layers_one_by_one(batc
         np.testing.assert_allclose(network.grads[key], value, rtol=tolerance, atol=tolerance, err_msg=key)
 
 
-def test_a_layer_forward_between_a_fused_forward_and_its_backward_is_an_error():
-    """The convolution's own forward undoes the fusion; Sequential.backward would otherwise skip the leaky
-    ReLU's derivative and return a wrong gradient without a word."""
-    network = Sequential(Conv2d(2, 3, 3, rng=1), LeakyReLU(0.1, inplace=True)).astype(np.float64)
+@pytest.mark.parametrize("layers, owner, slope", [
+    (lambda: [Conv2d(2, 3, 3, rng=1), LeakyReLU(0.1, inplace=True)], 0, None),
+    (lambda: [Conv2d(2, 3, 3, rng=1), BatchNorm2d(3), LeakyReLU(0.1, inplace=True)], 1, None),
+    (lambda: [Conv2d(2, 3, 3, rng=1), LeakyReLU(0.1, inplace=True), GlobalMaxPool2d()], 0, 0.1),
+], ids=["conv-leaky", "batch-norm-leaky", "conv-leaky-max-pool"])
+def test_a_layer_forward_between_a_fused_forward_and_its_backward_is_an_error(layers, owner, slope):
+    """The layer's own forward undoes the fusion; Sequential.backward would otherwise skip the leaky ReLU's
+    derivative (or the max pool's positions) and return a wrong gradient without a word. For the max pool
+    the layer's own forward keeps a leaky ReLU, and still the maxima's positions are gone."""
+    network = Sequential(*layers()).astype(np.float64)
     x = normal_array(0, (1, 5, 5, 2))
-    grad = normal_array(1, (1, 5, 5, 3))
-    network.forward(x.copy())
-    network.layers[0].forward(x.copy())
-    with pytest.raises(RuntimeError, match="layer 0 ran forward on its own"):
+    grad = np.ones_like(network.forward(x.copy()))
+    layer_input = x.copy() if owner == 0 else network.layers[0].forward(x.copy())
+    network.layers[owner].forward(layer_input, negative_slope=slope)
+    with pytest.raises(RuntimeError, match=f"layer {owner} ran forward on its own"):
         network.backward(grad.copy())
     network.forward(x.copy())
     assert network.backward(grad.copy()).shape == x.shape and network.fused == {}
