@@ -95,22 +95,23 @@ def mean_std(rows, key, digits, scale=1.0):
 
 
 def summarise(rows, grid=PAPER_GRID):
-    """-> a Markdown table in the paper's layout: one line per (S, P) with mean ± std over seeds, beside
-    the paper's test accuracy and the reference implementation's logged validation accuracy."""
+    """-> a Markdown table in the paper's layout: one line per (S, P) and number of epochs with mean ± std over
+    seeds, beside the paper's test accuracy and the reference implementation's logged validation accuracy.
+    A run continued to more epochs appends a second row to results.csv: its two budgets are two lines, never
+    one mean over both."""
     lines = ["| S (paper -> used) | P | runs | epochs | test acc., validation-best epoch | test acc., last epoch "
              "| validation acc. | minutes per run | paper (test) | reference (validation) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for paper_size, patches in grid:
-        chosen = [r for r in rows if int(r["paper_size"]) == paper_size and int(r["patches"]) == patches]
-        if not chosen:
-            continue
-        sizes = sorted({int(r["size"]) for r in chosen})
-        epochs = sorted({int(r["epochs"]) for r in chosen})
-        lines.append(f"| {paper_size} -> {'/'.join(map(str, sizes))} | {patches} | {len(chosen)} | "
-                     f"{'/'.join(map(str, epochs))} | {mean_std(chosen, 'test_accuracy_best', 3)} | "
-                     f"{mean_std(chosen, 'test_accuracy_last', 3)} | {mean_std(chosen, 'val_accuracy', 3)} | "
-                     f"{mean_std(chosen, 'seconds', 0, 1 / 60)} | {PAPER_TEST_ACCURACY[(paper_size, patches)]} | "
-                     f"{REFERENCE_VALIDATION[(paper_size, patches)]} |")
+        setting = [r for r in rows if int(r["paper_size"]) == paper_size and int(r["patches"]) == patches]
+        for epochs in sorted({int(r["epochs"]) for r in setting}):
+            chosen = [r for r in setting if int(r["epochs"]) == epochs]
+            sizes = sorted({int(r["size"]) for r in chosen})
+            lines.append(f"| {paper_size} -> {'/'.join(map(str, sizes))} | {patches} | {len(chosen)} | "
+                         f"{epochs} | {mean_std(chosen, 'test_accuracy_best', 3)} | "
+                         f"{mean_std(chosen, 'test_accuracy_last', 3)} | {mean_std(chosen, 'val_accuracy', 3)} | "
+                         f"{mean_std(chosen, 'seconds', 0, 1 / 60)} | {PAPER_TEST_ACCURACY[(paper_size, patches)]} | "
+                         f"{REFERENCE_VALIDATION[(paper_size, patches)]} |")
     return "\n".join(lines)
 
 

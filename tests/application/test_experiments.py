@@ -64,6 +64,13 @@ def test_paper_table_summary_layout():
     assert cells == ["50 -> 15", "5", "2", "30", "0.850 ± 0.050", "0.750 ± 0.050", "0.900 ± 0.050", "10 ± 0",
                      "0.89 ± 0.02", "0.84"]
 
+    # The same runs continued to 60 epochs: a line of their own below, not one mean over both budgets.
+    continued = [dict(row, epochs=60, test_accuracy_best=0.7, seconds=1200) for row in rows]
+    lines = experiments.summarise(rows + continued, experiments.PAPER_GRID).splitlines()
+    assert len(lines) == 4
+    assert [[cell.strip() for cell in line.strip("|").split("|")][2:5] for line in lines[2:]] == [
+        ["2", "30", "0.850 ± 0.050"], ["2", "60", "0.700 ± 0.000"]]
+
 
 def test_paper_table_trains_and_resumes(tmp_path):
     data = ensure_default_dataset(str(tmp_path / "data"), **TINY)
