@@ -313,9 +313,9 @@ def active_rows(grad_out, max_fraction):
 
 
 @functools.lru_cache(maxsize=None)
-def _sparse_backward_kernel(block, channels, in_block):
-    """The sparse backward for tiles of `channels` input x `block` output channels in dL/dw, and of `in_block`
-    input channels in dL/dx (literals, so the loops unroll and the tiles stay in registers, as in the dense
+def _sparse_backward_kernel(block, channels):
+    """The sparse backward for tiles of `channels` input x `block` output channels in dL/dw, and of 16 input
+    channels in dL/dx (literals, so the loops unroll and the tiles stay in registers, as in the dense
     kernels). Each part takes its images one at a time, so the image's active positions and pixels stay in
     cache across the kh x kw taps."""
 
@@ -357,13 +357,13 @@ def _sparse_backward_kernel(block, channels, in_block):
                                 a = rows[t] + i - top
                                 b = columns[t] + j - left
                                 if 0 <= a < height and 0 <= b < width:
-                                    for cb in range(0, c_in, in_block):
-                                        acc = _stack_zeros(1, in_block, x.dtype)
+                                    for cb in range(0, c_in, 16):
+                                        acc = _stack_zeros(1, 16, x.dtype)
                                         for o in range(c_padded):
                                             value = grad_rows[r, o]
-                                            for c in range(in_block):
+                                            for c in range(16):
                                                 acc[0, c] += value * weight_t[i, j, o, cb + c]
-                                        for c in range(min(in_block, c_in - cb)):
+                                        for c in range(min(16, c_in - cb)):
                                             grad_in[n, a, b, cb + c] += acc[0, c]
         return partial
 
@@ -384,8 +384,8 @@ def sparse_backward(x, grad_rows, row_of, active, out_hw, weight, top, left, inp
     n = x.shape[0]
     out_h, out_w = out_hw
     kh, kw, c_in, c_out = weight.shape
-    block, in_block = channel_block(c_out), channel_block(c_in)
-    padded, in_padded = padded_channels(c_out), padded_channels(c_in)
+    block, padded = channel_block(c_out), padded_channels(c_out)
+    in_padded = -(-c_in // 16) * 16
     grad_rows = np.ascontiguousarray(grad_rows, dtype=dtype)
     if padded != c_out:  # zero lanes for whole tiles of output channels: only the rows read are copied
         grad_rows = np.concatenate([grad_rows[row_of], np.zeros((len(row_of), padded - c_out), dtype)], axis=1)
@@ -400,7 +400,9 @@ def sparse_backward(x, grad_rows, row_of, active, out_hw, weight, top, left, inp
     partial = np.zeros((parts, kh, kw, c_in, padded), dtype=dtype)
     # np.zeros maps zeroed pages lazily: only the pages the scatter writes cost anything here.
     grad_in = np.zeros(x.shape if input_gradient else (1, 1, 1, c_in), dtype=dtype)
-    kernel = _sparse_backward_kernel(block, weight_gradient_channels(c_in), in_block)
+    # Few tile shapes, so few compiled kernels: the dense kernels' exact 1 to 4 input channels are rounded up
+    # to 4 here (a spare lane repeats the last channel and is never stored) and dL/dx takes 16 at a time.
+    kernel = _sparse_backward_kernel(block, 4 if c_in <= 4 else 8)
     vectorised_call(kernel, x, grad_rows, np.asarray(row_of, np.int64), rows, columns, image_bounds, weight_t,
                     partial, grad_in, top, left, input_gradient)
     return partial.sum(axis=0)[..., :c_out], (grad_in if input_gradient else None)
