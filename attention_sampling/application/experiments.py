@@ -182,7 +182,9 @@ def paper_table(args):
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         for _ in pool.map(run, todo):
             pass
-    table = summarise(read_results(results_path), grid)
+    # Every setting the folder holds, not only this call's --grid: a call for the other settings must not
+    # drop the first ones from table.md.
+    table = summarise(read_results(results_path), PAPER_GRID)
     print(table)
     with open(os.path.join(args.out, "table.md"), "w") as handle:
         handle.write(table + "\n")

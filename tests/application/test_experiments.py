@@ -90,6 +90,10 @@ def test_paper_table_trains_and_resumes(tmp_path):
     longer = [r for r in experiments.read_results(out / "results.csv") if int(r["epochs"]) == 2]
     assert len(longer) == 2
     assert "20 -> 6" in (out / "table.md").read_text()
+    # A call for one setting (done already: nothing trained) keeps the folder's other settings in table.md.
+    assert experiments.main(args[:8] + ["2"] + args[9:-2] + ["20,5"]) == 0
+    table = (out / "table.md").read_text()
+    assert "20 -> 6" in table and "50 -> 10" in table
 
 
 def test_looks_table_reports_accuracy_agreement_and_time_per_k(tmp_path):
