@@ -16,7 +16,7 @@ from attention_sampling.application.cli import (OneLineParser, fraction, non_neg
 from attention_sampling.application.data import DEFAULT_CACHE_BYTES, DEFAULT_MAX_PIXELS, ImageFolder
 from attention_sampling.application.embedded import ensure_default_dataset
 from attention_sampling.application.errors import AttentionSamplingError
-from attention_sampling.application.settings import ENTROPY_BY_ESTIMATOR, TRAINING_DEFAULTS
+from attention_sampling.application.settings import ENTROPY_BY_ESTIMATOR, LR_DROP, TRAINING_DEFAULTS
 
 PAPER_EPOCHS = 300
 # The embedded data set is learnt long before 300 epochs; this keeps the default run near 15 minutes.
@@ -45,6 +45,9 @@ def parse_args(argv=None):
     add("--batch-size", type=positive_int, metavar="N", help="images per training step (default 8)")
     add("--replicas", type=positive_int, metavar="R", help="fresh samples of each image per step (default 4)")
     add("--lr", type=positive_float, metavar="LR", help="Adam learning rate (default 1e-3)")
+    add("--lr-drops", type=positive_int, nargs="+", metavar="E",
+        help=f"multiply the learning rate by {LR_DROP} after each epoch E (default: none, constant as the paper); "
+             "a resumed run may add or move drops that are still ahead of it")
     add("--entropy", type=non_negative_float, metavar="LAMBDA",
         help=f"weight lambda of the attention-entropy bonus (default {ENTROPY_BY_ESTIMATOR['reinforce']} with "
              f"reinforce, {ENTROPY_BY_ESTIMATOR['expectation']} with expectation, whose signal is smaller)")
@@ -82,12 +85,15 @@ def parse_args(argv=None):
     add("--no-augment", action="store_true", help="turn off random flips, contrast and zoom")
     add("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if args.lr_drops is not None:
+        args.lr_drops = sorted(set(args.lr_drops))
     args.typed = {key: getattr(args, key) for key in DEFAULTS if getattr(args, key) is not None}
     if args.no_augment:
         args.typed["augment"] = False
     for key, value in DEFAULTS.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    args.lr_drops = list(args.lr_drops)
     if "entropy" not in args.typed:
         args.entropy = ENTROPY_BY_ESTIMATOR[args.estimator]
     if args.val_fraction + args.test_fraction >= 1:

@@ -25,6 +25,7 @@ TINY = ["--patches", "3", "--size", "12", "--scale", "4", "--replicas", "2", "--
 METRIC_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
                   "entropy", "distinct_cells", "outside", "reward", "seconds", "waiting"]
 TRAIN_FLAGS = ["--data", "--out", "--patches", "--size", "--scale", "--epochs", "--batch-size", "--replicas", "--lr",
+               "--lr-drops",
                "--entropy", "--temperature", "--border", "--floor", "--attention-init", "--seed", "--test-fraction",
                "--val-fraction", "--estimator", "--sampling", "--cache-mb", "--resume", "--no-augment", "--quiet"]
 EVALUATE_FLAGS = ["--data", "--split", "--json", "--checkpoint", "--examples", "--seed"]
@@ -185,6 +186,33 @@ def test_a_killed_run_resumes_to_the_same_numbers(data_root, three_epoch_run, tm
     _, resumed = read_metrics(tmp_path / "killed")
     _, uninterrupted = read_metrics(three_epoch_run)
     assert without_seconds(resumed) == without_seconds(uninterrupted)
+
+
+def test_a_learning_rate_drop_added_on_resume_repeats_a_run_made_with_it(two_epoch_run, three_epoch_run, data_root,
+                                                                          tmp_path):
+    """--lr-drops 2 typed when resuming after epoch 2 gives the numbers of a run started with it; it changes
+    epoch 3 (and nothing before); a drop the run has already passed cannot be changed."""
+    ok(run(TRAIN, "--data", data_root, "--out", "dropped", "--epochs", 3, "--lr-drops", 2, *TINY, cwd=tmp_path))
+    _, with_drop = read_metrics(tmp_path / "dropped")
+    run_dir = copy_run(two_epoch_run, tmp_path)
+    refused = run(TRAIN, "--resume", run_dir, "--epochs", 3, "--lr-drops", 1, "--quiet", cwd=tmp_path)
+    assert refused.returncode == 2 and "--lr-drops" in refused.stderr and "Traceback" not in refused.stderr
+    resumed = ok(run(TRAIN, "--resume", run_dir, "--epochs", 3, "--lr-drops", 2, "--quiet", cwd=tmp_path))
+    assert "epoch 3: learning rate 0.0001" in resumed.stderr
+    _, resumed_rows = read_metrics(run_dir)
+    _, constant = read_metrics(three_epoch_run)
+    assert without_seconds(resumed_rows) == without_seconds(with_drop)
+    assert without_seconds(with_drop)[:2] == without_seconds(constant)[:2]
+    assert without_seconds(with_drop)[2] != without_seconds(constant)[2]
+    assert json.loads((tmp_path / "dropped" / "config.json").read_text())["lr_drops"] == [2]
+
+
+def test_learning_rate_drops():
+    from attention_sampling.application.settings import learning_rate
+
+    assert [learning_rate(1e-3, [2, 4], epoch) for epoch in (1, 2, 3, 4, 5)] == pytest.approx(
+        [1e-3, 1e-3, 1e-4, 1e-4, 1e-5])
+    assert learning_rate(1e-3, [], 300) == 1e-3
 
 
 @pytest.mark.parametrize("script, flags", [(TRAIN, TRAIN_FLAGS), (EVALUATE, EVALUATE_FLAGS)],

@@ -12,6 +12,7 @@ TRAINING_DEFAULTS = dict(
     batch_size=8,
     replicas=4,            # fresh looks at each image per step
     lr=1e-3,               # Adam
+    lr_drops=(),           # epochs after which the learning rate is multiplied by LR_DROP (none: constant, as the paper)
     entropy=0.05,          # lambda of the attention-entropy bonus, as the reference implementation (REINFORCE)
     temperature=3.0,       # T of the classifier softmax(T x eq. 1), as the reference implementation
     border="reflect",      # what a patch sees past the image edge: zero, reflect or inside
@@ -26,6 +27,15 @@ TRAINING_DEFAULTS = dict(
     estimator="reinforce",
     sampling="with",
 )
+
+# What each of lr_drops multiplies the learning rate by.
+LR_DROP = 0.1
+
+
+def learning_rate(lr, lr_drops, epoch):
+    """The learning rate of epoch `epoch` (1-based): lr times LR_DROP for each drop made before it."""
+    return lr * LR_DROP ** sum(1 for drop in lr_drops if drop < epoch)
+
 
 # The entropy bonus is weighed against the estimator's own signal, and the two signals differ in size:
 # REINFORCE's standardised advantage makes its attention gradient 2.3 to 2.9 times the exact one (about 7

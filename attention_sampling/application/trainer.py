@@ -23,6 +23,7 @@ from .data import Augmentation, load_batch, stratified_split
 from .errors import AttentionSamplingError
 from .evaluation import cross_entropy, predict_dataset
 from .runfolder import RunFolder, read_config_json
+from .settings import learning_rate
 
 METRIC_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
                   "entropy", "distinct_cells", "outside", "reward", "seconds", "waiting")
@@ -112,7 +113,7 @@ class Trainer:
                 self.folder.acquire()  # before anything in the folder is read or written
             if resume and self.folder.started_without_epoch():
                 # Stopped (killed) before its first epoch ended: nothing to resume but the settings.
-                self.config = self._resumed_config(config, read_config_json(run_dir))
+                self.config = self._resumed_config(config, read_config_json(run_dir), started=0)
                 self.log(f"resuming {run_dir}: no epoch had finished, starting from the first")
                 self._start()
             elif resume:
@@ -149,8 +150,19 @@ class Trainer:
         self.epoch, self.position, self.order, self.totals, self.history = 0, 0, None, None, []
         self.folder.write_config(self.config)
 
-    def _resumed_config(self, config, saved):
-        """The saved config, after checking that nothing typed now contradicts it."""
+    def _resumed_config(self, config, saved, started):
+        """The saved config, after checking that nothing typed now contradicts it. `started`: the epochs
+        trained so far, whole or in part; learning-rate drops after them may change, as they change nothing
+        the run has done."""
+        config = dict(config)
+        if "lr_drops" in config:
+            drops, before = list(config["lr_drops"]), list(saved.get("lr_drops", []))
+            if [d for d in drops if d < started] != [d for d in before if d < started]:
+                raise AttentionSamplingError(
+                    f"--resume {self.run_dir}: the run has trained {started} epoch(s) with lr drops after "
+                    f"{[d for d in before if d < started] or 'none'}; --lr-drops {' '.join(map(str, drops))} "
+                    f"would change them; only drops from epoch {started} on can be changed")
+            saved = {**saved, "lr_drops": drops}
         for key, value in config.items():
             if key in RESUMABLE or key not in saved or value == saved[key]:
                 continue
@@ -168,7 +180,7 @@ class Trainer:
     def _resume(self, config):
         state = self.folder.load()
         meta = state["meta"]
-        self.config = self._resumed_config(config, meta["config"])
+        self.config = self._resumed_config(config, meta["config"], meta["epoch"] + bool(meta.get("within_epoch")))
         try:
             self.model = build_model(self.config)
             self.model.load_state_dict(state["model"])
@@ -276,6 +288,10 @@ class Trainer:
         """
         batch_size = self.config["batch_size"]
         started = time.perf_counter()
+        lr = learning_rate(self.config["lr"], self.config.get("lr_drops", ()), self.epoch + 1)
+        if lr != self.optimizer.lr:
+            self.log(f"epoch {self.epoch + 1}: learning rate {lr:g}")
+        self.optimizer.lr = lr
         if self.order is None:
             self.order, self.position, self.totals = self.rng.permutation(self.train_indices), 0, EpochTotals()
         bar = tqdm(total=len(self.order), initial=self.position, unit="img", leave=False,
