@@ -54,6 +54,13 @@ def _leaky_relu_rows_backward(grad_rows, slope, out_rows, rows):
     return grad_rows
 
 
+def check_fused_slope(negative_slope):
+    """A layer's fused leaky ReLU (its forward's negative_slope; None: none) needs a slope >= 0: then its output
+    is > 0 exactly where its input was, so the output alone tells leaky_relu_backward_from_output the slope."""
+    if negative_slope is not None and negative_slope < 0:
+        raise ValueError(f"a fused leaky ReLU needs negative_slope >= 0, got {negative_slope}")
+
+
 def leaky_relu_backward_from_output(grad_out, negative_slope, output, rows=None):
     """dL/dy -> dL/dx of a leaky ReLU with slope >= 0 whose output was `output`, overwriting grad_out (a fresh
     array from the layer above) unless it is not contiguous or not writeable. rows: the flat positions of

@@ -14,7 +14,7 @@ import numba
 import numpy as np
 from numba import njit
 
-from .activations import leaky_relu_backward_from_output
+from .activations import check_fused_slope, leaky_relu_backward_from_output
 from .conv_kernels import _stack_zeros, vectorised_call
 from .layer import Layer
 
@@ -134,8 +134,7 @@ class BatchNorm2d(Layer):
         that the output is released before the input gradient is allocated. nn.Sequential fuses a BatchNorm2d
         with the in-place LeakyReLU after it so (the attention network's pattern), as it does a Conv2d: the
         forward makes no pass of its own for the activation."""
-        if negative_slope is not None and negative_slope < 0:
-            raise ValueError(f"a fused leaky ReLU needs negative_slope >= 0, got {negative_slope}")
+        check_fused_slope(negative_slope)
         self.training = training
         dtype = np.result_type(x.dtype, self.params["gamma"].dtype)
         rows = np.ascontiguousarray(x, dtype=dtype).reshape(-1, x.shape[-1])

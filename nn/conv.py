@@ -2,7 +2,7 @@
 import numpy as np
 
 from . import conv_kernels
-from .activations import leaky_relu_backward_from_output
+from .activations import check_fused_slope, leaky_relu_backward_from_output
 from .init import default_rng, kaiming_normal
 from .layer import Layer, check_spatial
 
@@ -79,8 +79,7 @@ class Conv2d(Layer):
         global_max: return the (N, C_out) global max pool of that output instead of the map (nn.Sequential fuses
         Conv2d -> LeakyReLU -> GlobalMaxPool2d so, the feature network's end). The map is never written: each
         output row keeps its running maxima, and backward, given dL/d(maxima), starts from their positions."""
-        if negative_slope is not None and negative_slope < 0:
-            raise ValueError(f"a fused leaky ReLU needs negative_slope >= 0, got {negative_slope}")
+        check_fused_slope(negative_slope)
         self.input = x
         if global_max:
             maxima, self.global_argmax = self._correlate(x, self.params["weight"], self.params.get("bias"),

@@ -386,10 +386,12 @@ def sparse_backward(x, grad_rows, row_of, active, out_hw, weight, top, left, inp
     kh, kw, c_in, c_out = weight.shape
     block, padded = channel_block(c_out), padded_channels(c_out)
     in_padded = -(-c_in // 16) * 16
-    grad_rows = np.ascontiguousarray(grad_rows, dtype=dtype)
     if padded != c_out:  # zero lanes for whole tiles of output channels: only the rows read are copied
-        grad_rows = np.concatenate([grad_rows[row_of], np.zeros((len(row_of), padded - c_out), dtype)], axis=1)
-        row_of = np.arange(len(row_of))
+        gathered = np.zeros((len(row_of), padded), dtype)
+        gathered[:, :c_out] = grad_rows[row_of]
+        grad_rows, row_of = gathered, np.arange(len(row_of))
+    else:
+        grad_rows = np.ascontiguousarray(grad_rows, dtype=dtype)
     weight_t = np.zeros((kh, kw, padded, in_padded), dtype=dtype)  # (kh, kw, C_out, C_in), zero lanes past both
     weight_t[:, :, :c_out, :c_in] = weight.transpose(0, 1, 3, 2)
     image_bounds = np.searchsorted(active, np.arange(n + 1) * (out_h * out_w))

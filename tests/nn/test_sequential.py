@@ -235,6 +235,7 @@ def test_conv_leaky_relu_global_max_pool_fused_equals_the_layers_one_by_one(batc
     the three layers called one by one, ties included: with an image of ones and positive weights every
     position whose taps all fall inside the image gives the same maximum, and dL/dx shows which one the
     gradient went to (the first, as GlobalMaxPool2d sends it)."""
+    assume(padding == "same" or side >= kernel)  # a valid convolution needs a kernel that fits
     network = Sequential(Conv2d(channels, out, kernel, padding, rng=seed), LeakyReLU(slope, inplace=True),
                          GlobalMaxPool2d()).astype(dtype)
     randomise_parameters(network, seed)
