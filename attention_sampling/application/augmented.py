@@ -19,21 +19,49 @@ import numpy as np
 from numba import njit, prange
 
 from ..patches import BORDERS, _reflect, patch_offset
-from .data import _augmented_pixel, _source_pixels, contrast_centre
+from .data import _augmented_pixel, _between_rows, _finish_pixel, _source_pixels, contrast_centre
+
+
+@njit(cache=True, nogil=True)
+def _source_table(length, size, crop_start, crop_size, flip):
+    """_source_pixels of output indices 0 .. length - 1 -> (firsts, seconds, weights), computed once per image
+    instead of once per pixel (its float division and floor cost more than the pixel's arithmetic)."""
+    firsts = np.empty(length, np.int64)
+    seconds = np.empty(length, np.int64)
+    weights = np.empty(length, np.float32)
+    for index in range(length):
+        firsts[index], seconds[index], weights[index] = _source_pixels(index, size, crop_start, crop_size, flip)
+    return firsts, seconds, weights
 
 
 @njit(cache=True, nogil=True)  # runs in the loader thread beside the training step
 def _augmented_view(image, flip_rows, flip_columns, factor, mean, top, left, crop_h, crop_w, scale, out):
-    """out (H // c, W // c, C) float32 = AvgPool_c(augmented image), summed cell by cell in float32."""
+    """out (H // c, W // c, C) float32 = AvgPool_c(augmented image), summed cell by cell in float32: each
+    cell's pixels row by row, left to right, as a float32 average pool adds them.
+
+    Each output row first interpolates its two source rows once for every source column (_between_rows),
+    then each pixel interpolates two of those: the same operations as _augmented_pixel, in the same order,
+    so the same numbers, with half the reads and none of the per-pixel index arithmetic."""
     h, w, c = image.shape
     rows, columns = out.shape[0], out.shape[1]
+    t0s, t1s, fcs = _source_table(columns * scale, w, left, crop_w, flip_columns)
+    # _between_rows's values are float64 (Numba promotes 1 - a float32 weight to float64): kept so.
+    between = np.empty((c, w), dtype=np.float64)
     out[:] = 0
     for i in range(rows * scale):
         s0, s1, fr = _source_pixels(i, h, top, crop_h, flip_rows)
-        for j in range(columns * scale):
-            t0, t1, fc = _source_pixels(j, w, left, crop_w, flip_columns)
+        for t in range(w):
             for k in range(c):
-                out[i // scale, j // scale, k] += _augmented_pixel(image, s0, s1, fr, t0, t1, fc, k, factor, mean[k])
+                between[k, t] = _between_rows(image, s0, s1, fr, t, k)
+        cells = out[i // scale]
+        for k in range(c):
+            centre, values = mean[k], between[k]
+            for column in range(columns):
+                total = cells[column, k]
+                for j in range(column * scale, (column + 1) * scale):
+                    # The float32 sum of float64 values, as `+=` on a float32 array does it.
+                    total = np.float32(total + _finish_pixel(values[t0s[j]], values[t1s[j]], fcs[j], factor, centre))
+                cells[column, k] = total
     out *= np.float32(1 / (scale * scale))
     return out
 

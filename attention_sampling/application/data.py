@@ -437,15 +437,28 @@ def _source_pixels(index, size, crop_start, crop_size, flip):
 
 
 @njit(cache=True, nogil=True)
-def _augmented_pixel(image, s0, s1, fr, t0, t1, fc, k, factor, mean):
-    """One augmented value in [0, 1]: the bilinear sample between source rows s0, s1 (weight fr of s1) and
-    columns t0, t1 (weight fc of t1) of channel k, its contrast (v - mean) * factor + mean, clipped to
-    [0, 255] and scaled. The one place this arithmetic lives (augmented.py cuts views and patches with it)."""
-    upper = np.float32(image[s0, t0, k]) * (1 - fr) + np.float32(image[s1, t0, k]) * fr
-    lower = np.float32(image[s0, t1, k]) * (1 - fr) + np.float32(image[s1, t1, k]) * fr
-    value = upper * (1 - fc) + lower * fc
+def _between_rows(image, s0, s1, fr, t, k):
+    """Channel k of column t, interpolated between source rows s0 and s1 (weight fr of s1)."""
+    return np.float32(image[s0, t, k]) * (1 - fr) + np.float32(image[s1, t, k]) * fr
+
+
+@njit(cache=True, nogil=True)
+def _finish_pixel(left, right, fc, factor, mean):
+    """Two _between_rows values -> the augmented value in [0, 1]: interpolated between them (weight fc of the
+    right), its contrast (v - mean) * factor + mean, clipped to [0, 255] and scaled."""
+    value = left * (1 - fc) + right * fc
     value = (value - mean) * factor + mean
     return min(max(value, np.float32(0)), np.float32(255)) * np.float32(1 / 255)
+
+
+@njit(cache=True, nogil=True)
+def _augmented_pixel(image, s0, s1, fr, t0, t1, fc, k, factor, mean):
+    """One augmented value in [0, 1]: the bilinear sample between source rows s0, s1 (weight fr of s1) and
+    columns t0, t1 (weight fc of t1) of channel k, its contrast, clipped and scaled. The one place this
+    arithmetic lives, with its two halves (augmented.py cuts views and patches with it; its view kernel
+    takes the halves apart to interpolate each source row once)."""
+    return _finish_pixel(_between_rows(image, s0, s1, fr, t0, k), _between_rows(image, s0, s1, fr, t1, k), fc,
+                         factor, mean)
 
 
 @njit(cache=True, nogil=True)  # runs in the loader thread beside the training step
