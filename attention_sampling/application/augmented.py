@@ -67,6 +67,31 @@ def _augmented_view(image, flip_rows, flip_columns, factor, mean, top, left, cro
 
 
 @njit(cache=True, nogil=True)
+def _plain_view(image, scale, out):
+    """out (H // c, W // c, C) float32 = AvgPool_c(clip(image, 0, 255) / 255): the attention view of an image
+    that is not augmented (evaluation), straight from its decoded pixels. Each row of cells first sums its c
+    image rows value by value (a contiguous loop the compiler vectorises), then each cell its c columns;
+    float32 sums, equal to the pool of the float32 image up to their order."""
+    h, w, c = image.shape
+    rows, columns = out.shape[0], out.shape[1]
+    width = columns * scale * c
+    flat = image.reshape(h, w * c)
+    sums = np.empty(width, np.float32)
+    for row in range(rows):
+        sums[:] = 0
+        for i in range(row * scale, (row + 1) * scale):
+            for t in range(width):
+                sums[t] += min(max(np.float32(flat[i, t]), np.float32(0)), np.float32(255))
+        for column in range(columns):
+            for k in range(c):
+                total = np.float32(0)
+                for j in range(column * scale, (column + 1) * scale):
+                    total += sums[j * c + k]
+                out[row, column, k] = total * np.float32(1 / (255 * scale * scale))
+    return out
+
+
+@njit(cache=True, nogil=True)
 def _inside(index, length, border):
     """A patch pixel's row (or column) in the augmented image: mirrored back inside with border 1 (reflect),
     -1 where it falls outside and stays zero (zero; inside, whose patch is already shifted)."""
@@ -123,6 +148,17 @@ class AugmentedImages:
         if view_scale is not None:
             self.view(view_scale)
 
+    @classmethod
+    def plain(cls, images, view_scale=None):
+        """The images as they are (evaluation, --no-augment): no flip, a factor of 1, the whole image as the
+        crop. Their patches are the plain pixels / 255 exactly; their view is pooled straight from them."""
+        draws = [(False, False, 1.0, (0, 0) + tuple(image.shape[:2])) for image in images]
+        return cls(images, draws, contrast=False, view_scale=view_scale)
+
+    def _is_plain(self, index):
+        flip_rows, flip_columns, factor, crop = self.draws[index]
+        return not flip_rows and not flip_columns and factor == 1 and crop == (0, 0) + self.shape[1:3]
+
     def _arguments(self, index):
         flip_rows, flip_columns, factor, (top, left, crop_h, crop_w) = self.draws[index]
         return (self.images[index], flip_rows, flip_columns, factor, self.means[index], top, left, crop_h, crop_w)
@@ -133,7 +169,10 @@ class AugmentedImages:
             n, h, w, c = self.shape
             out = np.empty((n, h // scale, w // scale, c), dtype=np.float32)
             for index in range(n):
-                _augmented_view(*self._arguments(index), scale, out[index])
+                if self._is_plain(index):
+                    _plain_view(self.images[index], scale, out[index])
+                else:
+                    _augmented_view(*self._arguments(index), scale, out[index])
             self._views[scale] = out
         return self._views[scale]
 

@@ -508,9 +508,9 @@ def load_batch(dataset, indices, shape, augment=None, rng=None, scale=None):
     Pixels are augmented in [0, 255], clipped to that range, then scaled to [0, 1] as in the paper.
     A lazy data set (whole-slide images) gives a slides.SlideBatch instead, whose view (read now when
     `scale` is given) and patches are read from the files; its slides must be of `shape`.
-    With an augmentation and a `scale` (the training loader) plain images give an augmented.AugmentedImages:
-    the decoded images and their draws, its attention view computed now, its patches when the step asks,
-    the same numbers as the full-size augmented batch without ever making it.
+    With a `scale` (the training loader, the evaluation) plain images give an augmented.AugmentedImages:
+    the decoded images and their draws (none without an augmentation), its attention view computed now, its
+    patches when the step asks, the same numbers as the full-size (augmented) batch without ever making it.
     """
     if getattr(dataset, "lazy", False):
         batch = load_slides([dataset.paths[i] for i in indices], augment, rng, dataset.max_pixels)
@@ -523,10 +523,12 @@ def load_batch(dataset, indices, shape, augment=None, rng=None, scale=None):
             batch.view(scale)
         return batch
     height, width = shape
-    if augment is not None and scale is not None:
+    if scale is not None:
         from .augmented import AugmentedImages  # it builds on this module's pixel arithmetic
 
         images = [_read_at(dataset, index, height, width) for index in indices]
+        if augment is None:
+            return AugmentedImages.plain(images, view_scale=scale)
         # The draws in augment_into's order: the same numbers for the same seed on either path.
         draws = [augment.draw(rng, height, width) for _ in images]
         return AugmentedImages(images, draws, contrast=augment.contrast > 0, view_scale=scale)

@@ -16,7 +16,9 @@ def predict_dataset(model, dataset, indices, shape, batch_size=8, seed=0, keep=N
     kept = {}
     for start in range(0, len(indices), batch_size):
         batch_indices = indices[start:start + batch_size]
-        prediction = predict(model, load_batch(dataset, batch_indices, shape), rng, estimator=estimator,
+        # Lazy: the view pooled and the patches cut from the decoded images, no full-size float32 batch.
+        images = load_batch(dataset, batch_indices, shape, scale=model.scale)
+        prediction = predict(model, images, rng, estimator=estimator,
                              replace=replace)
         probabilities[start:start + len(batch_indices)] = prediction.probabilities
         for offset in range(len(batch_indices)):

@@ -84,3 +84,29 @@ def test_a_training_step_on_the_composed_reads_matches_the_full_batch():
     assert results[0]["loss"] == pytest.approx(results[1]["loss"], rel=1e-5)
     for key, value in model.grads.items():
         np.testing.assert_allclose(twin.grads[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 3), st.integers(3, 30), st.integers(3, 30), st.integers(1, 4), st.integers(1, 12),
+       st.sampled_from(BORDERS), st.sampled_from([np.uint8, np.float32]), st.integers(0, 2**32 - 1))
+def test_plain_images_read_as_the_plain_batch(n, height, width, scale, size, border, dtype, seed):
+    """AugmentedImages.plain (evaluation, --no-augment): the view is the plain batch's average pool and the
+    patches are cut from it bit for bit, the batch made as load_batch makes it without a scale (clipped to
+    [0, 255], times 1 / 255); float pixels outside that range are clipped on both paths."""
+    scale = min(scale, height, width)
+    rng = np.random.default_rng(seed)
+    low, high = (0, 256) if dtype == np.uint8 else (-20, 280)
+    images = [rng.uniform(low, high, (height, width, 3)).astype(dtype) for _ in range(n)]
+    batch = np.empty((n, height, width, 3), np.float32)
+    for slot, image in enumerate(images):
+        np.clip(image, 0, 255, out=batch[slot], casting="unsafe")
+        batch[slot] *= np.float32(1 / 255)
+    lazy = AugmentedImages.plain(images, view_scale=scale)
+    np.testing.assert_allclose(lazy.view(scale), nn.AvgPool2d(scale).forward(batch, training=False), rtol=0,
+                               atol=1e-6)
+    h, w = height // scale, width // scale
+    cells = np.stack([rng.integers(0, h, (n, 7)), rng.integers(0, w, (n, 7))], axis=-1)
+    cells[:, 0] = 0
+    cells[:, 1] = (h - 1, w - 1)
+    np.testing.assert_array_equal(lazy.patches(cells, size, scale, border),
+                                  extract_patches(batch, cells, size, scale, border))
