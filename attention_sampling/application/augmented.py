@@ -45,23 +45,22 @@ def _augmented_view(image, flip_rows, flip_columns, factor, mean, top, left, cro
     h, w, c = image.shape
     rows, columns = out.shape[0], out.shape[1]
     t0s, t1s, fcs = _source_table(columns * scale, w, left, crop_w, flip_columns)
-    # _between_rows's values are float64 (Numba promotes 1 - a float32 weight to float64): kept so.
-    between = np.empty((c, w), dtype=np.float64)
+    # _between_rows's values are float64 (Numba promotes 1 - a float32 weight to float64): kept so. Laid out
+    # as the image row is, so that the loop filling them runs over contiguous values.
+    between = np.empty((w, c), dtype=np.float64)
     out[:] = 0
     for i in range(rows * scale):
         s0, s1, fr = _source_pixels(i, h, top, crop_h, flip_rows)
         for t in range(w):
             for k in range(c):
-                between[k, t] = _between_rows(image, s0, s1, fr, t, k)
+                between[t, k] = _between_rows(image, s0, s1, fr, t, k)
         cells = out[i // scale]
-        for k in range(c):
-            centre, values = mean[k], between[k]
-            for column in range(columns):
-                total = cells[column, k]
-                for j in range(column * scale, (column + 1) * scale):
+        for column in range(columns):
+            for j in range(column * scale, (column + 1) * scale):
+                t0, t1, fc = t0s[j], t1s[j], fcs[j]
+                for k in range(c):
                     # The float32 sum of float64 values, as `+=` on a float32 array does it.
-                    total = np.float32(total + _finish_pixel(values[t0s[j]], values[t1s[j]], fcs[j], factor, centre))
-                cells[column, k] = total
+                    cells[column, k] += _finish_pixel(between[t0, k], between[t1, k], fc, factor, mean[k])
     out *= np.float32(1 / (scale * scale))
     return out
 

@@ -412,13 +412,17 @@ class Augmentation:
 
 @njit(cache=True, nogil=True)
 def _channel_means(image):
-    """(H, W, C) -> (C,) float64 means, one pass."""
+    """(H, W, C) -> (C,) float64 means, one pass: each column-and-channel summed down the rows (a contiguous
+    loop the compiler vectorises), then those sums per channel."""
     h, w, c = image.shape
-    sums = np.zeros(c)
+    flat = np.ascontiguousarray(image).reshape(h, w * c)
+    columns = np.zeros(w * c)
     for i in range(h):
-        for j in range(w):
-            for k in range(c):
-                sums[k] += image[i, j, k]
+        for t in range(w * c):
+            columns[t] += flat[i, t]
+    sums = np.zeros(c)
+    for t in range(w * c):
+        sums[t % c] += columns[t]
     return sums / (h * w)
 
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import nn
 from attention_sampling.application.augmented import AugmentedImages
-from attention_sampling.application.data import Augmentation, augment_into
+from attention_sampling.application.data import Augmentation, augment_into, contrast_centre
 from attention_sampling.patches import BORDERS, extract_patches
 
 
@@ -110,3 +110,14 @@ def test_plain_images_read_as_the_plain_batch(n, height, width, scale, size, bor
     cells[:, 1] = (h - 1, w - 1)
     np.testing.assert_array_equal(lazy.patches(cells, size, scale, border),
                                   extract_patches(batch, cells, size, scale, border))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 40), st.integers(1, 4), st.sampled_from([np.uint8, np.float32]),
+       st.integers(0, 2**32 - 1))
+def test_contrast_centre_is_the_channel_means(height, width, channels, dtype, seed):
+    """The contrast's centre (the compiled per-channel mean of the decoded image) against NumPy's mean."""
+    image = (np.random.default_rng(seed).random((height, width, channels)) * 255).astype(dtype)
+    np.testing.assert_allclose(contrast_centre(image, True), image.astype(np.float64).mean(axis=(0, 1)),
+                               rtol=1e-6)
+    assert not contrast_centre(image, False).any()
