@@ -7,6 +7,7 @@ images and the position within it, so a resumed run repeats an uninterrupted one
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,22 @@ METRIC_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accu
 # Settings a resumed run may change: they decide how long it runs and which files are data, not the model.
 # (Which files are data is checked on its own: config['image_list'] must not change.)
 RESUMABLE = ("epochs", "bad_images", "max_pixels")
+# How much nicer than the step the loader thread runs. The step's kernels run one thread per core and a
+# parallel region waits for its slowest thread, so a loader that takes a core from one of them for a time
+# slice stalls them all; at a lower priority it runs in the step's serial gaps instead.
+LOADER_NICENESS = 10
+
+
+def lower_thread_priority(niceness=LOADER_NICENESS):
+    """Make the calling thread `niceness` nicer than it is (Linux, where each thread has its own nice value;
+    elsewhere, or where it is refused, nothing changes: only speed depends on it)."""
+    if not sys.platform.startswith("linux") or niceness <= 0:
+        return
+    try:
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + niceness))
+    except OSError:
+        pass
 
 
 def build_model(config):
@@ -302,7 +319,8 @@ class Trainer:
             return loader.submit(self._load, batch, position) if len(batch) else None
 
         try:
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-batch") as loader:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-batch",
+                                    initializer=lower_thread_priority) as loader:
                 pending = submit(self.position)
                 while self.position < len(self.order):
                     self._stop_if_interrupted(started)
