@@ -15,10 +15,10 @@ backward twice that (dL/dw and dL/dx). PyTorch, when importable, runs the same l
 weights in this process: float32, torch.channels_last, input with requires_grad so it also computes
 dL/dx, and `--torch-threads` threads. The script reports; it never asserts on time.
 
---sparse: one Conv2d 3x3 16->16 on 640 patches of 50x50 (the feature network's last layer), its
+--sparse: a Conv2d 3x3 16->16 and the first layer's 3->16 on 640 patches of 50x50, its
 backward from a dL/dy that is nonzero at a random fraction of the positions, once by the dense kernels
-and once by the sparse path (nn.conv.SPARSE_FRACTION forced to 0 and to 1): the crossover sets
-SPARSE_FRACTION. Behind the global max pool the real fraction is at most 16 / 2500 = 0.6% for the last
+and once by the sparse path (nn.conv.SPARSE_FRACTION and SPARSE_FRACTION_WEIGHTS_ONLY forced to 0 and to
+1): the crossovers set them. Behind the global max pool the real fraction is at most 16 / 2500 = 0.6% for the last
 layer and about 5% for the one below it.
 """
 import argparse
@@ -112,30 +112,33 @@ def forward_backward_times(step, warmup, repeat):
 
 
 def sparse_crossover(args):
-    """Dense and sparse backward of one 16->16 convolution against the density of dL/dy -> printed table."""
+    """Dense and sparse backward against the density of dL/dy, for the feature network's two kinds of
+    convolution: 16->16 with dL/dx, and its first, 3->16 without (nothing needs the image's gradient)."""
     rng = np.random.default_rng(args.seed)
-    x = rng.standard_normal((640, 50, 50, 16), dtype=np.float32)
-    layer = nn.Conv2d(16, 16, 3, rng=args.seed)
-    y = layer.forward(x)
+    original = nn.conv.SPARSE_FRACTION, nn.conv.SPARSE_FRACTION_WEIGHTS_ONLY
     rows = []
-    original = nn.conv.SPARSE_FRACTION
     try:
-        for density in (0.0064, 0.03, 0.06, 0.1, 0.15, 0.25):
-            grad_out = rng.standard_normal(y.shape, dtype=np.float32) * (rng.random(y.shape[:3] + (1,)) < density)
-            times = {}
-            for path, fraction in (("dense", 0.0), ("sparse", 1.0)):
-                nn.conv.SPARSE_FRACTION = fraction
+        for c_in, input_gradient in ((16, True), (3, False)):
+            x = rng.standard_normal((640, 50, 50, c_in), dtype=np.float32)
+            layer = nn.Conv2d(c_in, 16, 3, rng=args.seed, input_gradient=input_gradient)
+            y = layer.forward(x)
+            name = f"{c_in}->16" + ("" if input_gradient else ", no dL/dx")
+            for density in (0.0064, 0.03, 0.06, 0.1, 0.15, 0.25):
+                grad_out = rng.standard_normal(y.shape, dtype=np.float32) * (rng.random(y.shape[:3] + (1,)) < density)
+                times = {}
+                for path, fraction in (("dense", 0.0), ("sparse", 1.0)):
+                    nn.conv.SPARSE_FRACTION = nn.conv.SPARSE_FRACTION_WEIGHTS_ONLY = fraction
 
-                def backward():
-                    layer.input = x  # backward releases its cache: give it the input again
-                    layer.backward(grad_out)
+                    def backward():
+                        layer.input = x  # backward releases its cache: give it the input again
+                        layer.backward(grad_out)
 
-                times[path] = statistics.median(time_calls(backward, args.warmup, args.repeat)[1])
-            rows.append([f"{density:.2%}", f"{times['dense'] * 1e3:.1f}", f"{times['sparse'] * 1e3:.1f}",
-                         f"{times['sparse'] / times['dense']:.2f}"])
+                    times[path] = statistics.median(time_calls(backward, args.warmup, args.repeat)[1])
+                rows.append([name, f"{density:.2%}", f"{times['dense'] * 1e3:.1f}", f"{times['sparse'] * 1e3:.1f}",
+                             f"{times['sparse'] / times['dense']:.2f}"])
     finally:
-        nn.conv.SPARSE_FRACTION = original
-    print_table(["nonzero positions", "dense ms", "sparse ms", "sparse/dense"], rows, align="rrrr")
+        nn.conv.SPARSE_FRACTION, nn.conv.SPARSE_FRACTION_WEIGHTS_ONLY = original
+    print_table(["Conv2d 3x3", "nonzero positions", "dense ms", "sparse ms", "sparse/dense"], rows, align="lrrrr")
     return 0
 
 
@@ -158,7 +161,7 @@ def main(argv=None):
         parser.error("--repeat must be at least 1")
     if args.sparse:
         print(python_environment())
-        print(f"Conv2d 3x3 16->16 backward on 640 x 50x50x16, median of {args.repeat} after {args.warmup} warm-up")
+        print(f"Conv2d backward on 640 patches of 50x50, median of {args.repeat} after {args.warmup} warm-up")
         return sparse_crossover(args)
     names = [name.strip() for name in args.workloads.split(",") if name.strip()]
     unknown = [name for name in names if name not in WORKLOADS]

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import nn
 from nn import AvgPool2d, BatchNorm2d, Conv2d, GlobalMaxPool2d, LeakyReLU, Sequential
 from nn.batchnorm import channel_moments
 from nn.pooling import first_argmax
@@ -188,6 +189,34 @@ def test_conv_without_input_gradient_fills_the_same_parameter_gradients(case):
     for key, value in first.params.items():
         np.testing.assert_allclose(first.grads[key], full.grads[key], rtol=1e-12, atol=1e-12, err_msg=key)
         assert_gradients_close(first.grads[key], numerical_gradient(loss, value), name=key)
+
+
+@settings(max_examples=30)
+@given(case=conv_cases(), density=st.sampled_from([0.0, 0.02, 0.1, 0.5]))
+def test_a_layer_without_input_gradient_goes_sparse_below_its_own_threshold(case, density):
+    """Without dL/dx the dense path is the weight gradient alone, so the sparse one is taken only below
+    SPARSE_FRACTION_WEIGHTS_ONLY of nonzero positions (not SPARSE_FRACTION); either way dL/dw and dL/db are
+    the full layer's."""
+    x = normal_array(case.seed + 2, case.input_shape)
+    full = Conv2d(case.in_channels, case.out_channels, case.kernel_size, case.padding, bias=case.bias,
+                  rng=case.seed).astype(np.float64)
+    first = Conv2d(case.in_channels, case.out_channels, case.kernel_size, case.padding, bias=case.bias,
+                   rng=case.seed, input_gradient=False).astype(np.float64)
+    keep = np.random.default_rng(case.seed + 4).random((case.batch, *case.output_hw, 1)) < density
+    grad_out = normal_array(case.seed + 3, (case.batch, *case.output_hw, case.out_channels)) * keep
+    calls = []
+    with pytest.MonkeyPatch.context() as patch:
+        original = nn.conv.Conv2d._sparse_backward
+        patch.setattr(nn.conv.Conv2d, "_sparse_backward", lambda self, *args: calls.append(1) or original(self, *args))
+        full.forward(x)
+        full.backward(grad_out.copy())
+        first.forward(x)
+        first.backward(grad_out.copy())
+    nonzero = int(keep.sum())
+    assert len(calls) == int(nonzero <= int(nn.conv.SPARSE_FRACTION * keep.size)) + int(
+        nonzero <= int(nn.conv.SPARSE_FRACTION_WEIGHTS_ONLY * keep.size))
+    for key in first.params:
+        np.testing.assert_allclose(first.grads[key], full.grads[key], rtol=1e-12, atol=1e-12, err_msg=key)
 
 
 @settings(max_examples=20)
