@@ -17,6 +17,7 @@ from numba import njit
 from .activations import check_fused_slope, leaky_relu_backward_from_output
 from .conv_kernels import _stack_zeros, vectorised_call
 from .layer import Layer
+from .numba_cache import variant
 
 
 @functools.lru_cache(maxsize=None)
@@ -27,6 +28,7 @@ def _kernels(c):
     the sums). The arithmetic and its order are the same either way."""
 
     @njit(cache=True, nogil=True)
+    @variant(c=c)
     def paired_sums(first, first_shift, second, second_shift, second_scale, partial):
         """partial[part] = sums over the part's rows of u and of u · v, in float64, where
         u = first - first_shift and v = (second - second_shift) · second_scale: the moments (u = v = x - centre)
@@ -46,6 +48,7 @@ def _kernels(c):
         return partial
 
     @njit(cache=True, nogil=True)
+    @variant(c=c)
     def normalise(rows, mean, inv_std, gamma, beta, slope, out):
         """out = (rows - mean) · inv_std · gamma + beta, row by row, through a leaky ReLU of that slope (1: none)."""
         for r in range(rows.shape[0]):
@@ -55,6 +58,7 @@ def _kernels(c):
         return out
 
     @njit(cache=True, nogil=True)
+    @variant(c=c)
     def input_gradient(grad_rows, rows, mean, inv_std, scale, mean_g, mean_gx, out):
         """out = scale · (g - mean_g - x_hat · mean_gx), with scale = gamma · inv_std."""
         for r in range(rows.shape[0]):

@@ -25,6 +25,8 @@ from numba.core.compiler_lock import global_compiler_lock
 from numba.extending import intrinsic
 from numba.np.arrayobj import make_array, populate_array
 
+from .numba_cache import variant
+
 # Output pixels per register tile in the correlation, by channel block: 64 accumulators either way. Eight
 # pixels of an 8-channel (half-register) block measured 3-12% faster than four; wider tiles spill.
 TILE_PIXELS = {16: 4, 8: 8}
@@ -102,6 +104,7 @@ def _correlate_kernel(block, pixels, maxima):
     channel in row_max and its first column in row_arg (a global max pool fused in: the map is never written)."""
 
     @njit(parallel=True, cache=True, fastmath={"contract"}, nogil=True)
+    @variant(block=block, pixels=pixels, maxima=maxima)
     def correlate_kernel(x, weight, bias, out, row_max, row_arg, top, left, out_h, out_w, c_out, slope):
         n_images, height, width, c_in = x.shape
         kh, kw, _, c_padded = weight.shape
@@ -215,6 +218,7 @@ def _weight_gradient_kernel(block, channels):
     """The dL/dw kernel for tiles of `channels` input x `block` output channels (literals: the loops unroll)."""
 
     @njit(parallel=True, cache=True, fastmath={"contract"}, nogil=True)
+    @variant(block=block, channels=channels)
     def weight_gradient_kernel(x, grad_out, partial, top, left):
         n_images, height, width, c_in = x.shape
         _, out_h, out_w, c_out = grad_out.shape
@@ -320,6 +324,7 @@ def _sparse_backward_kernel(block, channels):
     cache across the kh x kw taps."""
 
     @njit(parallel=True, cache=True, fastmath={"contract"}, nogil=True)
+    @variant(block=block, channels=channels)
     def sparse_backward_kernel(x, grad_rows, row_of, rows, columns, image_bounds, weight_t, partial, grad_in, top,
                                left, input_gradient):
         n_images, height, width, c_in = x.shape

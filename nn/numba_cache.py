@@ -51,3 +51,22 @@ def install():
 
 
 installed = install()
+
+
+def variant(**constants):
+    """Decorator, under @njit(cache=True), for a kernel that a factory makes per value of the constants it
+    closes over (`constants`): gives each variant a qualified name of its own, e.g. `paired_sums__c8`.
+
+    Numba names a compiled function after its module and qualified name, and tells closures of one
+    definition apart only by a per-process counter. Two variants first compiled by two processes (a test
+    run, then a training) can therefore carry the same linkage name, and a process that loads both from the
+    cache links one to the other's code or environment: the "'descr' is NULL" crash, or wrong numbers.
+    With the constants in the name, every variant's name is the same in every process and unique."""
+    suffix = "_".join(f"{name}{int(value) if isinstance(value, bool) else value}" for name, value in constants.items())
+
+    def rename(function):
+        function.__name__ = f"{function.__name__}__{suffix}"
+        function.__qualname__ = f"{function.__qualname__}__{suffix}"
+        return function
+
+    return rename

@@ -95,3 +95,52 @@ def test_a_real_kernel_round_trips_through_the_cache(tmp_path, monkeypatch):
     second = njit(cache=True)(namespace["twice"])
     assert second(np.float32(2.0)) == 4.0 and second(3.0) == 6.0
     assert len(second.stats.cache_hits) == 2 and not second.stats.cache_misses
+
+
+VARIANT_SCRIPT = """
+import sys
+import numpy as np
+from nn.batchnorm import channel_moments
+from nn.conv_kernels import correlate
+rows = np.random.default_rng(0).random((64, 16))
+channels = [int(c) for c in sys.argv[1:]]
+for c in channels:  # one batch-norm kernel per channel count, one correlation kernel per output tile
+    mean, var = channel_moments(rows[:, :c])
+    assert np.allclose(mean, rows[:, :c].mean(axis=0)) and np.allclose(var, rows[:, :c].var(axis=0)), c
+    x = rows[:, :c].reshape(1, 8, 8, c).astype(np.float32)
+    w = np.ones((1, 1, c, c), np.float32)
+    y = correlate(x, w, np.zeros(c, np.float32), 0, 0, 8, 8)
+    assert np.allclose(y, x.sum(axis=-1, keepdims=True).repeat(c, axis=-1), rtol=1e-5), c
+# Every variant's linkage names (code and environment) are its own, whichever process compiled it.
+from nn.batchnorm import _kernels
+from nn.conv_kernels import _correlate_kernel
+kernels = [kernel for c in channels for kernel in _kernels(c)] + [_correlate_kernel(b, p, False) for b, p in
+                                                                  {(8, 8), (16, 4)}]
+names = [name for kernel in kernels for result in kernel.overloads.values()
+         for name in (result.fndesc.mangled_name, result.fndesc.env_name)]
+assert len(names) == len(set(names)), names
+print("ok")
+"""
+
+
+def test_kernel_variants_compiled_by_different_processes_load_together(tmp_path):
+    """The kernels a factory makes per constant (batch norm per channel count, the correlation per register
+    tile) are compiled by whichever process needs each first. Numba tells closures of one function apart
+    by a per-process counter in their linkage names, so two variants compiled in two processes can carry
+    the same name, and a third process loading both from the cache would link one to the other's code
+    (the "'descr' is NULL" crash, or wrong numbers). Each variant gets a name of its own."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "PYTHONPATH": root}
+
+    def run(*channels):
+        result = subprocess.run([sys.executable, "-c", VARIANT_SCRIPT, *map(str, channels)], env=env,
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+    run(3)      # compiles the 3-channel variants into the empty cache
+    run(16)     # another process: the 16-channel ones
+    run(3, 16)  # loads both from the cache, in one process
+    run(16, 3)
