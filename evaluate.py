@@ -76,7 +76,8 @@ def example_positions(labels, n_classes, per_class):
 def evaluate(args):
     """-> (result dict, what the pictures need)."""
     from attention_sampling.application.data import stratified_split
-    from attention_sampling.application.evaluation import classification_report, cross_entropy, predict_dataset
+    from attention_sampling.application.evaluation import (attention_summary, classification_report, cross_entropy,
+                                                           predict_dataset)
 
     from attention_sampling.application.prediction import load_run
 
@@ -93,9 +94,16 @@ def evaluate(args):
     examples = example_positions(labels, len(classes), args.examples)
     shape = tuple(config["image_shape"])
     print(f"predicting {len(indices)} images ...", file=sys.stderr)
+    summaries = []
+
+    def summarise(start, prediction):
+        summaries.append({**attention_summary(prediction.attention, prediction.cells),
+                          "cells": np.full(len(prediction.attention), prediction.attention[0].size)})
+
     probabilities, kept = predict_dataset(model, dataset, indices, shape, config["batch_size"], seed=seed,
                                           keep=set(examples), estimator=config.get("estimator", "reinforce"),
-                                          replace=config.get("sampling", "with") == "with")
+                                          replace=config.get("sampling", "with") == "with", on_batch=summarise)
+    looks = {name: np.concatenate([summary[name] for summary in summaries]) for name in summaries[0]}
     predictions = probabilities.argmax(axis=1)
     report = classification_report(labels, predictions, len(classes))
     confusion = report["confusion"]
@@ -107,9 +115,23 @@ def evaluate(args):
                              "images": int(confusion[c].sum()), "predicted": int(confusion[:, c].sum())}
                       for c, name in enumerate(classes)},
         "confusion": confusion.tolist(),
+        # How concentrated the attention is (what a single accuracy hides: a collapsed attention looks at one
+        # patch P times): per image entropy, largest cell and distinct cells in a look, summarised.
+        "attention": {"entropy_median": float(np.median(looks["entropy"])),
+                      "uniform_entropy": float(np.log(looks["cells"][0])),
+                      "largest_median": float(np.median(looks["largest"])),
+                      "largest_above_half": float(np.mean(looks["largest"] > 0.5)),
+                      "distinct_cells_mean": float(np.mean(looks["distinct_cells"])), "patches": model.n_patches},
     }
     pictures = {"dataset": dataset, "indices": indices, "examples": examples, "kept": kept, "config": config}
     return result, pictures
+
+
+def attention_line(attention):
+    return (f"attention per image: entropy median {attention['entropy_median']:.2f} nats (uniform "
+            f"{attention['uniform_entropy']:.2f}), largest cell median {attention['largest_median']:.3f} (above 0.5 "
+            f"on {attention['largest_above_half']:.0%} of images), {attention['distinct_cells_mean']:.1f} distinct "
+            f"cells per look of {attention['patches']}")
 
 
 def format_report(result):
@@ -119,6 +141,7 @@ def format_report(result):
     lines = [f"run {result['run']}: {os.path.basename(result['checkpoint'])} (epoch {result['epoch']}), "
              f"{result['split']} split, {result['images']} images, sampling seed {result['seed']}",
              f"accuracy {result['accuracy']:.4f}   loss {result['loss']:.4f}",
+             attention_line(result["attention"]),
              "",
              f"{'class':<{name_width}}  precision  recall  images  predicted"]
     for name in classes:

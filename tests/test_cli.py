@@ -147,6 +147,10 @@ def test_evaluate_json_matches_predictions_made_in_process(two_epoch_run, tmp_pa
     assert result["epoch"] == epoch and result["images"] == len(test)
     assert result["classes"] == config["classes"] == list(result["per_class"])
     assert np.sum(result["confusion"]) == len(test)
+    attention = result["attention"]
+    assert 0 <= attention["entropy_median"] <= attention["uniform_entropy"] + 1e-9
+    assert 0 < attention["largest_median"] <= 1 and 0 <= attention["largest_above_half"] <= 1
+    assert 1 <= attention["distinct_cells_mean"] <= attention["patches"] == config["patches"]
     # By default the sampling seed is the one training scored that epoch with: the numbers match metrics.csv.
     _, rows = read_metrics(run_dir)
     assert result["accuracy"] == float(rows[epoch - 1]["test_accuracy"])

@@ -6,10 +6,11 @@ from ..training import predict
 
 
 def predict_dataset(model, dataset, indices, shape, batch_size=8, seed=0, keep=None, estimator="reinforce",
-                    replace=True):
+                    replace=True, on_batch=None):
     """Predict every image in `indices` with a generator seeded by `seed` (reproducible test numbers).
 
     Returns probabilities (N, C); with `keep` a set of positions, also {position: Prediction of that image}.
+    on_batch(start, prediction), if given, sees each batch's training.Prediction (positions start, start + 1, ...).
     """
     rng = np.random.default_rng(seed)
     probabilities = np.empty((len(indices), model.n_classes), dtype=np.float64)
@@ -21,11 +22,24 @@ def predict_dataset(model, dataset, indices, shape, batch_size=8, seed=0, keep=N
         prediction = predict(model, images, rng, estimator=estimator,
                              replace=replace)
         probabilities[start:start + len(batch_indices)] = prediction.probabilities
+        if on_batch is not None:
+            on_batch(start, prediction)
         for offset in range(len(batch_indices)):
             if keep is not None and start + offset in keep:
                 kept[start + offset] = {name: getattr(prediction, name)[offset] for name in
                                         ("probabilities", "attention", "cells", "weights", "patches")}
     return (probabilities, kept) if keep is not None else probabilities
+
+
+def attention_summary(attention, cells):
+    """(N, h, w) attention maps and (N, P, 2) cells of one look each -> how concentrated the attention is, per
+    image: its entropy (nats; a uniform map has log(h w)), its largest cell's weight, and the distinct cells
+    among the look's P draws (1: every patch the same)."""
+    flat = attention.reshape(len(attention), -1).astype(np.float64)
+    entropy = -np.sum(flat * np.log(np.where(flat > 0, flat, 1.0)), axis=1)
+    codes = np.sort(cells[..., 0] * (attention.shape[2] + 1) + cells[..., 1], axis=1)
+    distinct = 1 + np.count_nonzero(np.diff(codes, axis=1), axis=1)
+    return {"entropy": entropy, "largest": flat.max(axis=1), "distinct_cells": distinct}
 
 
 def cross_entropy(probabilities, labels):

@@ -4,7 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from attention_sampling.application.evaluation import classification_report, confusion_matrix, cross_entropy, predict_dataset
+from attention_sampling.application.evaluation import (attention_summary, classification_report, confusion_matrix,
+                                                       cross_entropy, predict_dataset)
 from attention_sampling.models import AttentionSamplingModel
 
 # Ten images of three classes. Counting by hand, (true, predicted):
@@ -101,3 +102,16 @@ def test_predict_dataset_keeps_the_explanation_of_chosen_positions(tiny_model_an
         assert explanation["patches"].shape == (3, 8, 8, 3)
         cells = explanation["cells"]
         np.testing.assert_allclose(explanation["weights"], explanation["attention"][cells[:, 0], cells[:, 1]])
+
+
+def test_attention_summary_tells_a_collapsed_attention_from_a_spread_one():
+    """One image whose attention is one cell, every draw that cell; one uniform over 4 x 5 cells whose look
+    hit 3 distinct cells out of 4 draws."""
+    attention = np.zeros((2, 4, 5))
+    attention[0, 2, 3] = 1
+    attention[1] = 1 / 20
+    cells = np.array([[[2, 3]] * 4, [[0, 0], [3, 4], [0, 0], [1, 4]]])
+    summary = attention_summary(attention, cells)
+    np.testing.assert_allclose(summary["entropy"], [0, math.log(20)])
+    np.testing.assert_allclose(summary["largest"], [1, 1 / 20])
+    np.testing.assert_array_equal(summary["distinct_cells"], [1, 3])
