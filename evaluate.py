@@ -88,17 +88,18 @@ def evaluate(args):
     indices = {"test": split.test, "val": split.val, "train": split.train, "all": np.arange(len(dataset))}[args.split]
     if len(indices) == 0:
         raise AttentionSamplingError(f"--split {args.split}: no images in it")
-    # The trainer scored epoch e (1-based) with seed + e - 1: the same draws reproduce metrics.csv.
+    # The trainer scored epoch e (1-based) with seed + e - 1: the same draws reproduce metrics.csv (for a run
+    # trained with this version; the view's float32 sums were ordered otherwise before, up to 1e-7).
     seed = args.seed if args.seed is not None else config["seed"] + max(epoch - 1, 0)
     labels = dataset.labels[indices]
     examples = example_positions(labels, len(classes), args.examples)
     shape = tuple(config["image_shape"])
     print(f"predicting {len(indices)} images ...", file=sys.stderr)
-    summaries = []
+    summaries, map_cells = [], []
 
     def summarise(start, prediction):
-        summaries.append({**attention_summary(prediction.attention, prediction.cells),
-                          "cells": np.full(len(prediction.attention), prediction.attention[0].size)})
+        summaries.append(attention_summary(prediction.attention, prediction.cells))
+        map_cells.append(prediction.attention[0].size)
 
     probabilities, kept = predict_dataset(model, dataset, indices, shape, config["batch_size"], seed=seed,
                                           keep=set(examples), estimator=config.get("estimator", "reinforce"),
@@ -118,7 +119,7 @@ def evaluate(args):
         # How concentrated the attention is (what a single accuracy hides: a collapsed attention looks at one
         # patch P times): per image entropy, largest cell and distinct cells in a look, summarised.
         "attention": {"entropy_median": float(np.median(looks["entropy"])),
-                      "uniform_entropy": float(np.log(looks["cells"][0])),
+                      "uniform_entropy": float(np.log(map_cells[0])),
                       "largest_median": float(np.median(looks["largest"])),
                       "largest_above_half": float(np.mean(looks["largest"] > 0.5)),
                       "distinct_cells_mean": float(np.mean(looks["distinct_cells"])), "patches": model.n_patches},

@@ -84,11 +84,15 @@ def look_statistics(cells, n_looks, patch_size, scale, image_shape):
     share of draws whose patch reaches past the image border): how spread, and how border-bound, the
     sampling is. A collapsed attention gives 1 distinct cell per look."""
     n, k, _ = cells.shape
-    looks = cells.reshape(n * n_looks, k // n_looks, 2)
-    codes = np.sort(looks[..., 0] * (image_shape[1] + 1) + looks[..., 1], axis=1)
-    distinct = 1 + np.count_nonzero(np.diff(codes, axis=1), axis=1)
+    distinct = distinct_cells(cells.reshape(n * n_looks, k // n_looks, 2))
     outside = outside_image(cells, patch_size, scale, image_shape)
     return float(distinct.mean()), float(outside.mean())
+
+
+def distinct_cells(looks):
+    """(M, P, 2) cells of M looks -> (M,) the number of distinct cells in each (1: P copies of one patch)."""
+    codes = np.sort(looks[..., 0] * (looks[..., 1].max(initial=0) + 1) + looks[..., 1], axis=1)
+    return 1 + np.count_nonzero(np.diff(codes, axis=1), axis=1)
 
 
 def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight=0.01,

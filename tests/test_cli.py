@@ -209,6 +209,8 @@ def test_a_learning_rate_drop_added_on_resume_repeats_a_run_made_with_it(two_epo
     assert without_seconds(with_drop)[:2] == without_seconds(constant)[:2]
     assert without_seconds(with_drop)[2] != without_seconds(constant)[2]
     assert json.loads((tmp_path / "dropped" / "config.json").read_text())["lr_drops"] == [2]
+    resumed_config = json.loads((run_dir / "config.json").read_text())  # says how the run was trained
+    assert (resumed_config["lr_drops"], resumed_config["epochs"]) == ([2], 3)
 
 
 def test_learning_rate_drops():

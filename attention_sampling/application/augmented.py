@@ -10,9 +10,11 @@ here each is computed straight from the decoded image:
 - the patches: each patch pixel is the augmented pixel at its place, with the patch border rules of
   patches.py (zero, reflect, inside) applied in the augmented image's frame.
 
-Every augmented pixel is computed by `_augmented_pixel`, the very function data.augment_into uses, so a
-patch equals the one cut from the augmented image bit for bit, and a view cell equals the average pool of
-that image up to the order of a float32 sum. A batch of 8 images of 1388 x 1040 then holds 35 MB of
+Every augmented pixel is computed by `_augmented_pixel`, the very function data.augment_into uses (the view
+by its two halves, `_between_rows` once per source row and `_finish_pixel` per pixel: the same operations in
+the same order), so a patch equals the one cut from the augmented image bit for bit, and a view cell equals
+the average pool of that image up to the order of a float32 sum. Images that are not augmented (evaluation,
+--no-augment: `AugmentedImages.plain`) have their view pooled straight from their pixels (`_plain_view`). A batch of 8 images of 1388 x 1040 then holds 35 MB of
 decoded bytes instead of 138 MB of float32 pixels.
 """
 import numpy as np
@@ -143,6 +145,7 @@ class AugmentedImages:
         self.draws = [(bool(fr), bool(fc), np.float32(factor), tuple(int(v) for v in crop))
                       for fr, fc, factor, crop in draws]
         self.means = [contrast_centre(image, contrast) for image in self.images]
+        self.plain_images = False  # set by plain(): the view is then pooled straight from the pixels
         self._views = {}
         if view_scale is not None:
             self.view(view_scale)
@@ -152,11 +155,11 @@ class AugmentedImages:
         """The images as they are (evaluation, --no-augment): no flip, a factor of 1, the whole image as the
         crop. Their patches are the plain pixels / 255 exactly; their view is pooled straight from them."""
         draws = [(False, False, 1.0, (0, 0) + tuple(image.shape[:2])) for image in images]
-        return cls(images, draws, contrast=False, view_scale=view_scale)
-
-    def _is_plain(self, index):
-        flip_rows, flip_columns, factor, crop = self.draws[index]
-        return not flip_rows and not flip_columns and factor == 1 and crop == (0, 0) + self.shape[1:3]
+        batch = cls(images, draws, contrast=False)
+        batch.plain_images = True
+        if view_scale is not None:
+            batch.view(view_scale)
+        return batch
 
     def _arguments(self, index):
         flip_rows, flip_columns, factor, (top, left, crop_h, crop_w) = self.draws[index]
@@ -168,7 +171,7 @@ class AugmentedImages:
             n, h, w, c = self.shape
             out = np.empty((n, h // scale, w // scale, c), dtype=np.float32)
             for index in range(n):
-                if self._is_plain(index):
+                if self.plain_images:
                     _plain_view(self.images[index], scale, out[index])
                 else:
                     _augmented_view(*self._arguments(index), scale, out[index])

@@ -13,6 +13,7 @@ bad file stops the run before it starts, or is left out with a warning, instead 
 """
 import hashlib
 import os
+import sys
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +42,24 @@ LISTED = 10
 # Image.MAX_IMAGE_PIXELS is one global of Pillow's; the header probe lifts it for a moment (our own
 # limit is checked right after), so probes in several threads take turns.
 _PROBE_LOCK = threading.Lock()
+
+
+# How much nicer than the step a loader thread runs (the trainer's, the evaluation's). The step's kernels
+# run one thread per core and a parallel region waits for its slowest thread, so a loader that takes a core
+# from one of them for a time slice stalls them all; at a lower priority it runs in the step's serial gaps.
+LOADER_NICENESS = 10
+
+
+def lower_thread_priority(niceness=LOADER_NICENESS):
+    """Make the calling thread `niceness` nicer than it is (Linux, where each thread has its own nice value;
+    elsewhere, or where it is refused, nothing changes: only speed depends on it)."""
+    if not sys.platform.startswith("linux") or niceness <= 0:
+        return
+    try:
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + niceness))
+    except OSError:
+        pass
 
 
 def check_pixels(path, height, width, max_pixels):

@@ -1,8 +1,11 @@
 """Predictions over a data set and the numbers a person reads off them."""
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
-from .data import load_batch
-from ..training import predict
+from .data import load_batch, lower_thread_priority
+from ..objective import attention_entropy
+from ..training import distinct_cells, predict
 
 
 def predict_dataset(model, dataset, indices, shape, batch_size=8, seed=0, keep=None, estimator="reinforce",
@@ -15,20 +18,46 @@ def predict_dataset(model, dataset, indices, shape, batch_size=8, seed=0, keep=N
     rng = np.random.default_rng(seed)
     probabilities = np.empty((len(indices), model.n_classes), dtype=np.float64)
     kept = {}
-    for start in range(0, len(indices), batch_size):
-        batch_indices = indices[start:start + batch_size]
+    starts = range(0, len(indices), batch_size)
+
+    def load(start):
         # Lazy: the view pooled and the patches cut from the decoded images, no full-size float32 batch.
-        images = load_batch(dataset, batch_indices, shape, scale=model.scale)
-        prediction = predict(model, images, rng, estimator=estimator,
-                             replace=replace)
-        probabilities[start:start + len(batch_indices)] = prediction.probabilities
-        if on_batch is not None:
-            on_batch(start, prediction)
-        for offset in range(len(batch_indices)):
-            if keep is not None and start + offset in keep:
-                kept[start + offset] = {name: getattr(prediction, name)[offset] for name in
-                                        ("probabilities", "attention", "cells", "weights", "patches")}
+        return load_batch(dataset, indices[start:start + batch_size], shape, scale=model.scale)
+
+    # The next batch is read (in a thread nicer than the kernels') while this one is predicted; reading
+    # draws nothing from rng, so the numbers do not depend on it.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-eval",
+                            initializer=lower_thread_priority) as loader:
+        pending = loader.submit(load, starts[0]) if len(starts) else None
+        try:
+            for start in starts:
+                images, pending = pending.result(), None
+                if start + batch_size < len(indices):
+                    pending = loader.submit(load, start + batch_size)
+                try:
+                    prediction = predict(model, images, rng, estimator=estimator, replace=replace)
+                finally:
+                    _close(images)
+                count = prediction.probabilities.shape[0]
+                probabilities[start:start + count] = prediction.probabilities
+                if on_batch is not None:
+                    on_batch(start, prediction)
+                for offset in range(count):
+                    if keep is not None and start + offset in keep:
+                        kept[start + offset] = {name: getattr(prediction, name)[offset] for name in
+                                                ("probabilities", "attention", "cells", "weights", "patches")}
+        finally:
+            # A batch read ahead and never used (after an error) still closes its files (a slide batch's).
+            if pending is not None and not pending.cancel() and pending.exception() is None:
+                _close(pending.result())
     return (probabilities, kept) if keep is not None else probabilities
+
+
+def _close(images):
+    """Close a batch that holds open files (slides.SlideBatch); arrays and decoded images hold none."""
+    close = getattr(images, "close", None)
+    if close is not None:
+        close()
 
 
 def attention_summary(attention, cells):
@@ -36,10 +65,11 @@ def attention_summary(attention, cells):
     image: its entropy (nats; a uniform map has log(h w)), its largest cell's weight, and the distinct cells
     among the look's P draws (1: every patch the same)."""
     flat = attention.reshape(len(attention), -1).astype(np.float64)
-    entropy = -np.sum(flat * np.log(np.where(flat > 0, flat, 1.0)), axis=1)
-    codes = np.sort(cells[..., 0] * (attention.shape[2] + 1) + cells[..., 1], axis=1)
-    distinct = 1 + np.count_nonzero(np.diff(codes, axis=1), axis=1)
-    return {"entropy": entropy, "largest": flat.max(axis=1), "distinct_cells": distinct}
+    with np.errstate(divide="ignore"):
+        log_attention = np.log(flat)
+    # 0 log 0 = 0: a cell of weight 0 adds nothing
+    entropy = attention_entropy(np.where(flat > 0, log_attention, 0.0)[:, None, :])
+    return {"entropy": entropy, "largest": flat.max(axis=1), "distinct_cells": distinct_cells(cells)}
 
 
 def cross_entropy(probabilities, labels):

@@ -7,7 +7,6 @@ images and the position within it, so a resumed run repeats an uninterrupted one
 import math
 import os
 import signal
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +19,7 @@ import nn
 from ..models import AttentionSamplingModel
 from ..training import train_step
 from .checkpoint import restore_rng
-from .data import Augmentation, load_batch, stratified_split
+from .data import Augmentation, load_batch, lower_thread_priority, stratified_split
 from .errors import AttentionSamplingError
 from .evaluation import cross_entropy, predict_dataset
 from .runfolder import RunFolder, read_config_json
@@ -31,22 +30,6 @@ METRIC_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accu
 # Settings a resumed run may change: they decide how long it runs and which files are data, not the model.
 # (Which files are data is checked on its own: config['image_list'] must not change.)
 RESUMABLE = ("epochs", "bad_images", "max_pixels")
-# How much nicer than the step the loader thread runs. The step's kernels run one thread per core and a
-# parallel region waits for its slowest thread, so a loader that takes a core from one of them for a time
-# slice stalls them all; at a lower priority it runs in the step's serial gaps instead.
-LOADER_NICENESS = 10
-
-
-def lower_thread_priority(niceness=LOADER_NICENESS):
-    """Make the calling thread `niceness` nicer than it is (Linux, where each thread has its own nice value;
-    elsewhere, or where it is refused, nothing changes: only speed depends on it)."""
-    if not sys.platform.startswith("linux") or niceness <= 0:
-        return
-    try:
-        thread = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + niceness))
-    except OSError:
-        pass
 
 
 def build_model(config):
@@ -179,7 +162,7 @@ class Trainer:
                     f"--resume {self.run_dir}: the run has trained {started} epoch(s) with lr drops after "
                     f"{[d for d in before if d < started] or 'none'}; --lr-drops {' '.join(map(str, drops))} "
                     f"would change them; only drops from epoch {started} on can be changed")
-            saved = {**saved, "lr_drops": drops}
+            saved, config["lr_drops"] = {**saved, "lr_drops": drops}, drops
         for key, value in config.items():
             if key in RESUMABLE or key not in saved or value == saved[key]:
                 continue
@@ -198,6 +181,8 @@ class Trainer:
         state = self.folder.load()
         meta = state["meta"]
         self.config = self._resumed_config(config, meta["config"], meta["epoch"] + bool(meta.get("within_epoch")))
+        if self.config != meta["config"]:  # more epochs or new learning-rate drops: config.json says so
+            self.folder.write_config(self.config)
         try:
             self.model = build_model(self.config)
             self.model.load_state_dict(state["model"])

@@ -1,5 +1,9 @@
-"""Image folders: every file format becomes (H, W, 3) uint8; the split, the resize, augmentation, batches."""
+"""Image folders: every file format becomes (H, W, 3) uint8; the split, the resize, augmentation, batches, and
+the loader threads' priority."""
 import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import imageio.v3 as iio
 import numpy as np
@@ -9,8 +13,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import attention_sampling.application.data as data
-from attention_sampling.application.data import (Augmentation, ImageFolder, augment_into, load_batch, read_image,
-                                                 resize_bilinear, stratified_split, to_rgb8)
+from attention_sampling.application.data import (LOADER_NICENESS, Augmentation, ImageFolder, augment_into, load_batch,
+                                                 lower_thread_priority, read_image, resize_bilinear, stratified_split,
+                                                 to_rgb8)
 from attention_sampling.application.errors import AttentionSamplingError
 
 HEIGHT, WIDTH = 12, 10
@@ -317,3 +322,17 @@ def test_fused_augmentation_equals_the_step_by_step_reference(height, width, fli
     out = np.empty((height, width, 3), np.float32)
     augment_into(image, augment, np.random.default_rng(seed + 1), out)
     np.testing.assert_allclose(out, expected, rtol=0, atol=2e-5)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_the_loader_thread_runs_nicer_than_the_step():
+    """lower_thread_priority changes the calling thread's nice value only (Linux threads have their own):
+    the loader's, not the step's, which keeps the cores its kernels run on."""
+    def nice_of_this_thread():
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = nice_of_this_thread()
+    with ThreadPoolExecutor(max_workers=1, initializer=lower_thread_priority) as loader:
+        loader_nice = loader.submit(nice_of_this_thread).result()
+    assert loader_nice == min(19, before + LOADER_NICENESS)
+    assert nice_of_this_thread() == before

@@ -1,16 +1,10 @@
-"""The trainer's pieces: the choice of best epoch (on validation only, never on the test split), the epoch
-totals, old runs rebuilt, and the loader thread's priority."""
+"""The trainer's choice of best epoch: on validation only, never on the test split."""
 import math
-import os
-import sys
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
-from attention_sampling.application.trainer import (LOADER_NICENESS, EpochTotals, best_epoch, build_model,
-                                                   lower_thread_priority)
+from attention_sampling.application.trainer import EpochTotals, best_epoch, build_model
 
 
 def row(epoch, val_accuracy, val_loss, test_accuracy):
@@ -57,16 +51,3 @@ def test_a_run_made_before_attention_init_is_rebuilt_with_its_random_start():
         else:
             np.testing.assert_array_equal(value, uniform[key])
 
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
-def test_the_loader_thread_runs_nicer_than_the_step():
-    """lower_thread_priority changes the calling thread's nice value only (Linux threads have their own):
-    the loader's, not the step's, which keeps the cores its kernels run on."""
-    def nice_of_this_thread():
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-    before = nice_of_this_thread()
-    with ThreadPoolExecutor(max_workers=1, initializer=lower_thread_priority) as loader:
-        loader_nice = loader.submit(nice_of_this_thread).result()
-    assert loader_nice == min(19, before + LOADER_NICENESS)
-    assert nice_of_this_thread() == before
