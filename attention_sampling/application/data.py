@@ -44,7 +44,7 @@ LISTED = 10
 _PROBE_LOCK = threading.Lock()
 
 
-# How much nicer than the step a loader thread runs (the trainer's, the evaluation's). The step's kernels
+# How much nicer than the step the trainer's loader thread runs. The step's kernels
 # run one thread per core and a parallel region waits for its slowest thread, so a loader that takes a core
 # from one of them for a time slice stalls them all; at a lower priority it runs in the step's serial gaps.
 LOADER_NICENESS = 10
