@@ -1,11 +1,14 @@
 """Element-wise activations.
 
-The kernels are memory-bound and run on one thread: waking Numba's thread pool costs ~0.1 ms on an idle
+The kernels are memory-bound and most run on one thread: waking Numba's thread pool costs ~0.1 ms on an idle
 machine but 5-15 ms on a loaded shared one (measured on the 2-core benchmark box: 16 ms median for a
-parallel pass over 8M floats, 2 ms on one thread), more than a second core saves on a memory-bound pass.
+parallel pass over 8M floats, 2 ms on one thread), more than a second core saves on a small pass. The
+exception is the derivative applied from the output, which a training step runs over whole feature maps
+(the feature network's first layer: 25.6M values) between parallel kernels: on both cores that layer's
+backward took 77-83 ms against 100-114 on one (bench_step, two runs each, the training loader niced).
 """
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .layer import Layer
 
@@ -35,10 +38,10 @@ def _leaky_relu_inplace(x, slope):
     return x
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _leaky_relu_backward_from_output(grad, slope, out):
     """grad *= slope where out <= 0, overwriting grad: for slope >= 0, out > 0 exactly where x > 0."""
-    for k in range(grad.size):
+    for k in prange(grad.size):
         if not out[k] > 0:
             grad[k] *= slope
     return grad

@@ -266,10 +266,10 @@ def weight_gradient(x, grad_out, kh, kw, top, left):
     return partial.sum(axis=0)[..., :c_out]
 
 
-@njit(cache=True, nogil=True)  # memory-bound: one thread, no thread-pool wake-up (see nn/activations.py)
+@njit(cache=True, nogil=True, parallel=True)  # per part, as many as threads: the same sums either way
 def _channel_sum_kernel(rows, partial):
     parts = partial.shape[0]
-    for part in range(parts):
+    for part in prange(parts):
         for r in range(part * rows.shape[0] // parts, (part + 1) * rows.shape[0] // parts):
             for c in range(rows.shape[1]):
                 partial[part, c] += rows[r, c]
