@@ -14,8 +14,8 @@ Every augmented pixel is computed by `_augmented_pixel`, the very function data.
 by its two halves, `_between_rows` once per source row and `_finish_pixel` per pixel: the same operations in
 the same order), so a patch equals the one cut from the augmented image bit for bit, and a view cell equals
 the average pool of that image up to the order of a float32 sum. Images that are not augmented (evaluation,
---no-augment: `AugmentedImages.plain`) have their view pooled straight from their pixels (`_plain_view`). A batch of 8 images of 1388 x 1040 then holds 35 MB of
-decoded bytes instead of 138 MB of float32 pixels.
+--no-augment: `AugmentedImages.plain`) have their view pooled straight from their pixels (`_plain_view`).
+A batch of 8 images of 1388 x 1040 then holds 35 MB of decoded bytes instead of 138 MB of float32 pixels.
 """
 import numpy as np
 from numba import njit, prange
