@@ -82,6 +82,12 @@ def parse_args(argv=None):
         help=f"keep the decoded images in memory when all of them fit in MB, instead of decoding each one again "
              f"every epoch (default {DEFAULT_CACHE_BYTES // 2**20}; 0: never); the numbers do not change")
     add("--resume", metavar="RUN", help="continue the run in folder RUN where it stopped")
+    add("--contrast", type=non_negative_fraction, metavar="F",
+        help=f"contrast augmentation: pixels scaled about the image's mean by a factor drawn from [1 - F, 1 + F] "
+             f"(default {TRAINING_DEFAULTS['contrast']}; 0: none)")
+    add("--zoom", type=non_negative_float, metavar="Z",
+        help=f"zoom augmentation: a crop of 1 / z of each side resized back, z drawn from [1, 1 + Z] "
+             f"(default {TRAINING_DEFAULTS['zoom']}; 0: none)")
     add("--no-augment", action="store_true", help="turn off random flips, contrast and zoom")
     add("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)

@@ -27,7 +27,8 @@ METRIC_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accu
 TRAIN_FLAGS = ["--data", "--out", "--patches", "--size", "--scale", "--epochs", "--batch-size", "--replicas", "--lr",
                "--lr-drops",
                "--entropy", "--temperature", "--border", "--floor", "--attention-init", "--seed", "--test-fraction",
-               "--val-fraction", "--estimator", "--sampling", "--cache-mb", "--resume", "--no-augment", "--quiet"]
+               "--val-fraction", "--estimator", "--sampling", "--cache-mb", "--resume", "--contrast", "--zoom",
+               "--no-augment", "--quiet"]
 EVALUATE_FLAGS = ["--data", "--split", "--json", "--checkpoint", "--examples", "--seed"]
 
 
@@ -97,6 +98,7 @@ def test_training_writes_metrics_checkpoints_and_config(two_epoch_run, data_root
     assert (config["patches"], config["size"], config["scale"], config["epochs"]) == (3, 12, 4, 2)
     assert config["classes"] == ["checkerboard", "horizontal", "vertical"]
     assert config["attention_init"] == "random"
+    assert (config["augment"], config["contrast"], config["zoom"]) == (True, 0.3, 0.2)
     assert os.path.samefile(config["data"], data_root)
     last = load_checkpoint(str(two_epoch_run / "checkpoint.npz"))["meta"]
     assert last["epoch"] == 2 and last["config"] == config and len(last["history"]) == 2
@@ -236,6 +238,8 @@ def test_help_explains_every_flag(tmp_path, script, flags):
     (["--batch-size", "0"], "--batch-size"),
     (["--cache-mb", "-1"], "--cache-mb"),
     (["--attention-init", "zeros"], "--attention-init"),
+    (["--contrast", "1.5"], "--contrast"),
+    (["--zoom", "-0.1"], "--zoom"),
 ])
 def test_train_refuses_bad_flags(tmp_path, args, flag):
     result = run(TRAIN, *args, cwd=tmp_path)

@@ -161,7 +161,7 @@ def paper_table(args):
                 continue
             settings = {key: getattr(args, key) for key in ("batch_size", "replicas", "lr", "entropy", "temperature",
                                                             "border", "floor", "attention_init", "test_fraction",
-                                                            "val_fraction")}
+                                                            "val_fraction", "contrast", "zoom")}
             config = dict(TRAINING_DEFAULTS, **settings, data=os.path.abspath(data), classes=dataset.classes,
                           image_shape=[height, width], patches=patches, size=size, scale=args.scale,
                           epochs=args.epochs, seed=seed, augment=not args.no_augment,
@@ -377,6 +377,10 @@ def main(argv=None):
                        help="held-out test share of each class (default 0.15)")
     table.add_argument("--val-fraction", type=float, default=defaults["val_fraction"],
                        help="validation share of each class, on which the best epoch is chosen (default 0.15)")
+    table.add_argument("--contrast", type=float, default=defaults["contrast"],
+                       help=f"contrast augmentation strength (default {defaults['contrast']}, as train.py)")
+    table.add_argument("--zoom", type=float, default=defaults["zoom"],
+                       help=f"zoom augmentation strength (default {defaults['zoom']}, as train.py)")
     table.add_argument("--no-augment", action="store_true", help="turn off flips, contrast and zoom")
     comparison = commands.add_parser("compare", help="estimators x sampling modes against two baselines")
     comparison.add_argument("--out", default="runs/compare", help="folder for the runs and compare.csv")

@@ -26,6 +26,10 @@ TRAINING_DEFAULTS = dict(
     val_fraction=0.15,
     estimator="reinforce",
     sampling="with",
+    # Augmentation strengths (flips are on unless --no-augment): contrast factor from [1 - contrast, 1 + contrast],
+    # zoom z from [1, 1 + zoom] (a crop of 1 / z of each side resized back), as the paper's.
+    contrast=0.3,
+    zoom=0.2,
 )
 
 # What each of lr_drops multiplies the learning rate by.

@@ -43,6 +43,14 @@ def build_model(config):
                                   attention_init=config.get("attention_init", "random"))
 
 
+def augmentation(config):
+    """The run's Augmentation, or None (--no-augment). A run made before --contrast and --zoom existed used the
+    paper's strengths."""
+    if not config["augment"]:
+        return None
+    return Augmentation(contrast=config.get("contrast", 0.3), zoom=config.get("zoom", 0.2))
+
+
 def saved_config(run_dir):
     """The config a run folder's checkpoint was made with; config.json if no epoch has finished yet."""
     folder = RunFolder(run_dir)
@@ -130,7 +138,7 @@ class Trainer:
             # Runs made before validation existed have no val_fraction: the same split as then (no validation).
             self.train_indices, self.val_indices, self.test_indices = stratified_split(
                 dataset.labels, self.config["test_fraction"], self.config["seed"], self.config.get("val_fraction", 0.0))
-            self.augment = Augmentation() if self.config["augment"] else None
+            self.augment = augmentation(self.config)
             self.estimator = self.config.get("estimator", "reinforce")
             self.replace = self.config.get("sampling", "with") == "with"
         except BaseException:

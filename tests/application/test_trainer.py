@@ -4,7 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from attention_sampling.application.trainer import EpochTotals, best_epoch, build_model
+from attention_sampling.application.data import Augmentation
+from attention_sampling.application.trainer import EpochTotals, augmentation, best_epoch, build_model
 
 
 def row(epoch, val_accuracy, val_loss, test_accuracy):
@@ -51,3 +52,12 @@ def test_a_run_made_before_attention_init_is_rebuilt_with_its_random_start():
         else:
             np.testing.assert_array_equal(value, uniform[key])
 
+
+
+def test_augmentation_follows_the_config_and_old_runs_keep_the_papers():
+    assert augmentation({"augment": False, "zoom": 0.2}) is None
+    assert augmentation({"augment": True, "contrast": 0.1, "zoom": 0.0}) == Augmentation(contrast=0.1, zoom=0.0)
+    # A run made before --contrast and --zoom existed: the strengths it was trained with.
+    assert augmentation({"augment": True}) == Augmentation(contrast=0.3, zoom=0.2)
+    rng = np.random.default_rng(0)
+    assert augmentation({"augment": True, "zoom": 0.0}).draw(rng, 30, 40)[3] == (0, 0, 30, 40)  # no crop
