@@ -136,16 +136,17 @@ class AugmentedImages:
     draws: per image, Augmentation.draw's (flip rows, flip columns, contrast factor, crop); contrast says
     whether the contrast is on (its centre, the image's channel means, is computed only then).
     The view for `view_scale` is computed when the batch is made (in the loader thread) and kept.
+    plain_images: the draws change nothing (made by `plain`), so the view is pooled straight from the pixels.
     """
 
-    def __init__(self, images, draws, contrast=True, view_scale=None):
+    def __init__(self, images, draws, contrast=True, view_scale=None, plain_images=False):
         self.images = [np.ascontiguousarray(image) for image in images]
         height, width, channels = self.images[0].shape
         self.shape = (len(self.images), height, width, channels)
         self.draws = [(bool(fr), bool(fc), np.float32(factor), tuple(int(v) for v in crop))
                       for fr, fc, factor, crop in draws]
         self.means = [contrast_centre(image, contrast) for image in self.images]
-        self.plain_images = False  # set by plain(): the view is then pooled straight from the pixels
+        self.plain_images = plain_images
         self._views = {}
         if view_scale is not None:
             self.view(view_scale)
@@ -155,11 +156,7 @@ class AugmentedImages:
         """The images as they are (evaluation, --no-augment): no flip, a factor of 1, the whole image as the
         crop. Their patches are the plain pixels / 255 exactly; their view is pooled straight from them."""
         draws = [(False, False, 1.0, (0, 0) + tuple(image.shape[:2])) for image in images]
-        batch = cls(images, draws, contrast=False)
-        batch.plain_images = True
-        if view_scale is not None:
-            batch.view(view_scale)
-        return batch
+        return cls(images, draws, contrast=False, view_scale=view_scale, plain_images=True)
 
     def _arguments(self, index):
         flip_rows, flip_columns, factor, (top, left, crop_h, crop_w) = self.draws[index]
