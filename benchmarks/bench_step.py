@@ -161,6 +161,9 @@ def run_here(impl, scale, args):
     """Measure one implementation's step in this process -> a JSON-able dict."""
     if impl == "numpy":
         from attention_sampling import train_step
+        from nn import conv_kernels
+
+        conv_kernels.WINOGRAD = not args.direct
 
         model, optimizer, images, labels, rng = numpy_setup(scale, args.seed)
         layer_seconds = {}
@@ -235,7 +238,7 @@ def check_torch_matches(seed, case):
 def run_child(impl, scale, args, numba_cache, first_call_only=False):
     """This module in a fresh process for one (implementation, scale) -> its JSON result."""
     arguments = ["--impl", impl, "--scales", scale, "--repeat", args.repeat, "--warmup", args.warmup,
-                 "--seed", args.seed, "--torch-threads", args.torch_threads]
+                 "--seed", args.seed, "--torch-threads", args.torch_threads] + (["--direct"] if args.direct else [])
     if first_call_only:
         arguments.append("--first-call-only")
     what = "first call only" if first_call_only else f"{args.warmup} warm-up + {args.repeat} timed steps"
@@ -330,6 +333,9 @@ def main(argv=None):
     parser.add_argument("--impl", choices=["numpy", "torch"],
                         help="measure one implementation at one scale in this process and print JSON")
     parser.add_argument("--first-call-only", action="store_true", help="with --impl: time only the first train_step")
+    parser.add_argument("--direct", action="store_true",
+                        help="NumPy: every convolution by the direct kernel, none by Winograd's (nn/winograd.py), to "
+                             "compare the two")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")

@@ -27,6 +27,12 @@ from numba.np.arrayobj import make_array, populate_array
 
 from .numba_cache import variant
 
+# 3x3 "same" correlations with as many output as input channels (8 or 16) go through nn/winograd.py:
+# F(2x2, 3x3) needs 16 products per channel pair and 2x2 outputs where the direct kernel needs 36
+# (not the fused global max pool: correlate_max stays here).
+# False: always the direct kernel (tests compare the two; benchmarks can time both).
+WINOGRAD = True
+
 # Output pixels per register tile in the correlation, by channel block: 64 accumulators either way. Eight
 # pixels of an 8-channel (half-register) block measured 3-12% faster than four; wider tiles spill.
 TILE_PIXELS = {16: 4, 8: 8}
@@ -173,6 +179,9 @@ def _correlate_call(x, weight, bias, top, left, out_h, out_w, negative_slope, ma
     # One compiled kernel per float type: bring x, weight and bias to their common type first.
     dtype = np.result_type(x.dtype, weight.dtype, bias.dtype, np.float32)
     x, weight, bias = (np.ascontiguousarray(a, dtype=dtype) for a in (x, weight, bias))
+    from . import winograd  # it builds on this module's helpers
+    if WINOGRAD and not maxima and winograd.applies(x.shape, weight.shape, top, left, out_h, out_w):
+        return winograd.correlate(x, weight, bias, negative_slope)
     kh, kw, c_in, c_out = weight.shape
     block = channel_block(c_out)
     padded = padded_channels(c_out)
