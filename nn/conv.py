@@ -158,9 +158,9 @@ class Conv2d(Layer):
             return None
         if kh == kw == 1:  # dL/dx = G W^T at every position: one BLAS product, no padded register tile
             rows = np.ascontiguousarray(grad_out).reshape(-1, c_out)
-            # From one output channel it is an outer product, and a broadcast multiply writes it in half
-            # BLAS's time (the attention's last layer: 722k x 8 values), with the same single products.
-            grad_in = rows * weight[0, 0, :, 0] if c_out == 1 else rows @ weight[0, 0].T
+            # From one output channel it is an outer product (the attention's last layer: 722k x 8 values), with
+            # the same single products as BLAS's and in a fraction of its time.
+            grad_in = conv_kernels.outer(rows[:, 0], weight[0, 0, :, 0]) if c_out == 1 else rows @ weight[0, 0].T
             return grad_in.reshape(x.shape[:3] + (c_in,))
         # dL/dx[a, b] = sum over i, j of g[a - i + top, b - j + left] @ w[i, j]^T: a correlation of g
         # with the kernel flipped in space and transposed, its padding mirrored to kh - 1 - top.

@@ -205,3 +205,13 @@ def test_sparse_kernels_match_padded_sums(data, shapes, dtype):
     assert grad_in.dtype == dtype and grad_in.shape == x_shape
     np.testing.assert_allclose(grad_in, reference_input_gradient(grad_out, weight, x_shape, top, left),
                                rtol=0, atol=tolerance(dtype, kh * kw * weight_shape[3]) * 10)
+
+
+@settings(max_examples=20)
+@given(st.integers(0, 50), st.integers(1, 17), seeds, float_dtypes)
+def test_outer_is_numpys_outer_product(rows, channels, seed, dtype):
+    rng = np.random.default_rng(seed)
+    column, vector = rng.standard_normal(rows).astype(dtype), rng.standard_normal(channels).astype(dtype)
+    out = conv_kernels.outer(column, vector)
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(out, np.outer(column, vector))  # one rounding per product, as NumPy's
