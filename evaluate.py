@@ -19,6 +19,7 @@ import numpy as np
 from attention_sampling.application.cli import non_negative_int, OneLineParser
 from attention_sampling.application.errors import AttentionSamplingError
 from attention_sampling.application.prediction import CHECKPOINT_FILES
+from attention_sampling.application.settings import setting
 
 
 
@@ -84,7 +85,7 @@ def evaluate(args):
     config, model, epoch, checkpoint = load_run(args.run, args.checkpoint)
     dataset = open_data(args.data, config)
     classes = list(config["classes"])
-    split = stratified_split(dataset.labels, config["test_fraction"], config["seed"], config.get("val_fraction", 0.0))
+    split = stratified_split(dataset.labels, config["test_fraction"], config["seed"], setting(config, "val_fraction"))
     indices = {"test": split.test, "val": split.val, "train": split.train, "all": np.arange(len(dataset))}[args.split]
     if len(indices) == 0:
         raise AttentionSamplingError(f"--split {args.split}: no images in it")
@@ -102,8 +103,8 @@ def evaluate(args):
         map_cells.append(prediction.attention[0].size)
 
     probabilities, kept = predict_dataset(model, dataset, indices, shape, config["batch_size"], seed=seed,
-                                          keep=set(examples), estimator=config.get("estimator", "reinforce"),
-                                          replace=config.get("sampling", "with") == "with", on_batch=summarise)
+                                          keep=set(examples), estimator=setting(config, "estimator"),
+                                          replace=setting(config, "sampling") == "with", on_batch=summarise)
     looks = {name: np.concatenate([summary[name] for summary in summaries]) for name in summaries[0]}
     predictions = probabilities.argmax(axis=1)
     report = classification_report(labels, predictions, len(classes))
@@ -198,7 +199,7 @@ def draw_pictures(run_dir, pictures):
             path = os.path.join(run_dir, "attention", f"{classes[label]}_{i}.png")
             figures.plot_explanation(image, pictures["kept"][position], classes, label, config["scale"],
                                      config["size"], path, title=os.path.relpath(dataset.paths[index], dataset.root),
-                                     border=config.get("border", "zero"), image_shape=shape)
+                                     border=setting(config, "border"), image_shape=shape)
             written.append(path)
     except OSError as error:
         raise AttentionSamplingError(

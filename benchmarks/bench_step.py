@@ -161,9 +161,6 @@ def run_here(impl, scale, args):
     """Measure one implementation's step in this process -> a JSON-able dict."""
     if impl == "numpy":
         from attention_sampling import train_step
-        from nn import conv_kernels
-
-        conv_kernels.WINOGRAD = not args.direct
 
         model, optimizer, images, labels, rng = numpy_setup(scale, args.seed)
         layer_seconds = {}
@@ -342,6 +339,10 @@ def main(argv=None):
     if any(scale < 1 for scale in args.scales):
         parser.error("--scales must be positive integers")
 
+    from nn import conv_kernels
+
+    # Here, so that the child processes (--impl) and this one's check against PyTorch time the same kernels.
+    conv_kernels.WINOGRAD = not args.direct
     if args.impl:
         if len(args.scales) != 1:
             parser.error("--impl measures one scale: give exactly one --scales value")
@@ -351,6 +352,8 @@ def main(argv=None):
     torch = import_torch(args.no_torch, args.torch_threads)
     use_torch = torch is not None
     print(python_environment(torch))
+    print("convolutions: " + ("the direct kernel only (--direct)" if args.direct else
+                              "Winograd F(2x2, 3x3) where it applies (3x3, 8 or 16 channels), else the direct kernel"))
     print(f"{N_IMAGES} images {HEIGHT}x{WIDTH}x{CHANNELS} float32, {REPLICAS} replicas x P={N_PATCHES} patches of "
           f"S={PATCH_SIZE}, {N_CLASSES} classes; median of {args.repeat} steps after {args.warmup} warm-up")
 

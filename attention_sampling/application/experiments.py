@@ -23,11 +23,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .cli import non_negative_float, non_negative_fraction
 from .data import DEFAULT_CACHE_BYTES, ImageFolder
 from .embedded import FEW_SPOTS, ensure_default_dataset
 from .errors import AttentionSamplingError
 from .evaluation import predict_dataset
-from .settings import ENTROPY_BY_ESTIMATOR, TRAINING_DEFAULTS
+from .settings import ENTROPY_BY_ESTIMATOR, TRAINING_DEFAULTS, setting
 
 PAPER_GRID = ((50, 1), (50, 5), (50, 20), (20, 5))  # (S, P) in the paper's pixels
 # The paper's Table (lymphoma, 5 trials, 300 epochs, full resolution) and the reference implementation's
@@ -306,7 +307,7 @@ def looks_table(args):
 
     config, model, epoch, checkpoint = load_run(args.run, "best")
     dataset = ImageFolder.scan(args.data or config["data"])
-    split = stratified_split(dataset.labels, config["test_fraction"], config["seed"], config.get("val_fraction", 0.0))
+    split = stratified_split(dataset.labels, config["test_fraction"], config["seed"], setting(config, "val_fraction"))
     images = load_batch(dataset, split.test, tuple(config["image_shape"]))
     labels = dataset.labels[split.test]
     predict(model, images[:1], np.random.default_rng(0))  # compiles or loads the kernels before timing
@@ -317,8 +318,8 @@ def looks_table(args):
         for repeat in range(args.repeats):
             start = time.perf_counter()
             predicted = [int(predict(model, images[i:i + 1], image_rng(repeat, dataset.paths[index]), looks=looks,
-                                     estimator=config.get("estimator", "reinforce"),
-                                     replace=config.get("sampling", "with") == "with").probabilities.argmax())
+                                     estimator=setting(config, "estimator"),
+                                     replace=setting(config, "sampling") == "with").probabilities.argmax())
                          for i, index in enumerate(split.test)]
             seconds += time.perf_counter() - start
             choices.append(predicted)
@@ -377,9 +378,9 @@ def main(argv=None):
                        help="held-out test share of each class (default 0.15)")
     table.add_argument("--val-fraction", type=float, default=defaults["val_fraction"],
                        help="validation share of each class, on which the best epoch is chosen (default 0.15)")
-    table.add_argument("--contrast", type=float, default=defaults["contrast"],
+    table.add_argument("--contrast", type=non_negative_fraction, default=defaults["contrast"],
                        help=f"contrast augmentation strength (default {defaults['contrast']}, as train.py)")
-    table.add_argument("--zoom", type=float, default=defaults["zoom"],
+    table.add_argument("--zoom", type=non_negative_float, default=defaults["zoom"],
                        help=f"zoom augmentation strength (default {defaults['zoom']}, as train.py)")
     table.add_argument("--no-augment", action="store_true", help="turn off flips, contrast and zoom")
     comparison = commands.add_parser("compare", help="estimators x sampling modes against two baselines")

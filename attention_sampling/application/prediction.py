@@ -9,6 +9,7 @@ import os
 import numpy as np
 
 from .errors import AttentionSamplingError
+from .settings import setting
 
 CHECKPOINT_FILES = {"best": "best.npz", "last": "checkpoint.npz"}
 
@@ -82,8 +83,8 @@ def predict_path(model, config, path, seed=0, looks=1, pictures=None):
     try:
         images = read_for_run(path, config)
         # A slide's patches are read during the prediction: a corrupt tile there is this image's error too.
-        prediction = predict(model, images, image_rng(seed, path), estimator=config.get("estimator", "reinforce"),
-                             replace=config.get("sampling", "with") == "with", looks=looks)
+        prediction = predict(model, images, image_rng(seed, path), estimator=setting(config, "estimator"),
+                             replace=setting(config, "sampling") == "with", looks=looks)
     except AttentionSamplingError as error:
         return {"path": path, "error": str(error)}
     classes = config["classes"]
@@ -105,7 +106,7 @@ def predict_path(model, config, path, seed=0, looks=1, pictures=None):
         # A slide is drawn from its attention view, stretched over the slide's full-resolution extent.
         picture, shape = (images.view(config["scale"])[0], images.shape[1:3]) if is_lazy(images) else (images[0], None)
         figures.plot_explanation(picture, explanation, classes, None, config["scale"], config["size"],
-                                 picture_path(pictures, path), title=path, border=config.get("border", "zero"),
+                                 picture_path(pictures, path), title=path, border=setting(config, "border"),
                                  image_shape=shape)
     return row
 

@@ -32,6 +32,18 @@ TRAINING_DEFAULTS = dict(
     zoom=0.2,
 )
 
+# What a run made before a setting existed was trained with: it is rebuilt, resumed and evaluated so, whatever
+# today's defaults are, and a flag typed on resuming it is compared with these.
+LEGACY = dict(temperature=1.0, border="zero", floor=0.0, attention_init="random", val_fraction=0.0,
+              estimator="reinforce", sampling="with", lr_drops=(), contrast=0.3, zoom=0.2)
+
+
+
+def setting(config, key):
+    """A run's config[key], or for a run made before that setting existed, what it was trained with (LEGACY)."""
+    return config.get(key, LEGACY[key])
+
+
 # What each of lr_drops multiplies the learning rate by.
 LR_DROP = 0.1
 

@@ -23,7 +23,7 @@ from .data import Augmentation, load_batch, lower_thread_priority, stratified_sp
 from .errors import AttentionSamplingError
 from .evaluation import cross_entropy, predict_dataset
 from .runfolder import RunFolder, read_config_json
-from .settings import learning_rate
+from .settings import LEGACY, learning_rate, setting
 
 METRIC_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
                   "entropy", "distinct_cells", "outside", "reward", "seconds", "waiting")
@@ -33,22 +33,20 @@ RESUMABLE = ("epochs", "bad_images", "max_pixels")
 
 
 def build_model(config):
-    """The model a run's config describes. A run made before temperature, border, floor and attention_init
-    existed was trained with T = 1, zero padding, no floor and a random attention start: it is rebuilt so,
-    whatever today's defaults are."""
+    """The model a run's config describes (a run made before temperature, border, floor and attention_init
+    existed: T = 1, zero padding, no floor and a random attention start, settings.LEGACY)."""
     return AttentionSamplingModel(len(config["classes"]), scale=config["scale"], patch_size=config["size"],
                                   n_patches=config["patches"], seed=config["seed"],
-                                  temperature=config.get("temperature", 1.0), border=config.get("border", "zero"),
-                                  floor=config.get("floor", 0.0),
-                                  attention_init=config.get("attention_init", "random"))
+                                  temperature=setting(config, "temperature"), border=setting(config, "border"),
+                                  floor=setting(config, "floor"), attention_init=setting(config, "attention_init"))
 
 
 def augmentation(config):
-    """The run's Augmentation, or None (--no-augment). A run made before --contrast and --zoom existed used the
-    paper's strengths."""
+    """The run's Augmentation, or None (--no-augment); a run made before --contrast and --zoom existed used the
+    paper's strengths (settings.LEGACY)."""
     if not config["augment"]:
         return None
-    return Augmentation(contrast=config.get("contrast", 0.3), zoom=config.get("zoom", 0.2))
+    return Augmentation(contrast=setting(config, "contrast"), zoom=setting(config, "zoom"))
 
 
 def saved_config(run_dir):
@@ -137,10 +135,10 @@ class Trainer:
             self.folder.remove_temporaries()
             # Runs made before validation existed have no val_fraction: the same split as then (no validation).
             self.train_indices, self.val_indices, self.test_indices = stratified_split(
-                dataset.labels, self.config["test_fraction"], self.config["seed"], self.config.get("val_fraction", 0.0))
+                dataset.labels, self.config["test_fraction"], self.config["seed"], setting(self.config, "val_fraction"))
             self.augment = augmentation(self.config)
-            self.estimator = self.config.get("estimator", "reinforce")
-            self.replace = self.config.get("sampling", "with") == "with"
+            self.estimator = setting(self.config, "estimator")
+            self.replace = setting(self.config, "sampling") == "with"
         except BaseException:
             self.close()  # a run that could not start leaves the folder free
             raise
@@ -164,7 +162,7 @@ class Trainer:
         the run has done."""
         config = dict(config)
         if "lr_drops" in config:
-            drops, before = list(config["lr_drops"]), list(saved.get("lr_drops", []))
+            drops, before = list(config["lr_drops"]), list(setting(saved, "lr_drops"))
             if [d for d in drops if d < started] != [d for d in before if d < started]:
                 raise AttentionSamplingError(
                     f"--resume {self.run_dir}: the run has trained {started} epoch(s) with lr drops after "
@@ -172,7 +170,9 @@ class Trainer:
                     f"would change them; only drops from epoch {started} on can be changed")
             saved, config["lr_drops"] = {**saved, "lr_drops": drops}, drops
         for key, value in config.items():
-            if key in RESUMABLE or key not in saved or value == saved[key]:
+            # A setting the run was made before: compared with what it was trained with (settings.LEGACY).
+            before = saved[key] if key in saved else LEGACY.get(key, value)
+            if key in RESUMABLE or value == before:
                 continue
             if key == "image_list":
                 raise AttentionSamplingError(
@@ -181,7 +181,7 @@ class Trainer:
                     "images: put them back, or start a new run with --out")
             flag = "--" + key.replace("_", "-") if key not in ("classes", "image_shape") else f"the data's {key}"
             raise AttentionSamplingError(
-                f"--resume {self.run_dir}: the run was made with {key} = {saved[key]}, not {value} "
+                f"--resume {self.run_dir}: the run was made with {key} = {before}, not {value} "
                 f"({flag}); a resumed run keeps its settings")
         return {**saved, **{key: config[key] for key in RESUMABLE if key in config}}
 
@@ -298,7 +298,7 @@ class Trainer:
         """
         batch_size = self.config["batch_size"]
         started = time.perf_counter()
-        lr = learning_rate(self.config["lr"], self.config.get("lr_drops", ()), self.epoch + 1)
+        lr = learning_rate(self.config["lr"], setting(self.config, "lr_drops"), self.epoch + 1)
         if lr != self.optimizer.lr:
             self.log(f"epoch {self.epoch + 1}: learning rate {lr:g}")
         self.optimizer.lr = lr

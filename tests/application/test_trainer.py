@@ -1,11 +1,13 @@
 """The trainer's choice of best epoch: on validation only, never on the test split."""
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from attention_sampling.application.data import Augmentation
-from attention_sampling.application.trainer import EpochTotals, augmentation, best_epoch, build_model
+from attention_sampling.application.errors import AttentionSamplingError
+from attention_sampling.application.trainer import EpochTotals, Trainer, augmentation, best_epoch, build_model
 
 
 def row(epoch, val_accuracy, val_loss, test_accuracy):
@@ -53,7 +55,6 @@ def test_a_run_made_before_attention_init_is_rebuilt_with_its_random_start():
             np.testing.assert_array_equal(value, uniform[key])
 
 
-
 def test_augmentation_follows_the_config_and_old_runs_keep_the_papers():
     assert augmentation({"augment": False, "zoom": 0.2}) is None
     assert augmentation({"augment": True, "contrast": 0.1, "zoom": 0.0}) == Augmentation(contrast=0.1, zoom=0.0)
@@ -61,3 +62,13 @@ def test_augmentation_follows_the_config_and_old_runs_keep_the_papers():
     assert augmentation({"augment": True}) == Augmentation(contrast=0.3, zoom=0.2)
     rng = np.random.default_rng(0)
     assert augmentation({"augment": True, "zoom": 0.0}).draw(rng, 30, 40)[3] == (0, 0, 30, 40)  # no crop
+
+
+def test_a_flag_typed_on_resuming_an_older_run_is_compared_with_what_it_was_trained_with():
+    """A run made before --zoom existed was trained with the paper's 0.2: typing that again resumes it,
+    typing 0 is refused (not silently dropped)."""
+    run = SimpleNamespace(run_dir="RUN")
+    saved = {"epochs": 3, "augment": True}
+    assert Trainer._resumed_config(run, {"zoom": 0.2, "epochs": 5}, saved, 3) == {"epochs": 5, "augment": True}
+    with pytest.raises(AttentionSamplingError, match="zoom = 0.2, not 0.0"):
+        Trainer._resumed_config(run, {"zoom": 0.0}, saved, 3)

@@ -12,6 +12,9 @@ from ..strategies import float_dtypes, normal_array, seeds
 from .test_conv_kernels import reference_correlate, tolerance
 
 
+original = winograd.correlate
+
+
 def leaky(values, slope):
     return values if slope is None else np.where(values > 0, values, values * slope)
 
@@ -27,7 +30,11 @@ def test_winograd_matches_the_padded_sum_and_the_direct_kernel(n, height, width,
     weight = rng.standard_normal((3, 3, channels, channels)).astype(dtype)
     bias = rng.standard_normal(channels).astype(dtype)
     assert winograd.applies(x.shape, weight.shape, 1, 1, height, width)
-    out = conv_kernels.correlate(x, weight, bias, 1, 1, height, width, slope)
+    calls = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(winograd, "correlate", lambda *args: calls.append(1) or original(*args))
+        out = conv_kernels.correlate(x, weight, bias, 1, 1, height, width, slope)
+    assert calls  # the Winograd kernel computed it
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(conv_kernels, "WINOGRAD", False)
         direct = conv_kernels.correlate(x, weight, bias, 1, 1, height, width, slope)
@@ -48,6 +55,7 @@ def test_winograd_matches_the_padded_sum_and_the_direct_kernel(n, height, width,
     ((2, 5, 6, 16), (3, 3, 16, 16), 0, 0, (3, 4), False),  # "valid"
     ((2, 5, 6, 16), (5, 5, 16, 16), 2, 2, (5, 6), False),  # 5x5
     ((2, 5, 6, 8), (1, 1, 8, 8), 0, 0, (5, 6), False),    # 1x1
+    ((2, 5, 6, 8), (3, 3, 16, 16), 1, 1, (5, 6), False),  # an input that does not match the weight
 ])
 def test_winograd_applies_to_3x3_same_correlations_with_equal_channels_only(x_shape, weight_shape, top, left,
                                                                             out_hw, expected):
@@ -57,8 +65,9 @@ def test_winograd_applies_to_3x3_same_correlations_with_equal_channels_only(x_sh
 @settings(max_examples=10)
 @given(st.integers(1, 2), st.integers(1, 5), st.integers(1, 6), st.sampled_from(winograd.CHANNELS), seeds)
 def test_conv2d_gradients_with_the_winograd_forward(n, height, width, channels, seed):
-    """The layer's forward takes the Winograd path and its backward (the direct formulas) still differentiates
-    it: the same function, so central differences in float64 agree."""
+    """The layer's forward takes the Winograd path (and so does its dL/dx, the same correlation with the kernel
+    flipped; dL/dw is the direct kernel's): the same function as the direct one, so central differences in
+    float64 agree with the backward."""
     layer = Conv2d(channels, channels, 3, rng=seed).astype(np.float64)
     layer.params["bias"][...] = normal_array(seed + 1, (channels,))
     x = normal_array(seed + 2, (n, height, width, channels))
