@@ -38,7 +38,6 @@ LEGACY = dict(temperature=1.0, border="zero", floor=0.0, attention_init="random"
               estimator="reinforce", sampling="with", lr_drops=(), contrast=0.3, zoom=0.2)
 
 
-
 def setting(config, key):
     """A run's config[key], or for a run made before that setting existed, what it was trained with (LEGACY)."""
     return config.get(key, LEGACY[key])
