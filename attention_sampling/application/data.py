@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from .errors import AttentionSamplingError
 from .errors import one_line as _one_line
+from .settings import TRAINING_DEFAULTS
 from .slides import SLIDE_EXTENSIONS, check_source, is_slide, load_slides, slide_shape
 
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp") + SLIDE_EXTENSIONS
@@ -397,8 +398,8 @@ class Augmentation:
     """
 
     flip: bool = True
-    contrast: float = 0.3  # factor drawn from [1 - contrast, 1 + contrast]
-    zoom: float = 0.2      # crop 1 / z of each side, z drawn from [1, 1 + zoom], resized back
+    contrast: float = TRAINING_DEFAULTS["contrast"]  # factor drawn from [1 - contrast, 1 + contrast]
+    zoom: float = TRAINING_DEFAULTS["zoom"]          # crop 1 / z of each side, z drawn from [1, 1 + zoom], resized back
 
     def draw(self, rng, height, width):
         """-> (flip rows, flip columns, contrast factor, crop (top, left, crop height, crop width))."""
