@@ -64,13 +64,49 @@ def look(model, images, rng, n_looks, training, replace=True, lap=_no_lap):
     return Sampled(log_attention, log_sampling, cells, weights, patches)
 
 
-def patch_features(model, patches, training):
+def patch_features(model, patches, training, draws=None):
     """(M, P, S, S, C) patches -> (M, P, C) feature vectors f_i: the feature network on every patch at once
-    (caching for a backward when training; the fused evaluation path otherwise)."""
+    (caching for a backward when training; the fused evaluation path otherwise). With `draws`, the
+    DistinctDraws of these patches, it runs once per distinct patch and copies the result to its repeats."""
     m, p = patches.shape[:2]
     flat = patches.reshape((m * p,) + patches.shape[2:])
+    if draws is not None:
+        flat = flat[draws.first]
     features = model.features.forward(flat, True) if training else model.features.infer(flat)
+    if draws is not None:
+        features = features[draws.inverse]
     return features.reshape(m, p, -1)
+
+
+class DistinctDraws:
+    """Which of the draws of a look are the same patch: the same cell of the same image.
+
+    Every replica (look) of an image sees the same image, so two draws of one cell cut the same pixels and
+    the feature network gives them the same f_i; where the attention is concentrated, most of a batch's
+    draws repeat a few cells. Running the network once per distinct patch is the same computation: the
+    forward values are copied, and the backward, which is linear in dL/df at a fixed input, takes the sum of
+    the repeats' dL/df once (J^T g_1 + J^T g_2 = J^T (g_1 + g_2)), for the same parameter gradients up to
+    the order of float additions.
+
+    (N, K, 2) cells with N images of K draws each (all looks), map_shape (h, w) ->
+        first (U,): one flat draw index per distinct (image, cell); inverse (N K,): each draw's distinct index
+    """
+
+    def __init__(self, cells, map_shape):
+        n, k, _ = cells.shape
+        h, w = map_shape
+        codes = (np.arange(n, dtype=np.int64)[:, None] * h + cells[..., 0]) * w + cells[..., 1]
+        _, self.first, self.inverse = np.unique(codes.ravel(), return_index=True, return_inverse=True)
+
+    def __len__(self):
+        return len(self.first)
+
+    def gradient(self, grad_features):
+        """(..., C) dL/df of every draw -> (U, C) dL/df of each distinct patch: the sum over its repeats."""
+        grad_features = grad_features.reshape(-1, grad_features.shape[-1])
+        summed = np.zeros((len(self.first), grad_features.shape[-1]), dtype=grad_features.dtype)
+        np.add.at(summed, self.inverse, grad_features)
+        return summed
 
 
 def classify_patches(model, patches, weights, training):
@@ -127,9 +163,10 @@ def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight
     patches = sampled.patches.reshape((n * replicas, p) + sampled.patches.shape[2:])
     draw_weights = estimator_weights(attention_values, replace)
 
-    # The feature network on every patch of every (image, replica), then the classification: eq. 1
+    # The feature network on every distinct patch of every (image, replica), then the classification: eq. 1
     # (weights a_i / sum a) for REINFORCE, the unbiased estimate of E_a[f] for the expectation estimator.
-    features = patch_features(model, patches, training=True)
+    draws = DistinctDraws(sampled.cells, map_shape)
+    features = patch_features(model, patches, training=True, draws=draws)
     lap("feature net forward")
     loss_fn = nn.CrossEntropyLoss()
     temperature = model.temperature
@@ -169,7 +206,7 @@ def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight
     # (image-sized at small c), freed as it goes, are gone before the feature network's gradients exist.
     model.attention.backward(grad_log_attention.astype(sampled.log_attention.dtype))
     lap("attention net backward")
-    model.features.backward(grad_features.reshape(-1, grad_features.shape[-1]))
+    model.features.backward(draws.gradient(grad_features))
     lap("feature backward")
 
     optimizer.step(model.params, model.grads)
@@ -218,7 +255,8 @@ def predict(model, images, rng, n_patches=None, estimator="reinforce", replace=T
     sampled = look(model, images, rng, looks, training=False, replace=replace)
     patches = sampled.patches.reshape((n * looks, p) + sampled.patches.shape[2:])
     weights = sampled.weights.reshape(n * looks, p)
-    features = patch_features(model, patches, training=False)
+    features = patch_features(model, patches, training=False,
+                              draws=DistinctDraws(sampled.cells, sampled.log_attention.shape[1:]))
     if estimator == "expectation":
         logits = expectation_logits(features, estimator_weights(weights, replace), model.temperature)
     else:

@@ -1,5 +1,6 @@
 """The models, one training step, and learning on data where the label lives in a few small spots."""
 import numpy as np
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -7,7 +8,9 @@ import nn
 from attention_sampling.models import AttentionNetwork, AttentionSamplingModel, FeatureNetwork
 from attention_sampling.application.synthetic import make_dataset
 from attention_sampling.objective import expected_logits_backward, floored_attention
-from attention_sampling.training import classify_patches, look, look_statistics, predict, train_step
+from attention_sampling import training
+from attention_sampling.training import (DistinctDraws, classify_patches, look, look_statistics, predict,
+                                         train_step)
 from tests.gradcheck import assert_gradients_close, clear_of_kinks, numerical_gradient
 
 
@@ -86,6 +89,66 @@ def test_train_step_is_reproducible_from_the_seed():
         optimizer = nn.Adam()
         runs.append([train_step(model, optimizer, images, np.array([0, 1]), rng) for _ in range(3)])
     assert runs[0] == runs[1]
+
+
+def test_distinct_draws_worked_example():
+    """Image 0 draws cell (1, 2) twice and (0, 0) once; image 1 draws (1, 2) once, (0, 0) twice: four distinct
+    patches (the same cell of another image is another patch), each draw mapped to its patch's row."""
+    cells = np.array([[[1, 2], [0, 0], [1, 2]], [[1, 2], [0, 0], [0, 0]]])
+    draws = DistinctDraws(cells, (2, 3))
+    assert len(draws) == 4
+    flat = cells.reshape(-1, 2)
+    images = np.repeat([0, 1], 3)
+    # Each draw's distinct patch is a draw of the same image and cell.
+    chosen = draws.first[draws.inverse]
+    np.testing.assert_array_equal(flat[chosen], flat)
+    np.testing.assert_array_equal(images[chosen], images)
+    grad = np.arange(12.0).reshape(6, 2)
+    summed = draws.gradient(grad)
+    np.testing.assert_array_equal(summed.sum(axis=0), grad.sum(axis=0))
+    np.testing.assert_array_equal(summed[draws.inverse[0]], grad[0] + grad[2])
+
+
+class _EveryDraw(DistinctDraws):
+    """The feature network on every draw, repeats included: the computation before deduplication."""
+
+    def __init__(self, cells, map_shape):
+        self.first = self.inverse = np.arange(cells.shape[0] * cells.shape[1])
+
+
+class _KeepGradients:
+    """An optimizer that only records the gradients it is handed."""
+
+    def step(self, params, grads):
+        self.grads = {k: v.copy() for k, v in grads.items()}
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.sampled_from(["reinforce", "expectation"]), st.booleans())
+def test_running_each_distinct_patch_once_gives_the_gradients_of_running_every_draw(seed, estimator, replace):
+    """A 2 x 3 attention map and 4 replicas x 3 draws per image: 12 draws of 6 cells, so at least half of them
+    repeat a cell. train_step's gradients and predict's probabilities are those of the feature network run
+    on every draw (float64)."""
+    rng = np.random.default_rng(seed)
+    images = rng.random((2, 8, 12, 3))
+    labels = np.array([0, 2])
+    results = []
+    for draws_class in (DistinctDraws, _EveryDraw):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(training, "DistinctDraws", draws_class)
+            model = AttentionSamplingModel(3, scale=4, patch_size=6, n_patches=3, seed=seed, dtype=np.float64,
+                                           temperature=3.0)
+            optimizer = _KeepGradients()
+            metrics = train_step(model, optimizer, images, labels, np.random.default_rng(seed), replicas=4,
+                                 estimator=estimator, replace=replace)
+            probabilities = predict(model, images, np.random.default_rng(seed), estimator=estimator, replace=replace,
+                                    looks=4).look_probabilities
+            results.append((metrics, optimizer.grads, probabilities))
+    (metrics, grads, probabilities), (metrics_all, grads_all, probabilities_all) = results
+    for key in grads:
+        np.testing.assert_allclose(grads[key], grads_all[key], rtol=1e-9, atol=1e-14, err_msg=key)
+    np.testing.assert_allclose(probabilities, probabilities_all, rtol=1e-12)
+    assert metrics == {k: metrics_all[k] for k in metrics}
 
 
 def test_look_statistics_worked_example():
