@@ -342,14 +342,14 @@ def active_rows(grad_out, max_fraction):
 
 
 @functools.lru_cache(maxsize=None)
-def _sparse_backward_kernel(block, channels):
+def _sparse_backward_kernel(block, channels, in_blocks):
     """The sparse backward for tiles of `channels` input x `block` output channels in dL/dw, and of 16 input
-    channels in dL/dx (literals, so the loops unroll and the tiles stay in registers, as in the dense
-    kernels). Each part takes its images one at a time, so the image's active positions and pixels stay in
-    cache across the kh x kw taps."""
+    channels in dL/dx, `in_blocks` of them (literals, so the loops unroll and the tiles stay in registers, as
+    in the dense kernels). Each part takes its images one at a time, so the image's active positions and
+    pixels stay in cache across the kh x kw taps."""
 
     @njit(parallel=True, cache=True, fastmath={"contract"}, nogil=True)
-    @variant(block=block, channels=channels)
+    @variant(block=block, channels=channels, in_blocks=in_blocks)
     def sparse_backward_kernel(x, grad_rows, row_of, rows, columns, image_bounds, weight_t, partial, grad_in, top,
                                left, input_gradient):
         n_images, height, width, c_in = x.shape
@@ -380,21 +380,34 @@ def _sparse_backward_kernel(block, channels):
                                 for k in range(min(channels, c_in - cb)):
                                     for o in range(block):
                                         partial[part, i, j, cb + k, ob + o] += acc[k, o]
-                        if input_gradient:
-                            # dL/dx[p + i - top, q + j - left] += weight[i, j] @ g[p, q]
-                            for t in range(first, last):
-                                r = row_of[t]
-                                a = rows[t] + i - top
-                                b = columns[t] + j - left
-                                if 0 <= a < height and 0 <= b < width:
-                                    for cb in range(0, c_in, 16):
-                                        acc = _stack_zeros(1, 16, x.dtype)
-                                        for o in range(c_padded):
-                                            value = grad_rows[r, o]
-                                            for c in range(16):
-                                                acc[0, c] += value * weight_t[i, j, o, cb + c]
-                                        for c in range(min(16, c_in - cb)):
-                                            grad_in[n, a, b, cb + c] += acc[0, c]
+                if not input_gradient:
+                    continue
+                # dL/dx[p + i - top, q + j - left] += weight[i, j] @ g[p, q]. Position by position, all taps at
+                # once: g[p, q] is read once, and the taps' independent sums overlap in the pipeline (tap by
+                # tap over the positions measured 1.4-1.6x slower). Two partial sums (even and odd output
+                # channels) halve the chain of dependent FMAs.
+                for t in range(first, last):
+                    r = row_of[t]
+                    for i in range(kh):
+                        a = rows[t] + i - top
+                        if a < 0 or a >= height:
+                            continue
+                        for j in range(kw):
+                            b = columns[t] + j - left
+                            if b < 0 or b >= width:
+                                continue
+                            # A literal count of blocks: with the runtime range(0, c_in, 16), 3x slower.
+                            for cb in range(0, 16 * in_blocks, 16):
+                                acc = _stack_zeros(2, 16, x.dtype)
+                                for ob in range(0, c_padded, block):
+                                    for o in range(ob, ob + block, 2):  # literal length: it unrolls
+                                        even = grad_rows[r, o]
+                                        odd = grad_rows[r, o + 1]
+                                        for c in range(16):
+                                            acc[0, c] += even * weight_t[i, j, o, cb + c]
+                                            acc[1, c] += odd * weight_t[i, j, o + 1, cb + c]
+                                for c in range(min(16, c_in - cb)):
+                                    grad_in[n, a, b, cb + c] += acc[0, c] + acc[1, c]
         return partial
 
     return sparse_backward_kernel
@@ -434,7 +447,7 @@ def sparse_backward(x, grad_rows, row_of, active, out_hw, weight, top, left, inp
     grad_in = np.zeros(x.shape if input_gradient else (1, 1, 1, c_in), dtype=dtype)
     # Few tile shapes, so few compiled kernels: the dense kernels' exact 1 to 4 input channels are rounded up
     # to 4 here (a spare lane repeats the last channel and is never stored) and dL/dx takes 16 at a time.
-    kernel = _sparse_backward_kernel(block, 4 if c_in <= 4 else 8)
+    kernel = _sparse_backward_kernel(block, 4 if c_in <= 4 else 8, in_padded // 16)
     vectorised_call(kernel, x, grad_rows, np.asarray(row_of, np.int64), rows, columns, image_bounds, weight_t,
                     partial, grad_in, top, left, input_gradient)
     return partial.sum(axis=0)[..., :c_out], (grad_in if input_gradient else None)
