@@ -1,7 +1,7 @@
 """A chain of layers."""
 from .activations import LeakyReLU
 from .batchnorm import BatchNorm2d
-from .conv import Conv2d
+from .conv import Conv2d, SparseGradient
 from .layer import Layer
 from .pooling import GlobalMaxPool2d
 
@@ -81,8 +81,13 @@ class Sequential(Layer):
                     raise RuntimeError(f"Sequential.backward: layer {owner} ran forward on its own since "
                                        f"Sequential.forward fused it with layer {i}; run Sequential.forward again")
                 continue
-            grad_out = self.layers[i].backward(grad_out)
-        return grad_out
+            layer = self.layers[i]
+            if isinstance(layer, Conv2d):
+                # A sparse dL/dx stays compact from one convolution to the next (Conv2d.backward).
+                grad_out = layer.backward(grad_out, keep_sparse=True)
+            else:
+                grad_out = layer.backward(grad_out.dense() if isinstance(grad_out, SparseGradient) else grad_out)
+        return grad_out.dense() if isinstance(grad_out, SparseGradient) else grad_out
 
     def _flat(self, attribute):
         return {f"{i}.{key}": value

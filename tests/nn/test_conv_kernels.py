@@ -201,6 +201,20 @@ def test_sparse_kernels_match_padded_sums(data, shapes, dtype):
                                                               out_hw, weight, top, left)
     np.testing.assert_array_equal(compact_weight, grad_weight)
     np.testing.assert_array_equal(compact_in, grad_in)
+    # compact=True: dL/dx as rows at the input positions the active outputs reach, and nowhere else.
+    _, (positions, in_rows) = conv_kernels.sparse_backward(x, rows, active, active, out_hw, weight, top, left,
+                                                           compact=True)
+    reached = set()
+    n_images, height, width = x_shape[:3]
+    for flat in active:
+        image, p, q = flat // (out_hw[0] * out_hw[1]), flat // out_hw[1] % out_hw[0], flat % out_hw[1]
+        reached.update((image * height + p + i - top) * width + q + j - left
+                       for i in range(kh) for j in range(kw)
+                       if 0 <= p + i - top < height and 0 <= q + j - left < width)
+    np.testing.assert_array_equal(positions, sorted(reached))
+    spread = np.zeros_like(grad_in)
+    spread.reshape(-1, x_shape[3])[positions] = in_rows
+    np.testing.assert_array_equal(spread, grad_in)
 
     assert grad_in.dtype == dtype and grad_in.shape == x_shape
     np.testing.assert_allclose(grad_in, reference_input_gradient(grad_out, weight, x_shape, top, left),

@@ -280,3 +280,33 @@ def test_a_layer_forward_between_a_fused_forward_and_its_backward_is_an_error(la
         network.backward(grad.copy())
     network.forward(x.copy())
     assert network.backward(grad.copy()).shape == x.shape and network.fused == {}
+
+@settings(max_examples=5, deadline=None)
+@given(seed=seeds)
+def test_a_sparse_gradient_passes_between_convolutions_as_rows(seed):
+    """The feature network's gradient behind its global max pool is nonzero at a few positions, widened by each
+    3x3 kernel below: Sequential hands it from convolution to convolution as a SparseGradient (rows at those
+    positions, no map-sized array), and every gradient equals the dense backward's (float64)."""
+    from attention_sampling.models import FeatureNetwork
+    from nn.conv import SparseGradient
+
+    x = normal_array(seed, (2, 50, 50, 3))  # 50 x 50: at most 16 x 25 positions reach the second layer
+    grad = normal_array(seed + 1, (2, 3))
+    results = []
+    for threshold in (nn.conv.SPARSE_FRACTION, 0.0):  # 0: every backward dense
+        network = FeatureNetwork(3, rng=seed).astype(np.float64)
+        randomise_parameters(network, seed)
+        received = []
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(nn.conv, "SPARSE_FRACTION", threshold)
+            original = Conv2d.backward
+            patch.setattr(Conv2d, "backward", lambda self, grad_out, keep_sparse=False:
+                          received.append(type(grad_out)) or original(self, grad_out, keep_sparse))
+            network.forward(x, training=True)
+            network.backward(grad.copy())
+        results.append(({k: v.copy() for k, v in network.grads.items()}, received))
+    (sparse_grads, sparse_received), (dense_grads, _) = results
+    # Backward order: the fused global max pool's conv gets dL/d(maxima), the three below it rows.
+    assert sparse_received[1:] == [SparseGradient] * 3
+    for key, value in dense_grads.items():
+        np.testing.assert_allclose(sparse_grads[key], value, rtol=1e-10, atol=1e-12, err_msg=key)
