@@ -22,6 +22,7 @@ from .checkpoint import restore_rng
 from .data import Augmentation, load_batch, lower_thread_priority, stratified_split
 from .errors import AttentionSamplingError
 from .evaluation import cross_entropy, predict_dataset
+from .memory import keep_freed_memory
 from .runfolder import RunFolder, read_config_json
 from .settings import LEGACY, learning_rate, setting
 
@@ -251,6 +252,7 @@ class Trainer:
         raised after the save.
         """
         self.interrupted = False
+        keep_freed_memory()  # each step's arrays reuse the last step's pages (memory.py: 16% faster here)
         previous = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGINT, self._on_interrupt)
