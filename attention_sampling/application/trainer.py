@@ -4,6 +4,7 @@ Everything random comes from one generator whose state is saved with the model, 
 images and the position within it, so a resumed run repeats an uninterrupted one exactly. The files
 (atomic writes, the lock, what survives a failure) are the run folder's business: runfolder.py.
 """
+import copy
 import math
 import os
 import signal
@@ -113,6 +114,8 @@ class Trainer:
         self.run_dir = run_dir
         self.log = log
         self.progress = progress
+        self._loader = None  # fit()'s loader thread
+        self._prefetched = None  # (epoch, batch, future) of the next epoch's first batch, read during evaluation
         self.folder = RunFolder(run_dir)
         self.checkpoint_path = self.folder.checkpoint
         try:
@@ -258,9 +261,17 @@ class Trainer:
             previous = signal.signal(signal.SIGINT, self._on_interrupt)
         try:
             self.folder.acquire()  # again, for a fit() after close()
-            while self.epoch < self.config["epochs"]:
-                self._run_epoch()
+            # One loader thread for the whole fit: it reads the next batch while a step runs, and the next
+            # epoch's first batch while this epoch is evaluated.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-batch",
+                                    initializer=lower_thread_priority) as self._loader:
+                try:
+                    while self.epoch < self.config["epochs"]:
+                        self._run_epoch()
+                finally:
+                    self._cancel_prefetch()
         finally:
+            self._loader = None
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
             self.close()
@@ -281,16 +292,43 @@ class Trainer:
                                     "partial": asdict(self.totals)})
         raise KeyboardInterrupt
 
-    def _augmentation_rng(self, position):
-        """The generator of one batch's augmentations: drawn from the seed, the epoch and the batch's place
-        in it, not from the training generator, so that the next batch can be prepared while this one
-        trains, and a resumed or repeated run augments every batch exactly as before."""
-        return np.random.default_rng([self.config["seed"], self.epoch, int(position), 1])
+    def _augmentation_rng(self, position, epoch=None):
+        """The generator of one batch's augmentations: drawn from the seed, the epoch (index from 0; default
+        the current one) and the batch's place in it, not from the training generator, so that the next
+        batch can be prepared while this one trains, and a resumed or repeated run augments every batch
+        exactly as before."""
+        return np.random.default_rng([self.config["seed"], self.epoch if epoch is None else epoch, int(position), 1])
 
-    def _load(self, batch, position):
+    def _load(self, batch, position, epoch=None):
         # A slide's view is read here too, in the loader's thread: only its patches wait for the step.
         return load_batch(self.dataset, batch, tuple(self.config["image_shape"]), self.augment,
-                          self._augmentation_rng(position), scale=self.config["scale"])
+                          self._augmentation_rng(position, epoch), scale=self.config["scale"])
+
+    def _prefetch_next_epoch(self):
+        """Start reading the next epoch's first batch (while this epoch is evaluated). Its order is the
+        permutation the next epoch will draw from the training generator, computed here on a copy of it, so
+        the generator itself, and every number after, is as without the prefetch."""
+        if self.epoch + 1 >= self.config["epochs"]:
+            return
+        order = copy.deepcopy(self.rng).permutation(self.train_indices)
+        batch = order[:self.config["batch_size"]]
+        self._prefetched = (self.epoch + 1, batch, self._loader.submit(self._load, batch, 0, self.epoch + 1))
+
+    def _take_prefetched(self, batch):
+        """The future of the batch _prefetch_next_epoch started, if it is this epoch's first `batch`, else None."""
+        prefetched, self._prefetched = self._prefetched, None
+        if prefetched is None:
+            return None
+        epoch, prefetched_batch, future = prefetched
+        if epoch == self.epoch and self.position == 0 and np.array_equal(prefetched_batch, batch):
+            return future
+        future.cancel()
+        return None
+
+    def _cancel_prefetch(self):
+        if self._prefetched is not None:
+            self._prefetched[2].cancel()
+            self._prefetched = None
 
     def _run_epoch(self):
         """Train on every training image once (in a fresh random order), then evaluate and save.
@@ -311,40 +349,41 @@ class Trainer:
 
         def submit(position):
             batch = self.order[position:position + batch_size]
-            return loader.submit(self._load, batch, position) if len(batch) else None
+            return self._loader.submit(self._load, batch, position) if len(batch) else None
 
         try:
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-batch",
-                                    initializer=lower_thread_priority) as loader:
-                pending = submit(self.position)
-                while self.position < len(self.order):
-                    self._stop_if_interrupted(started)
-                    batch = self.order[self.position:self.position + batch_size]
-                    waiting = time.perf_counter()
-                    try:
-                        images = pending.result()
-                    except AttentionSamplingError as error:  # a file that went bad since it was checked
-                        raise AttentionSamplingError(f"{error}; {self.folder.kept()}") from None
-                    self.totals.waiting += time.perf_counter() - waiting
-                    pending = submit(self.position + len(batch))
-                    # Overflow on the way to NaN is no news: the check below ends the run with one message.
-                    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                        metrics = train_step(self.model, self.optimizer, images, self.dataset.labels[batch],
-                                             self.rng, replicas=self.config["replicas"],
-                                             entropy_weight=self.config["entropy"], estimator=self.estimator,
-                                             replace=self.replace)
-                    if not all(math.isfinite(v) for v in metrics.values()):
-                        raise self._diverged(f"loss {metrics['loss']}")
-                    self.totals.add(metrics, len(batch))
-                    self.position += len(batch)
-                    bar.update(len(batch))
-                    bar.set_postfix(loss=f"{self.totals.mean('loss'):.3f}", acc=f"{self.totals.mean('accuracy'):.2f}")
-                if pending is not None:
-                    pending.cancel()
+            pending = self._take_prefetched(self.order[self.position:self.position + batch_size]) or \
+                submit(self.position)
+            while self.position < len(self.order):
+                self._stop_if_interrupted(started)
+                batch = self.order[self.position:self.position + batch_size]
+                waiting = time.perf_counter()
+                try:
+                    images = pending.result()
+                except AttentionSamplingError as error:  # a file that went bad since it was checked
+                    raise AttentionSamplingError(f"{error}; {self.folder.kept()}") from None
+                self.totals.waiting += time.perf_counter() - waiting
+                pending = submit(self.position + len(batch))
+                # Overflow on the way to NaN is no news: the check below ends the run with one message.
+                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                    metrics = train_step(self.model, self.optimizer, images, self.dataset.labels[batch],
+                                         self.rng, replicas=self.config["replicas"],
+                                         entropy_weight=self.config["entropy"], estimator=self.estimator,
+                                         replace=self.replace)
+                if not all(math.isfinite(v) for v in metrics.values()):
+                    raise self._diverged(f"loss {metrics['loss']}")
+                self.totals.add(metrics, len(batch))
+                self.position += len(batch)
+                bar.update(len(batch))
+                bar.set_postfix(loss=f"{self.totals.mean('loss'):.3f}", acc=f"{self.totals.mean('accuracy'):.2f}")
+            if pending is not None:
+                pending.cancel()
             self._stop_if_interrupted(started)
         finally:
             bar.close()
-        self._end_epoch(time.perf_counter() - started + self.totals.seconds)
+        seconds = time.perf_counter() - started + self.totals.seconds
+        self._prefetch_next_epoch()
+        self._end_epoch(seconds)
         self._stop_if_interrupted(started)
 
     def _evaluate(self, indices):

@@ -72,3 +72,41 @@ def test_a_flag_typed_on_resuming_an_older_run_is_compared_with_what_it_was_trai
     assert Trainer._resumed_config(run, {"zoom": 0.2, "epochs": 5}, saved, 3) == {"epochs": 5, "augment": True}
     with pytest.raises(AttentionSamplingError, match="zoom = 0.2, not 0.0"):
         Trainer._resumed_config(run, {"zoom": 0.0}, saved, 3)
+
+
+def test_the_next_epochs_first_batch_is_read_during_evaluation_and_changes_nothing(tmp_path):
+    """The loader reads epoch 2's first batch while epoch 1 is evaluated (its order computed on a copy of the
+    training generator), and epoch 2 starts from it; the metrics equal those of a run without the prefetch."""
+    import imageio.v3 as iio
+
+    from attention_sampling.application.data import ImageFolder
+    from attention_sampling.application.settings import TRAINING_DEFAULTS
+
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(6):
+            iio.imwrite(tmp_path / "data" / label / f"{i}.png", rng.integers(0, 255, (24, 32, 3), dtype=np.uint8))
+    dataset = ImageFolder.scan(str(tmp_path / "data"))
+    config = dict(TRAINING_DEFAULTS, data=str(tmp_path / "data"), classes=dataset.classes, image_shape=[24, 32],
+                  epochs=3, patches=3, size=8, scale=4, replicas=2, batch_size=4, seed=3, augment=True)
+    histories, taken = [], []
+    for prefetch in (True, False):
+        with pytest.MonkeyPatch.context() as patch:
+            original = Trainer._take_prefetched
+
+            def take(self, batch, original=original, prefetch=prefetch):
+                future = original(self, batch)
+                taken.append((prefetch, self.epoch, future is not None))
+                return future
+
+            patch.setattr(Trainer, "_take_prefetched", take)
+            if not prefetch:
+                patch.setattr(Trainer, "_prefetch_next_epoch", lambda self: None)
+            trainer = Trainer(dataset, str(tmp_path / f"run-{prefetch}"), dict(config), log=lambda line: None,
+                              progress=False)
+            histories.append([{k: v for k, v in row.items() if k not in ("seconds", "waiting")}
+                              for row in trainer.fit()])
+    assert [(epoch, used) for prefetch, epoch, used in taken if prefetch] == [(0, False), (1, True), (2, True)]
+    assert not any(used for prefetch, _, used in taken if not prefetch)
+    assert histories[0] == histories[1]
