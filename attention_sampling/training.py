@@ -70,10 +70,11 @@ def patch_features(model, patches, training, draws=None):
     DistinctDraws of these patches, it runs once per distinct patch and copies the result to its repeats."""
     m, p = patches.shape[:2]
     flat = patches.reshape((m * p,) + patches.shape[2:])
-    if draws is not None:
+    merge = draws is not None and not draws.all_distinct
+    if merge:
         flat = flat[draws.first]
     features = model.features.forward(flat, True) if training else model.features.infer(flat)
-    if draws is not None:
+    if merge:
         features = features[draws.inverse]
     return features.reshape(m, p, -1)
 
@@ -86,10 +87,12 @@ class DistinctDraws:
     draws repeat a few cells. Running the network once per distinct patch is the same computation: the
     forward values are copied, and the backward, which is linear in dL/df at a fixed input, takes the sum of
     the repeats' dL/df once (J^T g_1 + J^T g_2 = J^T (g_1 + g_2)), for the same parameter gradients up to
-    the order of float additions.
+    the order of float additions. This holds because the feature network sees each patch on its own (no
+    batch statistics: a batch norm there would see a different batch).
 
     (N, K, 2) cells with N images of K draws each (all looks), map_shape (h, w) ->
         first (U,): one flat draw index per distinct (image, cell); inverse (N K,): each draw's distinct index
+        (both the identity when no cell repeats: all_distinct, and nothing is gathered)
     """
 
     def __init__(self, cells, map_shape):
@@ -97,6 +100,9 @@ class DistinctDraws:
         h, w = map_shape
         codes = (np.arange(n, dtype=np.int64)[:, None] * h + cells[..., 0]) * w + cells[..., 1]
         _, self.first, self.inverse = np.unique(codes.ravel(), return_index=True, return_inverse=True)
+        self.all_distinct = len(self.first) == n * k
+        if self.all_distinct:
+            self.first = self.inverse = np.arange(n * k)
 
     def __len__(self):
         return len(self.first)
@@ -104,6 +110,8 @@ class DistinctDraws:
     def gradient(self, grad_features):
         """(..., C) dL/df of every draw -> (U, C) dL/df of each distinct patch: the sum over its repeats."""
         grad_features = grad_features.reshape(-1, grad_features.shape[-1])
+        if self.all_distinct:
+            return grad_features
         summed = np.zeros((len(self.first), grad_features.shape[-1]), dtype=grad_features.dtype)
         np.add.at(summed, self.inverse, grad_features)
         return summed

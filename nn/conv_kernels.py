@@ -443,7 +443,7 @@ def input_support(active, out_hw, input_shape, kh, kw, top, left):
     mark = _mark_support(np.asarray(active, np.int64), out_hw[0], out_hw[1], height, width, kh, kw, top, left,
                          np.zeros(n * height * width, np.bool_))
     positions = np.flatnonzero(mark)
-    # np.empty: only the positions' entries are written and read, so only their pages are ever touched.
+    # np.empty, not zeros: only the positions' entries are written and read.
     slot = np.empty(mark.size, np.int64)
     slot[positions] = np.arange(positions.size)
     return positions, slot

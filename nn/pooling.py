@@ -159,7 +159,8 @@ class GlobalMaxPool2d(Layer):
         n, h, w, c = self.input_shape
         argmax = first_argmax(self.input, self.maxima)
         self.input = self.maxima = None
-        # np.zeros maps zeroed pages lazily: only the pages the next layer's backward touches cost anything.
+        # (In nn.Sequential a GlobalMaxPool2d after a Conv2d and its leaky ReLU is fused into the convolution and
+        # this backward is not run: that one starts from the maxima's positions, with no map-sized zeros.)
         grad_in = np.zeros((n, h * w, c), dtype=grad_out.dtype)
         np.put_along_axis(grad_in, argmax[:, None, :], grad_out[:, None, :], axis=1)
         return grad_in.reshape(self.input_shape)
