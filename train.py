@@ -175,7 +175,10 @@ def main(argv=None):
 
 
 def train(args):
+    from attention_sampling.application.memory import keep_freed_memory
     from attention_sampling.application.trainer import Trainer, saved_config
+
+    keep_freed_memory()  # a training process: each step's arrays reuse the last step's pages (memory.py)
 
     if args.resume:
         run_dir = args.resume

@@ -83,8 +83,10 @@ def run_epochs(root, scale, seed):
     """Two epochs of the real Trainer -> (per-epoch dicts of wall, training and waiting seconds, image counts)."""
     from attention_sampling.application.data import ImageFolder
     from attention_sampling.application.settings import TRAINING_DEFAULTS
+    from attention_sampling.application.memory import keep_freed_memory
     from attention_sampling.application.trainer import Trainer
 
+    keep_freed_memory()  # as train.py does (its own process: the numpy child)
     dataset = ImageFolder.scan(root)
     marks = []
     config = dict(TRAINING_DEFAULTS, data=root, classes=dataset.classes, image_shape=[HEIGHT, WIDTH], epochs=2,

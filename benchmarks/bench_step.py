@@ -163,7 +163,7 @@ def run_here(impl, scale, args):
         from attention_sampling import train_step
         from attention_sampling.application.memory import keep_freed_memory
 
-        keep_freed_memory()  # as training does (Trainer.fit): the step's arrays reuse the last step's pages
+        keep_freed_memory()  # as train.py does: the step's arrays reuse the last step's pages
         model, optimizer, images, labels, rng = numpy_setup(scale, args.seed)
         layer_seconds = {}
         time_each_layer(model, layer_seconds)

@@ -28,6 +28,7 @@ from .data import DEFAULT_CACHE_BYTES, ImageFolder
 from .embedded import FEW_SPOTS, ensure_default_dataset
 from .errors import AttentionSamplingError
 from .evaluation import predict_dataset
+from .memory import keep_freed_memory
 from .settings import ENTROPY_BY_ESTIMATOR, TRAINING_DEFAULTS, setting
 
 PAPER_GRID = ((50, 1), (50, 5), (50, 20), (20, 5))  # (S, P) in the paper's pixels
@@ -450,10 +451,12 @@ def main(argv=None):
                 print(handle.read(), end="")
             print(f"written: {', '.join(written)}", file=sys.stderr)
         elif args.command == "table-run":
+            keep_freed_memory()  # a training process of its own, as train.py's (memory.py)
             config = json.loads(args.config)
             print(json.dumps(train_one(config, log=lambda line: print(f"  {os.path.basename(config['run_dir'])}: "
                                                                          f"{line}", file=sys.stderr, flush=True))))
         elif args.command == "run-one":
+            keep_freed_memory()
             result = run_one(json.loads(args.config))
             result["peak_mb"] = peak_rss_mb()
             print(json.dumps(result))

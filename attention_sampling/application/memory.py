@@ -19,7 +19,8 @@ def keep_freed_memory():
     benchmarks.bench_epoch --data ../shared/lymphoma --no-torch): 113 ms per training image against 134, peak
     RSS 1000 MB against 955 (what is freed stays with the process, so the peak also holds some fragments).
 
-    Process-wide, for the rest of the process. -> True where applied (Linux with glibc); elsewhere nothing
+    Process-wide, for the rest of the process: train.py and the experiments' training processes call it
+    first; a library caller (a notebook, the tests) keeps glibc's defaults unless it calls it. -> True where applied (Linux with glibc); elsewhere nothing
     changes and it returns False."""
     if not sys.platform.startswith("linux"):
         return False
