@@ -43,9 +43,7 @@ class SparseGradient:
 
     def dense(self):
         """-> the (N, H, W, C) array."""
-        out = np.zeros(self.shape[:3] + (self.rows.shape[1],), dtype=self.rows.dtype)
-        out.reshape(-1, self.rows.shape[1])[self.positions] = self.rows
-        return out
+        return conv_kernels.spread_rows(self.rows, self.positions, self.shape)
 
 
 class Conv2d(Layer):

@@ -433,6 +433,13 @@ def _mark_support(active, out_h, out_w, height, width, kh, kw, top, left, mark):
     return mark
 
 
+def spread_rows(rows, positions, shape):
+    """rows (K, C) at the sorted flat positions (K,) of an (N, H, W) map -> the (N, H, W, C) array, zero elsewhere."""
+    out = np.zeros(tuple(shape[:3]) + (rows.shape[1],), dtype=rows.dtype)
+    out.reshape(-1, rows.shape[1])[positions] = rows
+    return out
+
+
 def input_support(active, out_hw, input_shape, kh, kw, top, left):
     """Where dL/dx can be nonzero: the flat positions of the (N, H, W) input that a dL/dy nonzero only at the
     `active` flat positions of the (N, out_h, out_w) output reaches through a kh x kw kernel.
@@ -498,9 +505,7 @@ def sparse_backward(x, grad_rows, row_of, active, out_hw, weight, top, left, inp
         return grad_weight, None
     if compact:
         return grad_weight, (positions, grad_in)
-    dense = np.zeros(x.shape, dtype=dtype)
-    dense.reshape(-1, c_in)[positions] = grad_in
-    return grad_weight, dense
+    return grad_weight, spread_rows(grad_in, positions, x.shape)
 
 
 from . import winograd  # noqa: E402  (last: it builds on this module's helpers)
