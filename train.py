@@ -71,6 +71,9 @@ def parse_args(argv=None):
     add("--estimator", choices=("reinforce", "expectation"),
         help="attention gradient: reinforce (the paper, default) or expectation (unbiased, no reward)")
     add("--sampling", choices=("with", "without"), help="draw patches with (default) or without replacement")
+    add("--aggregate", choices=("attention", "mean"),
+        help="REINFORCE's classifier: the P features weighted by their attention a_i / sum a (eq. 1, default), "
+             "or their mean, the Monte-Carlo estimate of E_a[f] (a cell counts as often as it is drawn)")
     add("--bad-images", choices=("stop", "skip"),
         help="an image that cannot be used (unreadable, empty, too small, too large, NaN pixels): stop before "
              "training, naming the files (default), or skip: leave them out with a warning")

@@ -4,6 +4,9 @@ import numpy as np
 import nn
 from .patches import BORDERS
 
+# How a look's P features become one class vector (training.classification_weights).
+AGGREGATES = ("attention", "mean")
+
 NEGATIVE_SLOPE = 0.01
 ATTENTION_INITS = ("random", "uniform")
 
@@ -95,23 +98,28 @@ class AttentionSamplingModel:
     P; the classifier temperature T (o = softmax(T x eq. 1)); what a patch sees past the image edge
     (border: "zero", "reflect" or "inside", patches.py); the uniform floor eps mixed into the attention
     when sampling (objective.floored_attention); how the attention network starts (attention_init, see
-    AttentionNetwork). The defaults of the last four are the original method's (T = 1, zero padding, no
-    floor, random start); train.py's defaults are chosen by experiment (README).
+    AttentionNetwork); how the P features are combined (aggregate: "attention", eq. 1's weights a_i / sum a,
+    or "mean", the Monte-Carlo mean of the sampled features, an estimate of E_a[f]). The defaults of the
+    last five are the original method's (T = 1, zero padding, no floor, random start, eq. 1); train.py's
+    defaults are chosen by experiment (README).
 
     `params`, `grads` and `buffers` are flat dicts prefixed 'attention.' and 'features.', so one Adam
     walks both networks and one .npz holds the whole model.
     """
 
     def __init__(self, n_classes, scale=4, patch_size=50, n_patches=20, in_channels=3, seed=0,
-                 dtype=np.float32, temperature=1.0, border="zero", floor=0.0, attention_init="random"):
+                 dtype=np.float32, temperature=1.0, border="zero", floor=0.0, attention_init="random",
+                 aggregate="attention"):
         if border not in BORDERS:
             raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
         if not 0 <= floor < 1:
             raise ValueError(f"floor must be in [0, 1), got {floor}")
+        if aggregate not in AGGREGATES:
+            raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
         rng = np.random.default_rng(seed)
         self.config = dict(n_classes=int(n_classes), scale=int(scale), patch_size=int(patch_size),
                            n_patches=int(n_patches), in_channels=int(in_channels), temperature=float(temperature),
-                           border=border, floor=float(floor), attention_init=attention_init)
+                           border=border, floor=float(floor), attention_init=attention_init, aggregate=aggregate)
         self.attention = AttentionNetwork(scale, in_channels, rng=rng, dtype=dtype, init=attention_init)
         self.features = FeatureNetwork(n_classes, in_channels, rng=rng, dtype=dtype)
 
@@ -123,6 +131,7 @@ class AttentionSamplingModel:
     border = property(lambda self: self.config["border"])
     floor = property(lambda self: self.config["floor"])
     attention_init = property(lambda self: self.config["attention_init"])
+    aggregate = property(lambda self: self.config["aggregate"])
 
     def _merged(self, attribute):
         merged = {f"attention.{k}": v for k, v in getattr(self.attention, attribute).items()}

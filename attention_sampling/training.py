@@ -117,6 +117,18 @@ class DistinctDraws:
         return summed
 
 
+def classification_weights(model, attention_values, draw_weights):
+    """(M, P) a_i of the drawn cells, (M, P) estimator weights -> (M, P) weights w of REINFORCE's classifier
+    softmax(T sum_i w_i f_i / sum_i w_i).
+
+    model.aggregate "attention" is eq. 1, w = a_i: with replacement a cell drawn k times counts k a_i, so
+    a heavy cell's share grows as a_i^2 and a peaked attention classifies by its one heaviest patch.
+    "mean" uses the estimator weights (1 / P with replacement): the Monte-Carlo mean of the sampled
+    features, an estimate of E_a[f] in which a cell counts as often as it is drawn, not more.
+    """
+    return attention_values if model.aggregate == "attention" else draw_weights
+
+
 def classify_patches(model, patches, weights, training):
     """(M, P, S, S, C) patches, (M, P) weights -> features (M, P, C) and logits (M, C) of eq. 1."""
     features = patch_features(model, patches, training)
@@ -144,7 +156,8 @@ def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight
     """One update of both networks on (N, H, W, C) images with (N,) integer labels -> dict of metrics.
 
     Each image is looked at `replicas` times with fresh samples (P each); the attention network runs
-    once per image. estimator="reinforce" (the paper): eq. 1 with weights a_i / sum a, REINFORCE for the
+    once per image. estimator="reinforce" (the paper): eq. 1 with weights a_i / sum a (or the features'
+    mean, model.aggregate: classification_weights), REINFORCE for the
     attention with a per-image baseline over all replicas' patches. estimator="expectation": the
     unbiased estimate of E_a[f] differentiated directly (objective.expectation_backward).
 
@@ -172,13 +185,14 @@ def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight
     draw_weights = estimator_weights(attention_values, replace)
 
     # The feature network on every distinct patch of every (image, replica), then the classification: eq. 1
-    # (weights a_i / sum a) for REINFORCE, the unbiased estimate of E_a[f] for the expectation estimator.
+    # (or the mean, model.aggregate) for REINFORCE, the unbiased estimate of E_a[f] for the expectation estimator.
     draws = DistinctDraws(sampled.cells, map_shape)
     features = patch_features(model, patches, training=True, draws=draws)
     lap("feature net forward")
     loss_fn = nn.CrossEntropyLoss()
     temperature = model.temperature
-    logits = expected_logits(features, attention_values, temperature) if estimator == "reinforce" else \
+    class_weights = classification_weights(model, attention_values, draw_weights)
+    logits = expected_logits(features, class_weights, temperature) if estimator == "reinforce" else \
         expectation_logits(features, draw_weights, temperature)
     loss = loss_fn.forward(logits, replica_labels)
     lap("eq.1 + cross-entropy")
@@ -187,7 +201,7 @@ def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight
     if estimator == "reinforce":
         # Feature network by backprop (the weights a_i are constants for it); attention by REINFORCE
         # with a per-image baseline.
-        grad_features = expected_logits_backward(loss_fn.backward(), attention_values, temperature)
+        grad_features = expected_logits_backward(loss_fn.backward(), class_weights, temperature)
         advantage = standardised_advantage(rewards)
         lap("rewards + advantage")
         # The attention loss is the surrogate's mean over the n images.
@@ -248,8 +262,9 @@ class Prediction:
 def predict(model, images, rng, n_patches=None, estimator="reinforce", replace=True, looks=1):
     """(N, H, W, C) images -> Prediction, with batch-norm running statistics (evaluation mode).
 
-    The classification follows the estimator the model was trained with: eq. 1 (weights a_i / sum a)
-    for REINFORCE, the unbiased expectation weights for the expectation estimator; the model's temperature,
+    The classification follows the estimator the model was trained with: eq. 1 (weights a_i / sum a, or the
+    mean with model.aggregate "mean") for REINFORCE, the unbiased expectation weights for the expectation
+    estimator; the model's temperature,
     border and floor as in train_step. Prediction.attention is the network's a; with a floor the cells are
     drawn from a_s, and Prediction.weights are a_s there.
 
@@ -268,7 +283,8 @@ def predict(model, images, rng, n_patches=None, estimator="reinforce", replace=T
     if estimator == "expectation":
         logits = expectation_logits(features, estimator_weights(weights, replace), model.temperature)
     else:
-        logits = expected_logits(features, weights, model.temperature)
+        logits = expected_logits(features, classification_weights(model, weights, estimator_weights(weights, replace)),
+                                 model.temperature)
     per_look = nn.softmax(logits, axis=-1).reshape(n, looks, -1)
     return Prediction(per_look.mean(axis=1), np.exp(sampled.log_attention), sampled.cells[:, :p],
                       sampled.weights[:, :p], sampled.patches[:, :p], per_look)

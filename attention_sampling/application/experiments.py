@@ -163,7 +163,7 @@ def paper_table(args):
                 continue
             settings = {key: getattr(args, key) for key in ("batch_size", "replicas", "lr", "entropy", "temperature",
                                                             "border", "floor", "attention_init", "test_fraction",
-                                                            "val_fraction", "contrast", "zoom")}
+                                                            "val_fraction", "contrast", "zoom", "aggregate")}
             config = dict(TRAINING_DEFAULTS, **settings, data=os.path.abspath(data), classes=dataset.classes,
                           image_shape=[height, width], patches=patches, size=size, scale=args.scale,
                           epochs=args.epochs, seed=seed, augment=not args.no_augment,
@@ -375,6 +375,9 @@ def main(argv=None):
                        help=f"uniform floor of the sampling distribution (default {defaults['floor']}, as train.py)")
     table.add_argument("--attention-init", choices=("uniform", "random"), default=defaults["attention_init"],
                        help=f"how the attention starts (default {defaults['attention_init']}, as train.py)")
+    table.add_argument("--aggregate", choices=("attention", "mean"), default=defaults["aggregate"],
+                       help=f"REINFORCE's classifier: eq. 1's attention weights or the features' mean "
+                            f"(default {defaults['aggregate']}, as train.py)")
     table.add_argument("--test-fraction", type=float, default=defaults["test_fraction"],
                        help="held-out test share of each class (default 0.15)")
     table.add_argument("--val-fraction", type=float, default=defaults["val_fraction"],

@@ -26,6 +26,7 @@ TRAINING_DEFAULTS = dict(
     val_fraction=0.15,
     estimator="reinforce",
     sampling="with",
+    aggregate="attention",  # REINFORCE's classifier: eq. 1's weights a_i / sum a, or the sampled features' mean
     # Augmentation strengths (flips are on unless --no-augment): contrast factor from [1 - contrast, 1 + contrast],
     # zoom z from [1, 1 + zoom] (a crop of 1 / z of each side resized back), as the paper's.
     contrast=0.3,
@@ -35,7 +36,7 @@ TRAINING_DEFAULTS = dict(
 # What a run made before a setting existed was trained with: it is rebuilt, resumed and evaluated so, whatever
 # today's defaults are, and a flag typed on resuming it is compared with these.
 LEGACY = dict(temperature=1.0, border="zero", floor=0.0, attention_init="random", val_fraction=0.0,
-              estimator="reinforce", sampling="with", lr_drops=(), contrast=0.3, zoom=0.2)
+              estimator="reinforce", sampling="with", lr_drops=(), contrast=0.3, zoom=0.2, aggregate="attention")
 
 
 def setting(config, key):

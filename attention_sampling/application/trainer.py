@@ -39,7 +39,8 @@ def build_model(config):
     return AttentionSamplingModel(len(config["classes"]), scale=config["scale"], patch_size=config["size"],
                                   n_patches=config["patches"], seed=config["seed"],
                                   temperature=setting(config, "temperature"), border=setting(config, "border"),
-                                  floor=setting(config, "floor"), attention_init=setting(config, "attention_init"))
+                                  floor=setting(config, "floor"), attention_init=setting(config, "attention_init"),
+                                  aggregate=setting(config, "aggregate"))
 
 
 def augmentation(config):

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 import nn
 from attention_sampling.models import AttentionNetwork, AttentionSamplingModel, FeatureNetwork
 from attention_sampling.application.synthetic import make_dataset
-from attention_sampling.objective import expected_logits_backward, floored_attention
+from attention_sampling.objective import estimator_weights, expected_logits_backward, floored_attention
 from attention_sampling import training
 from attention_sampling.training import (DistinctDraws, classify_patches, look, look_statistics, predict,
                                          train_step)
@@ -63,6 +63,58 @@ def test_feature_gradient_of_eq1_loss_matches_finite_differences(n, p, size, see
 
     for key, value in model.features.params.items():
         assert_gradients_close(analytic[key], numerical_gradient(loss, value), rtol=1e-5, atol=1e-8, name=key)
+
+
+@settings(max_examples=6)
+@given(st.sampled_from(["attention", "mean"]), st.booleans(), st.integers(0, 2**31 - 1))
+def test_train_step_feature_gradient_is_that_of_its_classifier(aggregate, replace, seed):
+    """Through train_step itself (deduplicated draws, REINFORCE): the feature network's gradient is the
+    finite-difference gradient of the cross-entropy of softmax(T sum_i w_i f_i / sum_i w_i) over the step's own
+    draws, w_i = a_i for eq. 1 and the estimator weights (1 / P with replacement) for the mean (float64)."""
+    rng = np.random.default_rng(seed)
+    model = AttentionSamplingModel(3, scale=2, patch_size=5, n_patches=3, seed=seed, temperature=3.0,
+                                   border="reflect", aggregate=aggregate)
+    model.features = FeatureNetwork(3, hidden=3, depth=2, rng=seed)
+    model.astype(np.float64)
+    for key, value in model.features.params.items():
+        if key.endswith("bias"):
+            value[...] = rng.standard_normal(value.shape) * 0.1
+    images, labels = rng.random((2, 8, 10, 3)), np.array([0, 2])
+    # The step's draws, repeated: a look from a generator in the same state draws the same cells.
+    state = rng.bit_generator.state
+    sampled = look(model, images, rng, 2, training=True, replace=replace)
+    rng.bit_generator.state = state
+    train_step(model, nn.Adam(0.0), images, labels, rng, replicas=2, replace=replace)
+    assume(clear_of_kinks(model.features, sampled.patches.reshape(-1, 5, 5, 3)))
+    values = sampled.weights.reshape(4, 3)
+    weights = training.classification_weights(model, values, estimator_weights(values, replace))
+    expected = values if aggregate == "attention" else estimator_weights(values, replace)
+    np.testing.assert_array_equal(weights, expected)
+    if aggregate == "mean" and replace:
+        np.testing.assert_array_equal(weights, np.full((4, 3), 1 / 3))
+
+    def loss():
+        _, logits = classify_patches(model, sampled.patches.reshape(4, 3, 5, 5, 3), weights, training=True)
+        return nn.CrossEntropyLoss().forward(logits, np.repeat(labels, 2))
+
+    analytic = {k: v.copy() for k, v in model.features.grads.items()}
+    for key, value in model.features.params.items():
+        assert_gradients_close(analytic[key], numerical_gradient(loss, value), rtol=1e-5, atol=1e-8, name=key)
+
+
+def test_predict_with_the_mean_aggregate_averages_the_drawn_features():
+    """aggregate="mean": softmax(T mean_i f_i) over the drawn patches, each draw counted once; "attention":
+    eq. 1. The same model otherwise (the setting changes no parameter)."""
+    images = np.random.default_rng(0).random((2, 30, 41, 3), dtype=np.float32)
+    for aggregate in ("attention", "mean"):
+        model = AttentionSamplingModel(3, scale=4, patch_size=8, n_patches=5, temperature=3.0, aggregate=aggregate)
+        prediction = predict(model, images, np.random.default_rng(0))
+        features = model.features.infer(prediction.patches.reshape(10, 8, 8, 3)).reshape(2, 5, 3)
+        weights = np.full((2, 5), 0.2) if aggregate == "mean" else prediction.weights
+        logits = 3.0 * (weights[..., None] * features).sum(axis=1) / weights.sum(axis=1, keepdims=True)
+        np.testing.assert_allclose(prediction.probabilities, nn.softmax(logits, axis=-1), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="aggregate"):
+        AttentionSamplingModel(3, aggregate="max")
 
 
 def test_train_step_reports_metrics_and_changes_both_networks():
