@@ -65,8 +65,10 @@ def test_feature_gradient_of_eq1_loss_matches_finite_differences(n, p, size, see
         assert_gradients_close(analytic[key], numerical_gradient(loss, value), rtol=1e-5, atol=1e-8, name=key)
 
 
-@settings(max_examples=6)
-@given(st.sampled_from(["attention", "mean"]), st.booleans(), st.integers(0, 2**31 - 1))
+@pytest.mark.parametrize("aggregate", ["attention", "mean"])
+@pytest.mark.parametrize("replace", [True, False])
+@settings(max_examples=2)
+@given(seed=st.integers(0, 2**31 - 1))
 def test_train_step_feature_gradient_is_that_of_its_classifier(aggregate, replace, seed):
     """Through train_step itself (deduplicated draws, REINFORCE): the feature network's gradient is the
     finite-difference gradient of the cross-entropy of softmax(T sum_i w_i f_i / sum_i w_i) over the step's own

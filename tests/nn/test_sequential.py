@@ -76,12 +76,14 @@ def fusable_chains(draw):
     """A chain mixing every fusion case: Conv alone, Conv-BN, Conv-LeakyReLU, Conv-BN-LeakyReLU (in place
     or not, any slope), a BN or LeakyReLU with no Conv before it, and non-fusable layers between."""
     seed = draw(seeds)
-    channels = draw(st.integers(1, 4))
+    # Channel counts from a few values: each count compiles its own batch-norm and convolution kernels (about
+    # 5 s a count and dtype); 1 and 3 are the template's edge and an odd count, 8 the model's, 9 one past a block.
+    channels = draw(st.sampled_from([1, 3]))
     layers, c = [], channels
     height, width = INFER_INPUT_HW
     for index in range(draw(st.integers(1, 4))):
         if draw(st.booleans()):
-            out, kernel = draw(st.integers(1, 9)), draw(st.sampled_from([1, 2, 3]))
+            out, kernel = draw(st.sampled_from([1, 3, 8, 9])), draw(st.sampled_from([1, 2, 3]))
             # 'valid' only where the map keeps a row and a column: an empty map is an error (tested in
             # test_conv.py), not a chain to compare.
             padding = draw(st.sampled_from(["same", "valid"])) if min(height, width) >= kernel else "same"
