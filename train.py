@@ -72,8 +72,9 @@ def parse_args(argv=None):
         help="attention gradient: reinforce (the paper, default) or expectation (unbiased, no reward)")
     add("--sampling", choices=("with", "without"), help="draw patches with (default) or without replacement")
     add("--aggregate", choices=("attention", "mean"),
-        help="REINFORCE's classifier: the P features weighted by their attention a_i / sum a (eq. 1, default), "
-             "or their mean, the Monte-Carlo estimate of E_a[f] (a cell counts as often as it is drawn)")
+        help="REINFORCE's classifier: the mean of the P sampled features, the Monte-Carlo estimate of E_a[f] "
+             "(default), or eq. 1, the features weighted by their attention a_i / sum a (a cell drawn k times "
+             "counts k a_i)")
     add("--bad-images", choices=("stop", "skip"),
         help="an image that cannot be used (unreadable, empty, too small, too large, NaN pixels): stop before "
              "training, naming the files (default), or skip: leave them out with a warning")

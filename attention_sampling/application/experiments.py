@@ -264,7 +264,7 @@ def compare(args):
                               patches=args.patches, size=args.size, scale=args.scale, epochs=args.epochs,
                               batch_size=args.batch_size, replicas=args.replicas, lr=args.lr,
                               entropy=entropy, seed=seed, test_fraction=0.3, augment=True,
-                              **{key: TRAINING_DEFAULTS[key] for key in ("temperature", "border", "floor")},
+                              **{key: TRAINING_DEFAULTS[key] for key in ("temperature", "border", "floor", "aggregate")},
                               attention_init=args.attention_init,
                               downscale=args.downscale, **settings,
                               run_dir=os.path.join(args.out, dataset_name, method.split(" (")[0].replace(", ", "-")
