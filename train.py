@@ -106,6 +106,9 @@ def parse_args(argv=None):
     args.lr_drops = list(args.lr_drops)
     if "entropy" not in args.typed:
         args.entropy = ENTROPY_BY_ESTIMATOR[args.estimator]
+    if args.estimator == "expectation" and args.typed.get("aggregate") == "attention":
+        parser.error("--aggregate attention is REINFORCE's eq. 1; the expectation estimator's classifier is always "
+                     "its unbiased mean of the features")
     if args.val_fraction + args.test_fraction >= 1:
         parser.error(f"--val-fraction ({args.val_fraction}) and --test-fraction ({args.test_fraction}) leave no "
                      "images to train on: together they must stay below 1")

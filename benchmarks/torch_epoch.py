@@ -19,8 +19,9 @@ The same epoch as attention_sampling/application/trainer.py's, written the way a
   split          the Trainer's: stratified_split of the same labels with its seed and 70 / 15 / 15 fractions
 
 Where it differs from the Trainer's epoch: torch_model has no temperature and pads patches with zeros, so
-the classifier is softmax(eq. 1) (T = 1, not the Trainer's T = 3) and patches past the border see zeros
-(the Trainer reflects); neither changes what a step computes in size. The Trainer reads its held-out
+the classifier is softmax(eq. 1) (T = 1 and the attention weights a_i, not the Trainer's T = 3 and the
+features' mean) and patches past the border see zeros (the Trainer reflects); none of this changes what a
+step computes in size. The Trainer reads its held-out
 images in its main thread, one batch after the other; here two workers read them ahead of the model.
 The Trainer's loader is one thread beside the steps, sharing their process; here the loader is two
 worker processes, each with its own memory.

@@ -98,6 +98,7 @@ def test_training_writes_metrics_checkpoints_and_config(two_epoch_run, data_root
     assert (config["patches"], config["size"], config["scale"], config["epochs"]) == (3, 12, 4, 2)
     assert config["classes"] == ["checkerboard", "horizontal", "vertical"]
     assert config["attention_init"] == "random"
+    assert config["aggregate"] == "mean"
     assert (config["augment"], config["contrast"], config["zoom"]) == (True, 0.3, 0.2)
     assert os.path.samefile(config["data"], data_root)
     last = load_checkpoint(str(two_epoch_run / "checkpoint.npz"))["meta"]

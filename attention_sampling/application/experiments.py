@@ -29,7 +29,8 @@ from .embedded import FEW_SPOTS, ensure_default_dataset
 from .errors import AttentionSamplingError
 from .evaluation import predict_dataset
 from .memory import keep_freed_memory
-from .settings import ENTROPY_BY_ESTIMATOR, TRAINING_DEFAULTS, setting
+from .runfolder import read_config_json
+from .settings import ENTROPY_BY_ESTIMATOR, LEGACY, TRAINING_DEFAULTS, setting
 
 PAPER_GRID = ((50, 1), (50, 5), (50, 20), (20, 5))  # (S, P) in the paper's pixels
 # The paper's Table (lymphoma, 5 trials, 300 epochs, full resolution) and the reference implementation's
@@ -142,6 +143,19 @@ def run_in_subprocess(command, config, threads=None, verbose=False):
     return json.loads(stdout.strip().splitlines()[-1])
 
 
+def check_resumed_settings(config, settings):
+    """A run folder that exists already is continued with its own settings: refuse, naming the folder, when
+    they differ from the ones asked for (a table line must not mix, say, eq. 1 runs with the features' mean)."""
+    if not os.path.exists(os.path.join(config["run_dir"], "config.json")):
+        return
+    stored = read_config_json(config["run_dir"])
+    differ = [f"--{key.replace('_', '-')} {stored.get(key, LEGACY.get(key))} (asked: {value})"
+              for key, value in settings.items() if stored.get(key, LEGACY.get(key)) != value]
+    if differ:
+        raise AttentionSamplingError(f"{config['run_dir']}: this run was made with " + ", ".join(differ)
+                                     + "; give the run's own flags to continue it, or another --out")
+
+
 def paper_table(args):
     data = args.data or ensure_default_dataset()
     dataset = ImageFolder.scan(data)
@@ -168,6 +182,7 @@ def paper_table(args):
                           image_shape=[height, width], patches=patches, size=size, scale=args.scale,
                           epochs=args.epochs, seed=seed, augment=not args.no_augment,
                           run_dir=os.path.join(args.out, f"S{size}-P{patches}-seed{seed}"))
+            check_resumed_settings(config, settings)
             todo.append((paper_size, config))
 
     def run(item):
@@ -264,7 +279,8 @@ def compare(args):
                               patches=args.patches, size=args.size, scale=args.scale, epochs=args.epochs,
                               batch_size=args.batch_size, replicas=args.replicas, lr=args.lr,
                               entropy=entropy, seed=seed, test_fraction=0.3, augment=True,
-                              **{key: TRAINING_DEFAULTS[key] for key in ("temperature", "border", "floor", "aggregate")},
+                              **{key: TRAINING_DEFAULTS[key] for key in ("temperature", "border", "floor")},
+                              aggregate=args.aggregate,
                               attention_init=args.attention_init,
                               downscale=args.downscale, **settings,
                               run_dir=os.path.join(args.out, dataset_name, method.split(" (")[0].replace(", ", "-")
@@ -406,6 +422,9 @@ def main(argv=None):
     comparison.add_argument("--batch-size", type=int, default=8, help="images per step (default 8)")
     comparison.add_argument("--replicas", type=int, default=2, help="samples of each image per step (default 2)")
     comparison.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    comparison.add_argument("--aggregate", choices=("attention", "mean"), default=TRAINING_DEFAULTS["aggregate"],
+                            help=f"REINFORCE's classifier: eq. 1's attention weights or the features' mean (default "
+                                 f"{TRAINING_DEFAULTS['aggregate']}, as train.py; the README's table: attention)")
     comparison.add_argument("--attention-init", choices=("uniform", "random"), default=TRAINING_DEFAULTS["attention_init"],
                             help=f"how the attention starts (default {TRAINING_DEFAULTS['attention_init']}, as train.py)")
     comparison.add_argument("--entropy", type=float, default=None,

@@ -146,3 +146,23 @@ def test_compare_takes_an_image_folder_and_a_subset_of_methods(tiny_datasets):
 def test_compare_names_a_data_set_it_cannot_find(tiny_datasets):
     with pytest.raises(SystemExit, match="no-such-folder"):
         experiments.main(["compare", "--out", str(tiny_datasets / "x"), "--datasets", "no-such-folder"])
+
+
+def test_a_run_folder_is_not_continued_with_other_settings(tmp_path):
+    """paper-table continues an existing run with the run's own settings, so asking for others is refused,
+    naming the folder; a run made before a setting existed has the setting's old value (settings.LEGACY)."""
+    import json
+
+    from attention_sampling.application.errors import AttentionSamplingError
+    from attention_sampling.application.experiments import check_resumed_settings
+
+    run_dir = tmp_path / "S15-P5-seed0"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"entropy": 0.05, "temperature": 3.0}))  # no 'aggregate'
+    config = {"run_dir": str(run_dir)}
+    check_resumed_settings(config, {"entropy": 0.05, "aggregate": "attention"})
+    with pytest.raises(AttentionSamplingError, match=r"S15-P5-seed0.*--aggregate attention \(asked: mean\)"):
+        check_resumed_settings(config, {"entropy": 0.05, "aggregate": "mean"})
+    with pytest.raises(AttentionSamplingError, match=r"--entropy 0.05 \(asked: 0.01\)"):
+        check_resumed_settings(config, {"entropy": 0.01, "aggregate": "attention"})
+    check_resumed_settings({"run_dir": str(tmp_path / "new")}, {"aggregate": "mean"})  # nothing there yet

@@ -40,6 +40,18 @@ def test_epoch_totals_average_per_image_over_uneven_batches():
     assert math.isclose(totals.mean("distinct_cells"), 5.0) and math.isclose(totals.mean("outside"), 0.25)
 
 
+def test_a_run_made_before_aggregate_is_rebuilt_with_eq1_and_a_new_one_with_its_own_classifier():
+    """A config without the key was trained with eq. 1 (settings.LEGACY); one that has it keeps it; train.py's
+    default is the features' mean."""
+    from attention_sampling.application.settings import TRAINING_DEFAULTS
+
+    config = dict(classes=["a", "b", "c"], scale=4, size=12, patches=3, seed=7)
+    assert build_model(config).aggregate == "attention"
+    assert build_model(dict(config, aggregate="mean")).aggregate == "mean"
+    assert build_model(dict(config, aggregate="attention")).aggregate == "attention"
+    assert TRAINING_DEFAULTS["aggregate"] == "mean"
+
+
 def test_a_run_made_before_attention_init_is_rebuilt_with_its_random_start():
     """A config without the key was trained from the original random start: build_model draws it again,
     the same parameters as a run that asks for "random"; "uniform" differs in the last attention layer only."""

@@ -108,13 +108,19 @@ def test_predict_with_the_mean_aggregate_averages_the_drawn_features():
     """aggregate="mean": softmax(T mean_i f_i) over the drawn patches, each draw counted once; "attention":
     eq. 1. The same model otherwise (the setting changes no parameter)."""
     images = np.random.default_rng(0).random((2, 30, 41, 3), dtype=np.float32)
+    probabilities = {}
     for aggregate in ("attention", "mean"):
         model = AttentionSamplingModel(3, scale=4, patch_size=8, n_patches=5, temperature=3.0, aggregate=aggregate)
+        # A peaked attention (its last layer scaled up), so that eq. 1's weights are far from equal.
+        model.params["attention.9.weight"] *= 8
         prediction = predict(model, images, np.random.default_rng(0))
+        assert np.ptp(prediction.weights, axis=1).min() > 0.1  # (0.47 and 0.23 here)
         features = model.features.infer(prediction.patches.reshape(10, 8, 8, 3)).reshape(2, 5, 3)
         weights = np.full((2, 5), 0.2) if aggregate == "mean" else prediction.weights
         logits = 3.0 * (weights[..., None] * features).sum(axis=1) / weights.sum(axis=1, keepdims=True)
         np.testing.assert_allclose(prediction.probabilities, nn.softmax(logits, axis=-1), rtol=1e-5, atol=1e-6)
+        probabilities[aggregate] = prediction.probabilities
+    assert np.abs(probabilities["attention"] - probabilities["mean"]).max() > 1e-3
     with pytest.raises(ValueError, match="aggregate"):
         AttentionSamplingModel(3, aggregate="max")
 
