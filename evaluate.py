@@ -4,6 +4,7 @@
     python evaluate.py RUN --json                           # the same numbers as one JSON object
     python evaluate.py RUN --data ROOT --split all          # every image of another folder, same classes
     python evaluate.py RUN --checkpoint last --examples 4   # the last epoch; 4 pictures per class
+    python evaluate.py RUN --repeats 10                     # accuracy of 10 scorings: mean, std, range
 
 Pictures go into the run folder: curves.png (loss and accuracy per epoch) and attention/<class>_<i>.png
 (where the model looked in a few images, and the patches it saw there).
@@ -16,7 +17,7 @@ import sys
 
 import numpy as np
 
-from attention_sampling.application.cli import non_negative_int, OneLineParser
+from attention_sampling.application.cli import non_negative_int, OneLineParser, positive_int
 from attention_sampling.application.errors import AttentionSamplingError
 from attention_sampling.application.prediction import CHECKPOINT_FILES
 from attention_sampling.application.settings import setting
@@ -40,6 +41,11 @@ def parse_args(argv=None):
                         help="attention pictures per class (default 2; 0: none)")
     parser.add_argument("--seed", type=int, default=None, metavar="N",
                         help="seed of the patch sampling (default: as in training)")
+    parser.add_argument("--repeats", type=positive_int, default=1, metavar="K",
+                        help="score the split K times, with the sampling seeds N, N + 1, ..., each image classified "
+                             "from one look of P patches every time, and print the accuracy's mean, std and range "
+                             "over the K repeats (default 1): the accuracy of a few dozen images moves by several "
+                             "points from seed to seed. The tables and pictures are those of the first repeat")
     return parser.parse_args(argv)
 
 
@@ -107,6 +113,16 @@ def evaluate(args):
                                           replace=setting(config, "sampling") == "with", on_batch=summarise)
     looks = {name: np.concatenate([summary[name] for summary in summaries]) for name in summaries[0]}
     predictions = probabilities.argmax(axis=1)
+    # The model is stochastic (which P patches it sees): repeats measure its accuracy, not one draw's luck.
+    # Every repeat classifies each image from one look alone: the accuracy of the P-patch model, not of an
+    # ensemble of looks (that is predict.py --looks).
+    accuracies = [float(np.mean(predictions == labels))]
+    for repeat in range(1, args.repeats):
+        print(f"repeat {repeat + 1} of {args.repeats} ...", file=sys.stderr)
+        other = predict_dataset(model, dataset, indices, shape, config["batch_size"], seed=seed + repeat,
+                                estimator=setting(config, "estimator"),
+                                replace=setting(config, "sampling") == "with")
+        accuracies.append(float(np.mean(other.argmax(axis=1) == labels)))
     report = classification_report(labels, predictions, len(classes))
     confusion = report["confusion"]
     result = {
@@ -117,6 +133,9 @@ def evaluate(args):
                              "images": int(confusion[c].sum()), "predicted": int(confusion[:, c].sum())}
                       for c, name in enumerate(classes)},
         "confusion": confusion.tolist(),
+        "repeats": {"seeds": [seed + repeat for repeat in range(args.repeats)], "accuracies": accuracies,
+                    "mean": float(np.mean(accuracies)), "std": float(np.std(accuracies)),
+                    "min": min(accuracies), "max": max(accuracies)},
         # How concentrated the attention is (what a single accuracy hides: a collapsed attention looks at one
         # patch P times): per image entropy, largest cell and distinct cells in a look, summarised.
         "attention": {"entropy_median": float(np.median(looks["entropy"])),
@@ -136,6 +155,11 @@ def attention_line(attention):
             f"cells per look of {attention['patches']}")
 
 
+def repeats_line(repeats):
+    return (f"accuracy over {len(repeats['accuracies'])} repeats (seeds {repeats['seeds'][0]}-{repeats['seeds'][-1]}): "
+            f"mean {repeats['mean']:.4f}, std {repeats['std']:.4f}, from {repeats['min']:.4f} to {repeats['max']:.4f}")
+
+
 def format_report(result):
     """The result as the tables a person reads."""
     classes = result["classes"]
@@ -143,6 +167,7 @@ def format_report(result):
     lines = [f"run {result['run']}: {os.path.basename(result['checkpoint'])} (epoch {result['epoch']}), "
              f"{result['split']} split, {result['images']} images, sampling seed {result['seed']}",
              f"accuracy {result['accuracy']:.4f}   loss {result['loss']:.4f}",
+             *([repeats_line(result["repeats"])] if len(result["repeats"]["accuracies"]) > 1 else []),
              attention_line(result["attention"]),
              "",
              f"{'class':<{name_width}}  precision  recall  images  predicted"]

@@ -29,7 +29,7 @@ TRAIN_FLAGS = ["--data", "--out", "--patches", "--size", "--scale", "--epochs", 
                "--entropy", "--temperature", "--border", "--floor", "--attention-init", "--seed", "--test-fraction",
                "--val-fraction", "--estimator", "--sampling", "--cache-mb", "--resume", "--contrast", "--zoom",
                "--no-augment", "--quiet"]
-EVALUATE_FLAGS = ["--data", "--split", "--json", "--checkpoint", "--examples", "--seed"]
+EVALUATE_FLAGS = ["--data", "--split", "--json", "--checkpoint", "--examples", "--seed", "--repeats"]
 
 
 def environment(tmp):
@@ -134,7 +134,7 @@ def test_evaluate_prints_the_tables_and_draws_the_pictures(two_epoch_run, tmp_pa
 
 def test_evaluate_json_matches_predictions_made_in_process(two_epoch_run, tmp_path):
     run_dir = copy_run(two_epoch_run, tmp_path)
-    result = json.loads(ok(run(EVALUATE, run_dir, "--json", "--examples", 0, cwd=tmp_path)).stdout)
+    result = json.loads(ok(run(EVALUATE, run_dir, "--json", "--examples", 0, "--repeats", 3, cwd=tmp_path)).stdout)
 
     state = load_checkpoint(str(run_dir / "best.npz"))
     config = state["meta"]["config"]
@@ -158,6 +158,15 @@ def test_evaluate_json_matches_predictions_made_in_process(two_epoch_run, tmp_pa
     _, rows = read_metrics(run_dir)
     assert result["accuracy"] == float(rows[epoch - 1]["test_accuracy"])
     assert result["loss"] == float(rows[epoch - 1]["test_loss"])
+    # --repeats 3: the first is the scoring above; each further one is the same model with the next seed.
+    repeats = result["repeats"]
+    assert repeats["seeds"] == [result["seed"], result["seed"] + 1, result["seed"] + 2]
+    expected = [float(np.mean(predict_dataset(model, dataset, test, tuple(config["image_shape"]), config["batch_size"],
+                                              seed=seed).argmax(axis=1) == dataset.labels[test]))
+                for seed in repeats["seeds"]]
+    assert repeats["accuracies"] == expected and expected[0] == accuracy
+    assert (repeats["mean"], repeats["std"]) == pytest.approx((np.mean(expected), np.std(expected)))
+    assert (repeats["min"], repeats["max"]) == (min(expected), max(expected))
 
 
 def test_evaluate_other_splits_and_the_last_checkpoint(two_epoch_run, tmp_path):
@@ -253,6 +262,7 @@ def test_train_refuses_bad_flags(tmp_path, args, flag):
     (["--split", "validation"], "--split"),
     (["--examples", "-1"], "--examples"),
     (["--checkpoint", "first"], "--checkpoint"),
+    (["--repeats", "0"], "--repeats"),
 ])
 def test_evaluate_refuses_bad_flags(tmp_path, args, flag):
     result = run(EVALUATE, tmp_path, *args, cwd=tmp_path)

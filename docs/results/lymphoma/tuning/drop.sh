@@ -3,7 +3,7 @@
 # 50 epochs at a tenth of the learning rate: the numbers are those of a run made with --lr-drops 300
 # --epochs 350 from the start (its first 300 epochs are the source run's).
 # SOURCE: paper-table (default: ../paper-table/S15-P20-seedN, sampling with replacement) or without
-# (without-seedN, sampling without replacement).
+# (without-seedN, sampling without replacement) or mean (mean-seedN, the features' mean, --aggregate mean).
 # Resumable: run it again. Usage: drop.sh SEED [SOURCE]   (one thread, so that two seeds share the two cores)
 set -e
 seed=$1
@@ -12,7 +12,9 @@ case ${2:-paper-table} in
                out=docs/results/lymphoma/tuning/drop300-seed$seed ;;
   without) from=docs/results/lymphoma/tuning/without-seed$seed
            out=docs/results/lymphoma/tuning/without-drop300-seed$seed ;;
-  *) echo "drop.sh: SOURCE must be paper-table or without, got $2" >&2; exit 2 ;;
+  mean) from=docs/results/lymphoma/tuning/mean-seed$seed
+        out=docs/results/lymphoma/tuning/mean-drop300-seed$seed ;;
+  *) echo "drop.sh: SOURCE must be paper-table, without or mean, got $2" >&2; exit 2 ;;
 esac
 if [ ! -f "$out/checkpoint.npz" ]; then
   mkdir -p "$out"
