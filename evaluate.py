@@ -84,7 +84,7 @@ def evaluate(args):
     """-> (result dict, what the pictures need)."""
     from attention_sampling.application.data import stratified_split
     from attention_sampling.application.evaluation import (attention_summary, classification_report, cross_entropy,
-                                                           predict_dataset)
+                                                           predict_dataset, repeated_accuracy)
 
     from attention_sampling.application.prediction import load_run
 
@@ -113,16 +113,12 @@ def evaluate(args):
                                           replace=setting(config, "sampling") == "with", on_batch=summarise)
     looks = {name: np.concatenate([summary[name] for summary in summaries]) for name in summaries[0]}
     predictions = probabilities.argmax(axis=1)
-    # The model is stochastic (which P patches it sees): repeats measure its accuracy, not one draw's luck.
-    # Every repeat classifies each image from one look alone: the accuracy of the P-patch model, not of an
-    # ensemble of looks (that is predict.py --looks).
-    accuracies = [float(np.mean(predictions == labels))]
-    for repeat in range(1, args.repeats):
-        print(f"repeat {repeat + 1} of {args.repeats} ...", file=sys.stderr)
-        other = predict_dataset(model, dataset, indices, shape, config["batch_size"], seed=seed + repeat,
-                                estimator=setting(config, "estimator"),
-                                replace=setting(config, "sampling") == "with")
-        accuracies.append(float(np.mean(other.argmax(axis=1) == labels)))
+    # The first repeat is the scoring above; the others measure the model rather than one draw's luck.
+    if args.repeats > 1:
+        print(f"scoring {args.repeats - 1} more times ...", file=sys.stderr)
+    accuracies = [float(np.mean(predictions == labels))] + repeated_accuracy(
+        model, dataset, indices, shape, config["batch_size"], range(seed + 1, seed + args.repeats),
+        estimator=setting(config, "estimator"), replace=setting(config, "sampling") == "with")
     report = classification_report(labels, predictions, len(classes))
     confusion = report["confusion"]
     result = {

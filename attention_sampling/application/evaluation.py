@@ -35,6 +35,18 @@ def predict_dataset(model, dataset, indices, shape, batch_size=8, seed=0, keep=N
     return (probabilities, kept) if keep is not None else probabilities
 
 
+def repeated_accuracy(model, dataset, indices, shape, batch_size, seeds, estimator="reinforce", replace=True):
+    """The accuracy of scoring `indices` once per seed (each image from one look of P patches every time) -> list.
+
+    The model is stochastic (which P patches it sees), and on a few dozen images one scoring moves by several
+    points from seed to seed: the mean over seeds measures the model, one scoring also the draw's luck. Each
+    look is classified alone, so this is the P-patch model's accuracy, not an ensemble's (prediction's looks).
+    """
+    labels = dataset.labels[indices]
+    return [float(np.mean(predict_dataset(model, dataset, indices, shape, batch_size, seed=seed, estimator=estimator,
+                                          replace=replace).argmax(axis=1) == labels)) for seed in seeds]
+
+
 def _close(images):
     """Close a batch that holds open files (slides.SlideBatch); arrays and decoded images hold none."""
     close = getattr(images, "close", None)

@@ -23,14 +23,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .cli import non_negative_float, non_negative_fraction
+from .cli import non_negative_float, non_negative_fraction, positive_int
 from .data import DEFAULT_CACHE_BYTES, ImageFolder
 from .embedded import FEW_SPOTS, ensure_default_dataset
 from .errors import AttentionSamplingError
 from .evaluation import predict_dataset
 from .memory import keep_freed_memory
 from .runfolder import read_config_json
-from .settings import ENTROPY_BY_ESTIMATOR, LEGACY, TRAINING_DEFAULTS, setting
+from .settings import ENTROPY_BY_ESTIMATOR, LEGACY, LR_DROP, TRAINING_DEFAULTS, setting
 
 PAPER_GRID = ((50, 1), (50, 5), (50, 20), (20, 5))  # (S, P) in the paper's pixels
 # The paper's Table (lymphoma, 5 trials, 300 epochs, full resolution) and the reference implementation's
@@ -38,7 +38,11 @@ PAPER_GRID = ((50, 1), (50, 5), (50, 20), (20, 5))  # (S, P) in the paper's pixe
 PAPER_TEST_ACCURACY = {(50, 1): "0.81 ± 0.02", (50, 5): "0.89 ± 0.02", (50, 20): "0.94 ± 0.01", (20, 5): "0.87 ± 0.02"}
 REFERENCE_VALIDATION = {(50, 1): "0.78", (50, 5): "0.84", (50, 20): "0.91", (20, 5): "0.81"}
 RESULT_COLUMNS = ("paper_size", "size", "patches", "scale", "seed", "epochs", "best_epoch", "val_accuracy",
-                  "test_accuracy_best", "test_accuracy_last", "train_accuracy", "seconds")
+                  "test_accuracy_best", "test_accuracy_last", "train_accuracy", "seconds", "repeats",
+                  "test_repeated_best", "test_repeated_last")
+# Scorings of the test split per checkpoint (consecutive sampling seeds): on 56 slides one scoring of a
+# P-patch model moves by several points from seed to seed, the mean of 10 by about a third as much.
+TABLE_REPEATS = 10
 
 
 def peak_rss_mb():
@@ -57,9 +61,29 @@ def read_results(path):
 
 def append_row(path, row, columns=RESULT_COLUMNS):
     """Append one finished run to a CSV, flushed to disk at once so a killed command loses no result.
-    Locked, so that parallel jobs (or two commands on one folder) never interleave a row or a header."""
-    with open(path, "a", newline="") as handle:
+    Locked, so that parallel jobs (or two commands on one folder) never interleave a row or a header.
+    A file written with fewer columns (an older version) is first rewritten with the new header, its rows'
+    new cells empty, atomically."""
+    with open(path, "a+", newline="") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        handle.seek(0)
+        header = handle.readline().rstrip("\r\n").split(",")
+        if handle.tell() > 0 and header != list(columns):
+            missing = [name for name in header if name not in columns]
+            if missing:
+                raise AttentionSamplingError(f"{path}: columns {missing} are not results of this version")
+            handle.seek(0)
+            old_rows = list(csv.DictReader(handle))
+            temporary = path + ".tmp"
+            with open(temporary, "w", newline="") as rewritten:
+                writer = csv.DictWriter(rewritten, fieldnames=columns, lineterminator="\n")
+                writer.writeheader()
+                writer.writerows(old_rows)
+                rewritten.flush()
+                os.fsync(rewritten.fileno())
+            os.replace(temporary, path)
+            return append_row(path, row, columns)
+        handle.seek(0, os.SEEK_END)
         writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
         if handle.tell() == 0:
             writer.writeheader()
@@ -69,15 +93,21 @@ def append_row(path, row, columns=RESULT_COLUMNS):
 
 
 def train_one(config, log):
-    """Train (or resume) one run of the table to config['epochs'] -> its result row (without grid names)."""
+    """Train (or resume) one run of the table to config['epochs'] -> its result row (without grid names).
+    Besides the one scoring per epoch training logs, the test split is scored config['repeats'] times at the
+    validation-best and at the last checkpoint, from the sampling seed training used for that epoch on."""
+    from .evaluation import repeated_accuracy
+    from .prediction import load_run
     from .trainer import Trainer, best_epoch
 
+    config = dict(config)
+    repeats = config.pop("repeats", TABLE_REPEATS)
     dataset = ImageFolder.scan(config["data"])
     dataset.keep_decoded(DEFAULT_CACHE_BYTES)
     run_dir = config["run_dir"]
     resume = os.path.exists(os.path.join(run_dir, "checkpoint.npz"))
-    trainer = Trainer(dataset, run_dir, {"epochs": config["epochs"]} if resume else config, resume=resume, log=log,
-                      progress=False)
+    trainer = Trainer(dataset, run_dir, {"epochs": config["epochs"], "lr_drops": config["lr_drops"]} if resume
+                      else config, resume=resume, log=log, progress=False)
     history = trainer.fit()
     shape = tuple(trainer.config["image_shape"])
     train_probabilities = predict_dataset(trainer.model, dataset, trainer.train_indices, shape,
@@ -85,10 +115,19 @@ def train_one(config, log):
                                           replace=trainer.replace)
     train_accuracy = float(np.mean(train_probabilities.argmax(1) == dataset.labels[trainer.train_indices]))
     best = history[best_epoch(history) - 1]
+    repeated = {}
+    for which in ("best", "last"):
+        stored, model, epoch, _ = load_run(run_dir, which)
+        start = stored["seed"] + epoch - 1
+        repeated[which] = np.mean(repeated_accuracy(model, dataset, trainer.test_indices, shape, config["batch_size"],
+                                                    range(start, start + repeats), estimator=trainer.estimator,
+                                                    replace=trainer.replace))
     return {"epochs": len(history), "best_epoch": best["epoch"], "val_accuracy": round(best["val_accuracy"], 4),
             "test_accuracy_best": round(best["test_accuracy"], 4),
             "test_accuracy_last": round(history[-1]["test_accuracy"], 4),
-            "train_accuracy": round(train_accuracy, 4), "seconds": round(sum(row["seconds"] for row in history), 1)}
+            "train_accuracy": round(train_accuracy, 4), "seconds": round(sum(row["seconds"] for row in history), 1),
+            "repeats": repeats, "test_repeated_best": round(float(repeated["best"]), 4),
+            "test_repeated_last": round(float(repeated["last"]), 4)}
 
 
 def mean_std(rows, key, digits, scale=1.0):
@@ -103,8 +142,17 @@ def summarise(rows, grid=PAPER_GRID):
     A run continued to more epochs appends a second row to results.csv: its two budgets are two lines, never
     one mean over both."""
     lines = ["| S (paper -> used) | P | runs | epochs | test acc., validation-best epoch | test acc., last epoch "
+             "| test acc., mean of 10 scorings: validation-best epoch | ...: last epoch "
              "| validation acc. | minutes per run | paper (test) | reference (validation) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def repeated(chosen, key):
+        # Runs made before the repeated scorings have none: a mean over some of the seeds would mislead.
+        if any(not r.get(key) for r in chosen) or len({str(r.get("repeats")) for r in chosen}) > 1:
+            return "–"
+        text = mean_std(chosen, key, 3)
+        return text if str(chosen[0]["repeats"]) == str(TABLE_REPEATS) else f"{text} ({chosen[0]['repeats']} scorings)"
+
     for paper_size, patches in grid:
         setting = [r for r in rows if int(r["paper_size"]) == paper_size and int(r["patches"]) == patches]
         for epochs in sorted({int(r["epochs"]) for r in setting}):
@@ -112,7 +160,8 @@ def summarise(rows, grid=PAPER_GRID):
             sizes = sorted({int(r["size"]) for r in chosen})
             lines.append(f"| {paper_size} -> {'/'.join(map(str, sizes))} | {patches} | {len(chosen)} | "
                          f"{epochs} | {mean_std(chosen, 'test_accuracy_best', 3)} | "
-                         f"{mean_std(chosen, 'test_accuracy_last', 3)} | {mean_std(chosen, 'val_accuracy', 3)} | "
+                         f"{mean_std(chosen, 'test_accuracy_last', 3)} | {repeated(chosen, 'test_repeated_best')} | "
+                         f"{repeated(chosen, 'test_repeated_last')} | {mean_std(chosen, 'val_accuracy', 3)} | "
                          f"{mean_std(chosen, 'seconds', 0, 1 / 60)} | {PAPER_TEST_ACCURACY[(paper_size, patches)]} | "
                          f"{REFERENCE_VALIDATION[(paper_size, patches)]} |")
     return "\n".join(lines)
@@ -162,6 +211,7 @@ def paper_table(args):
     os.makedirs(args.out, exist_ok=True)
     results_path = os.path.join(args.out, "results.csv")
     sizes = dict(zip((50, 20), args.sizes))
+    args.lr_drops = sorted(set(args.lr_drops))
     grid = [(size, patches) for size, patches in PAPER_GRID if f"{size},{patches}" in args.grid]
     done = {(int(r["paper_size"]), int(r["patches"]), int(r["seed"]), int(r["epochs"]))
             for r in read_results(results_path)}
@@ -175,14 +225,17 @@ def paper_table(args):
         for seed in range(args.seeds):
             if (paper_size, patches, seed, args.epochs) in done:
                 continue
-            settings = {key: getattr(args, key) for key in ("batch_size", "replicas", "lr", "entropy", "temperature",
-                                                            "border", "floor", "attention_init", "test_fraction",
-                                                            "val_fraction", "contrast", "zoom", "aggregate")}
+            settings = {key: getattr(args, key) for key in ("batch_size", "replicas", "lr", "lr_drops", "entropy",
+                                                            "temperature", "border", "floor", "attention_init",
+                                                            "test_fraction", "val_fraction", "contrast", "zoom",
+                                                            "aggregate")}
             config = dict(TRAINING_DEFAULTS, **settings, data=os.path.abspath(data), classes=dataset.classes,
                           image_shape=[height, width], patches=patches, size=size, scale=args.scale,
                           epochs=args.epochs, seed=seed, augment=not args.no_augment,
-                          run_dir=os.path.join(args.out, f"S{size}-P{patches}-seed{seed}"))
-            check_resumed_settings(config, settings)
+                          repeats=args.repeats, run_dir=os.path.join(args.out, f"S{size}-P{patches}-seed{seed}"))
+            # A learning-rate drop still ahead of a run may be added when it is continued (the trainer refuses
+            # to change one it has passed), as train.py --resume allows.
+            check_resumed_settings(config, {k: v for k, v in settings.items() if k != "lr_drops"})
             todo.append((paper_size, config))
 
     def run(item):
@@ -381,6 +434,13 @@ def main(argv=None):
     table.add_argument("--replicas", type=int, default=defaults["replicas"],
                        help="samples of each image per step (default 4)")
     table.add_argument("--lr", type=float, default=defaults["lr"], help="Adam learning rate (default 1e-3)")
+    table.add_argument("--lr-drops", type=positive_int, nargs="+", default=list(defaults["lr_drops"]), metavar="E",
+                       help=f"multiply the learning rate by {LR_DROP} after each epoch E (default: none, as train.py); "
+                            "finished runs continued to more --epochs may take a drop still ahead of them")
+    table.add_argument("--repeats", type=positive_int, default=TABLE_REPEATS, metavar="K",
+                       help=f"scorings of the test split at the validation-best and the last checkpoint, whose "
+                            f"mean the table reports beside the one scoring of training's log (default "
+                            f"{TABLE_REPEATS})")
     table.add_argument("--entropy", type=float, default=defaults["entropy"],
                        help=f"entropy bonus weight (default {defaults['entropy']}, as train.py)")
     table.add_argument("--temperature", type=float, default=defaults["temperature"],

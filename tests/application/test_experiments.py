@@ -1,5 +1,7 @@
 """The experiment commands on tiny generated data: every method of `compare` trains and reports, and a
 killed command resumes from its CSV."""
+import csv
+import json
 import os
 
 import numpy as np
@@ -61,8 +63,16 @@ def test_paper_table_summary_layout():
     lines = table.splitlines()
     assert len(lines) == 3  # the header, its rule and the one setting that has runs
     cells = [cell.strip() for cell in lines[2].strip("|").split("|")]
-    assert cells == ["50 -> 15", "5", "2", "30", "0.850 ± 0.050", "0.750 ± 0.050", "0.900 ± 0.050", "10 ± 0",
-                     "0.89 ± 0.02", "0.84"]
+    # Runs made before the repeated test scorings have none: a dash, not a number.
+    assert cells == ["50 -> 15", "5", "2", "30", "0.850 ± 0.050", "0.750 ± 0.050", "–", "–", "0.900 ± 0.050",
+                     "10 ± 0", "0.89 ± 0.02", "0.84"]
+    scored = [dict(row, repeats=10, test_repeated_best=a, test_repeated_last=a - 0.2) for row, a in zip(rows, (0.6, 0.7))]
+    cells = [cell.strip() for cell in experiments.summarise(scored).splitlines()[2].strip("|").split("|")]
+    assert cells[6:8] == ["0.650 ± 0.050", "0.450 ± 0.050"]
+    # Only some of the seeds scored, or with other counts: not one mean over them.
+    assert experiments.summarise(scored[:1] + rows[1:]).splitlines()[2].split("|")[7].strip() == "–"
+    fewer = [dict(row, repeats=3) for row in scored]
+    assert "(3 scorings)" in experiments.summarise(fewer).splitlines()[2]
 
     # The same runs continued to 60 epochs: a line of their own below, not one mean over both budgets.
     continued = [dict(row, epochs=60, test_accuracy_best=0.7, seconds=1200) for row in rows]
@@ -83,17 +93,42 @@ def test_paper_table_trains_and_resumes(tmp_path):
     for row in rows:
         assert int(row["best_epoch"]) == 1 and int(row["scale"]) == 2
         assert 0 <= float(row["test_accuracy_best"]) <= 1
+        # 10 scorings of the test split, the first with training's own seed for that epoch.
+        assert int(row["repeats"]) == 10 and 0 <= float(row["test_repeated_best"]) <= 1
+        assert float(row["test_repeated_best"]) == float(row["test_repeated_last"])  # one epoch: one checkpoint
     assert experiments.main(args) == 0  # everything done: nothing trained again
     assert len(experiments.read_results(out / "results.csv")) == len(rows)
-    # More epochs: the same runs continue from their checkpoints to the new count.
-    assert experiments.main(args[:8] + ["2"] + args[9:]) == 0
+    # More epochs: the same runs continue from their checkpoints to the new count, taking a learning-rate
+    # drop still ahead of them (as train.py --resume does); the run's config says so.
+    assert experiments.main(args[:8] + ["2"] + args[9:] + ["--lr-drops", "1"]) == 0
     longer = [r for r in experiments.read_results(out / "results.csv") if int(r["epochs"]) == 2]
     assert len(longer) == 2
+    assert json.loads((out / "S6-P5-seed0" / "config.json").read_text())["lr_drops"] == [1]
+    with open(out / "S6-P5-seed0" / "metrics.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == 2
     assert "20 -> 6" in (out / "table.md").read_text()
     # A call for one setting (done already: nothing trained) keeps the folder's other settings in table.md.
     assert experiments.main(args[:8] + ["2"] + args[9:-2] + ["20,5"]) == 0
     table = (out / "table.md").read_text()
     assert "20 -> 6" in table and "50 -> 10" in table
+
+
+def test_results_of_an_older_version_get_the_new_columns(tmp_path):
+    """results.csv written before the repeated scorings: its rows are kept, their new cells empty, and the
+    next row is appended under the new header; a column this version does not know is refused."""
+    path = str(tmp_path / "results.csv")
+    old_columns = experiments.RESULT_COLUMNS[:12]
+    old_row = {name: str(i) for i, name in enumerate(old_columns)}
+    experiments.append_row(path, old_row, old_columns)
+    new_row = {name: str(i + 100) for i, name in enumerate(experiments.RESULT_COLUMNS)}
+    experiments.append_row(path, new_row)
+    rows = experiments.read_results(path)
+    assert rows == [dict(old_row, repeats="", test_repeated_best="", test_repeated_last=""), new_row]
+    assert not os.path.exists(path + ".tmp")
+    other = str(tmp_path / "other.csv")
+    experiments.append_row(other, {"unknown": 1}, ("unknown",))
+    with pytest.raises(experiments.AttentionSamplingError, match="unknown"):
+        experiments.append_row(other, new_row)
 
 
 def test_looks_table_reports_accuracy_agreement_and_time_per_k(tmp_path):
