@@ -198,6 +198,9 @@ def check_resumed_settings(config, settings):
     if not os.path.exists(os.path.join(config["run_dir"], "config.json")):
         return
     stored = read_config_json(config["run_dir"])
+    if config.get("patches") == 1:
+        # One patch: eq. 1 and the features' mean are both softmax(T f_1), in value and gradient.
+        settings = {key: value for key, value in settings.items() if key != "aggregate"}
     differ = [f"--{key.replace('_', '-')} {stored.get(key, LEGACY.get(key))} (asked: {value})"
               for key, value in settings.items() if stored.get(key, LEGACY.get(key)) != value]
     if differ:

@@ -201,3 +201,7 @@ def test_a_run_folder_is_not_continued_with_other_settings(tmp_path):
     with pytest.raises(AttentionSamplingError, match=r"--entropy 0.05 \(asked: 0.01\)"):
         check_resumed_settings(config, {"entropy": 0.01, "aggregate": "attention"})
     check_resumed_settings({"run_dir": str(tmp_path / "new")}, {"aggregate": "mean"})  # nothing there yet
+    # One patch per look: the two classifiers are the same, so either may continue the run; other settings not.
+    check_resumed_settings(dict(config, patches=1), {"entropy": 0.05, "aggregate": "mean"})
+    with pytest.raises(AttentionSamplingError, match=r"--entropy"):
+        check_resumed_settings(dict(config, patches=1), {"entropy": 0.01, "aggregate": "mean"})

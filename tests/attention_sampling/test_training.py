@@ -125,6 +125,20 @@ def test_predict_with_the_mean_aggregate_averages_the_drawn_features():
         AttentionSamplingModel(3, aggregate="max")
 
 
+def test_one_patch_makes_the_two_classifiers_the_same():
+    """P = 1: eq. 1 and the mean are both softmax(T f_1), so a training step changes both networks alike
+    (why paper-table may continue a P = 1 run made with either)."""
+    images, labels = np.random.default_rng(1).random((3, 20, 24, 3)), np.array([0, 1, 2])
+    params = {}
+    for aggregate in ("attention", "mean"):
+        model = AttentionSamplingModel(3, scale=4, patch_size=8, n_patches=1, seed=2, aggregate=aggregate)
+        model.params["attention.9.weight"] *= 8  # peaked, as eq. 1 and the mean differ most there for P > 1
+        train_step(model, nn.Adam(1e-2), images, labels, np.random.default_rng(3), replicas=2)
+        params[aggregate] = {k: v.copy() for k, v in model.params.items()}
+    for key, value in params["attention"].items():
+        np.testing.assert_allclose(value, params["mean"][key], rtol=1e-6, atol=1e-7, err_msg=key)
+
+
 def test_train_step_reports_metrics_and_changes_both_networks():
     rng = np.random.default_rng(0)
     model = AttentionSamplingModel(3, scale=4, patch_size=8, n_patches=3)
