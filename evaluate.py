@@ -20,7 +20,7 @@ import numpy as np
 from attention_sampling.application.cli import non_negative_int, OneLineParser, positive_int
 from attention_sampling.application.errors import AttentionSamplingError
 from attention_sampling.application.prediction import CHECKPOINT_FILES
-from attention_sampling.application.settings import setting
+from attention_sampling.application.settings import scoring_seed, setting
 
 
 
@@ -97,7 +97,7 @@ def evaluate(args):
         raise AttentionSamplingError(f"--split {args.split}: no images in it")
     # The trainer scored epoch e (1-based) with seed + e - 1: the same draws reproduce metrics.csv (for a run
     # trained with this version; the view's float32 sums were ordered otherwise before, up to 1e-7).
-    seed = args.seed if args.seed is not None else config["seed"] + max(epoch - 1, 0)
+    seed = args.seed if args.seed is not None else scoring_seed(config["seed"], max(epoch, 1))
     labels = dataset.labels[indices]
     examples = example_positions(labels, len(classes), args.examples)
     shape = tuple(config["image_shape"])

@@ -30,7 +30,7 @@ from .errors import AttentionSamplingError
 from .evaluation import predict_dataset
 from .memory import keep_freed_memory
 from .runfolder import read_config_json
-from .settings import ENTROPY_BY_ESTIMATOR, LEGACY, LR_DROP, TRAINING_DEFAULTS, setting
+from .settings import ENTROPY_BY_ESTIMATOR, LEGACY, LR_DROP, TRAINING_DEFAULTS, scoring_seed, setting
 
 PAPER_GRID = ((50, 1), (50, 5), (50, 20), (20, 5))  # (S, P) in the paper's pixels
 # The paper's Table (lymphoma, 5 trials, 300 epochs, full resolution) and the reference implementation's
@@ -39,7 +39,7 @@ PAPER_TEST_ACCURACY = {(50, 1): "0.81 ± 0.02", (50, 5): "0.89 ± 0.02", (50, 20
 REFERENCE_VALIDATION = {(50, 1): "0.78", (50, 5): "0.84", (50, 20): "0.91", (20, 5): "0.81"}
 RESULT_COLUMNS = ("paper_size", "size", "patches", "scale", "seed", "epochs", "best_epoch", "val_accuracy",
                   "test_accuracy_best", "test_accuracy_last", "train_accuracy", "seconds", "repeats",
-                  "test_repeated_best", "test_repeated_last")
+                  "test_repeated_best", "test_repeated_last", "lr_drops")
 # Scorings of the test split per checkpoint (consecutive sampling seeds): on 56 slides one scoring of a
 # P-patch model moves by several points from seed to seed, the mean of 10 by about a third as much.
 TABLE_REPEATS = 10
@@ -61,35 +61,36 @@ def read_results(path):
 
 def append_row(path, row, columns=RESULT_COLUMNS):
     """Append one finished run to a CSV, flushed to disk at once so a killed command loses no result.
-    Locked, so that parallel jobs (or two commands on one folder) never interleave a row or a header.
-    A file written with fewer columns (an older version) is first rewritten with the new header, its rows'
-    new cells empty, atomically."""
-    with open(path, "a+", newline="") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        handle.seek(0)
-        header = handle.readline().rstrip("\r\n").split(",")
-        if handle.tell() > 0 and header != list(columns):
-            missing = [name for name in header if name not in columns]
-            if missing:
-                raise AttentionSamplingError(f"{path}: columns {missing} are not results of this version")
-            handle.seek(0)
-            old_rows = list(csv.DictReader(handle))
-            temporary = path + ".tmp"
-            with open(temporary, "w", newline="") as rewritten:
-                writer = csv.DictWriter(rewritten, fieldnames=columns, lineterminator="\n")
+    Locked (on PATH.lock, which is never replaced), so that parallel jobs or two commands on one folder never
+    interleave a row or a header. A file written with fewer columns (an older version) is first rewritten
+    atomically with the new header, its rows' new cells empty."""
+    with open(path + ".lock", "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        if os.path.exists(path):
+            with open(path, newline="") as handle:
+                reader = csv.DictReader(handle)
+                header, old_rows = reader.fieldnames or [], list(reader)
+            if header and header != list(columns):
+                unknown = [name for name in header if name not in columns]
+                if unknown or any(None in old for old in old_rows):
+                    raise AttentionSamplingError(
+                        f"{path}: columns {unknown or 'beyond the header'} are not results of this version; "
+                        "give another --out")
+                temporary = path + ".tmp"
+                with open(temporary, "w", newline="") as rewritten:
+                    writer = csv.DictWriter(rewritten, fieldnames=columns, lineterminator="\n")
+                    writer.writeheader()
+                    writer.writerows(old_rows)
+                    rewritten.flush()
+                    os.fsync(rewritten.fileno())
+                os.replace(temporary, path)
+        with open(path, "a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
+            if handle.tell() == 0:
                 writer.writeheader()
-                writer.writerows(old_rows)
-                rewritten.flush()
-                os.fsync(rewritten.fileno())
-            os.replace(temporary, path)
-            return append_row(path, row, columns)
-        handle.seek(0, os.SEEK_END)
-        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
-        if handle.tell() == 0:
-            writer.writeheader()
-        writer.writerow(row)
-        handle.flush()
-        os.fsync(handle.fileno())
+            writer.writerow(row)
+            handle.flush()
+            os.fsync(handle.fileno())
 
 
 def train_one(config, log):
@@ -106,8 +107,14 @@ def train_one(config, log):
     dataset.keep_decoded(DEFAULT_CACHE_BYTES)
     run_dir = config["run_dir"]
     resume = os.path.exists(os.path.join(run_dir, "checkpoint.npz"))
-    trainer = Trainer(dataset, run_dir, {"epochs": config["epochs"], "lr_drops": config["lr_drops"]} if resume
-                      else config, resume=resume, log=log, progress=False)
+    # lr_drops None: a run continued keeps its own schedule, a new one has none.
+    drops = config.get("lr_drops")
+    if resume:
+        config = {"epochs": config["epochs"], **({"lr_drops": drops} if drops is not None else {})}
+    else:
+        config["lr_drops"] = list(drops or ())
+    trainer = Trainer(dataset, run_dir, config, resume=resume, log=log, progress=False)
+    config = trainer.config
     history = trainer.fit()
     shape = tuple(trainer.config["image_shape"])
     train_probabilities = predict_dataset(trainer.model, dataset, trainer.train_indices, shape,
@@ -118,7 +125,7 @@ def train_one(config, log):
     repeated = {}
     for which in ("best", "last"):
         stored, model, epoch, _ = load_run(run_dir, which)
-        start = stored["seed"] + epoch - 1
+        start = scoring_seed(stored["seed"], epoch)
         repeated[which] = np.mean(repeated_accuracy(model, dataset, trainer.test_indices, shape, config["batch_size"],
                                                     range(start, start + repeats), estimator=trainer.estimator,
                                                     replace=trainer.replace))
@@ -137,29 +144,30 @@ def mean_std(rows, key, digits, scale=1.0):
 
 
 def summarise(rows, grid=PAPER_GRID):
-    """-> a Markdown table in the paper's layout: one line per (S, P) and number of epochs with mean ± std over
-    seeds, beside the paper's test accuracy and the reference implementation's logged validation accuracy.
-    A run continued to more epochs appends a second row to results.csv: its two budgets are two lines, never
-    one mean over both."""
+    """-> a Markdown table in the paper's layout: one line per (S, P), number of epochs and learning-rate
+    schedule, with mean ± std over seeds, beside the paper's test accuracy and the reference implementation's
+    logged validation accuracy. A run continued to more epochs appends a second row to results.csv: its two
+    budgets are two lines, never one mean over both."""
     lines = ["| S (paper -> used) | P | runs | epochs | test acc., validation-best epoch | test acc., last epoch "
-             "| test acc., mean of 10 scorings: validation-best epoch | ...: last epoch "
+             f"| test acc., mean of {TABLE_REPEATS} scorings: validation-best epoch | ...: last epoch "
              "| validation acc. | minutes per run | paper (test) | reference (validation) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def repeated(chosen, key):
         # Runs made before the repeated scorings have none: a mean over some of the seeds would mislead.
-        if any(not r.get(key) for r in chosen) or len({str(r.get("repeats")) for r in chosen}) > 1:
+        if any(r.get(key) in ("", None) for r in chosen) or len({str(r.get("repeats")) for r in chosen}) > 1:
             return "–"
         text = mean_std(chosen, key, 3)
         return text if str(chosen[0]["repeats"]) == str(TABLE_REPEATS) else f"{text} ({chosen[0]['repeats']} scorings)"
 
     for paper_size, patches in grid:
         setting = [r for r in rows if int(r["paper_size"]) == paper_size and int(r["patches"]) == patches]
-        for epochs in sorted({int(r["epochs"]) for r in setting}):
-            chosen = [r for r in setting if int(r["epochs"]) == epochs]
+        for epochs, drops in sorted({(int(r["epochs"]), r.get("lr_drops") or "") for r in setting}):
+            chosen = [r for r in setting if int(r["epochs"]) == epochs and (r.get("lr_drops") or "") == drops]
             sizes = sorted({int(r["size"]) for r in chosen})
+            budget = f"{epochs}, lr x {LR_DROP} after {drops.replace(' ', ', ')}" if drops else f"{epochs}"
             lines.append(f"| {paper_size} -> {'/'.join(map(str, sizes))} | {patches} | {len(chosen)} | "
-                         f"{epochs} | {mean_std(chosen, 'test_accuracy_best', 3)} | "
+                         f"{budget} | {mean_std(chosen, 'test_accuracy_best', 3)} | "
                          f"{mean_std(chosen, 'test_accuracy_last', 3)} | {repeated(chosen, 'test_repeated_best')} | "
                          f"{repeated(chosen, 'test_repeated_last')} | {mean_std(chosen, 'val_accuracy', 3)} | "
                          f"{mean_std(chosen, 'seconds', 0, 1 / 60)} | {PAPER_TEST_ACCURACY[(paper_size, patches)]} | "
@@ -208,16 +216,38 @@ def check_resumed_settings(config, settings):
                                      + "; give the run's own flags to continue it, or another --out")
 
 
+def drops_text(drops):
+    """A learning-rate schedule as results.csv holds it: '300' or '200 300', '' for none."""
+    return " ".join(str(int(drop)) for drop in drops)
+
+
+def check_resumed_drops(config, drops):
+    """Refuse, before anything trains, drops that would change epochs a run has already trained (the trainer
+    refuses them too, but only once the command reaches that run). None: the run keeps its own schedule."""
+    path = os.path.join(config["run_dir"], "metrics.csv")
+    if drops is None or not os.path.exists(path):
+        return
+    trained = len(read_results(path))
+    before = list(read_config_json(config["run_dir"]).get("lr_drops", ()))
+    if [d for d in drops if d < trained] != [d for d in before if d < trained]:
+        raise AttentionSamplingError(
+            f"{config['run_dir']}: this run has trained {trained} epochs with learning-rate drops after "
+            f"{drops_text([d for d in before if d < trained]) or 'none'}; --lr-drops {drops_text(drops) or '(none)'} "
+            f"would change them (only drops from epoch {trained} on can be); give another --out")
+
+
 def paper_table(args):
     data = args.data or ensure_default_dataset()
     dataset = ImageFolder.scan(data)
     os.makedirs(args.out, exist_ok=True)
     results_path = os.path.join(args.out, "results.csv")
     sizes = dict(zip((50, 20), args.sizes))
-    args.lr_drops = sorted(set(args.lr_drops))
+    if args.lr_drops is not None:
+        args.lr_drops = sorted(set(args.lr_drops))
     grid = [(size, patches) for size, patches in PAPER_GRID if f"{size},{patches}" in args.grid]
-    done = {(int(r["paper_size"]), int(r["patches"]), int(r["seed"]), int(r["epochs"]))
-            for r in read_results(results_path)}
+    # A run is done at this budget when results.csv has it, with the drops asked for if any were.
+    done = {(int(r["paper_size"]), int(r["patches"]), int(r["seed"]), int(r["epochs"])) for r in
+            read_results(results_path) if args.lr_drops is None or r.get("lr_drops") == drops_text(args.lr_drops)}
     height, width = dataset.image_shape()
     print(f"paper-table: {len(dataset)} images {height}x{width} in {data}; scale {args.scale}; sizes used for the "
           f"paper's " + ", ".join(f"S={paper} -> {used} px" for paper, used in sizes.items())
@@ -236,9 +266,8 @@ def paper_table(args):
                           image_shape=[height, width], patches=patches, size=size, scale=args.scale,
                           epochs=args.epochs, seed=seed, augment=not args.no_augment,
                           repeats=args.repeats, run_dir=os.path.join(args.out, f"S{size}-P{patches}-seed{seed}"))
-            # A learning-rate drop still ahead of a run may be added when it is continued (the trainer refuses
-            # to change one it has passed), as train.py --resume allows.
             check_resumed_settings(config, {k: v for k, v in settings.items() if k != "lr_drops"})
+            check_resumed_drops(config, args.lr_drops)
             todo.append((paper_size, config))
 
     def run(item):
@@ -248,7 +277,8 @@ def paper_table(args):
         row = run_in_subprocess("table-run", config, threads=max(1, (os.cpu_count() or 1) // args.jobs),
                                 verbose=True)
         row = {"paper_size": paper_size, "size": config["size"], "patches": config["patches"],
-               "scale": config["scale"], "seed": config["seed"], **row}
+               "scale": config["scale"], "seed": config["seed"], **row,
+               "lr_drops": drops_text(read_config_json(config["run_dir"]).get("lr_drops", ()))}
         append_row(results_path, row)
         print(f"  done: {json.dumps(row)}", file=sys.stderr, flush=True)
 
@@ -437,9 +467,10 @@ def main(argv=None):
     table.add_argument("--replicas", type=int, default=defaults["replicas"],
                        help="samples of each image per step (default 4)")
     table.add_argument("--lr", type=float, default=defaults["lr"], help="Adam learning rate (default 1e-3)")
-    table.add_argument("--lr-drops", type=positive_int, nargs="+", default=list(defaults["lr_drops"]), metavar="E",
-                       help=f"multiply the learning rate by {LR_DROP} after each epoch E (default: none, as train.py); "
-                            "finished runs continued to more --epochs may take a drop still ahead of them")
+    table.add_argument("--lr-drops", type=positive_int, nargs="+", default=None, metavar="E",
+                       help=f"multiply the learning rate by {LR_DROP} after each epoch E (default: none for a new run, "
+                            "as train.py; a run continued keeps its own); runs continued to more --epochs may take a "
+                            "drop still ahead of them")
     table.add_argument("--repeats", type=positive_int, default=TABLE_REPEATS, metavar="K",
                        help=f"scorings of the test split at the validation-best and the last checkpoint, whose "
                             f"mean the table reports beside the one scoring of training's log (default "

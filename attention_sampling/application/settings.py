@@ -47,6 +47,12 @@ def setting(config, key):
     return config.get(key, LEGACY[key])
 
 
+def scoring_seed(seed, epoch):
+    """The sampling seed with which training scores the validation and test images after epoch `epoch`
+    (1-based): re-scoring a checkpoint with it reproduces metrics.csv."""
+    return seed + epoch - 1
+
+
 # What each of lr_drops multiplies the learning rate by.
 LR_DROP = 0.1
 

@@ -24,7 +24,7 @@ from .data import Augmentation, load_batch, lower_thread_priority, stratified_sp
 from .errors import AttentionSamplingError
 from .evaluation import cross_entropy, predict_dataset
 from .runfolder import RunFolder, read_config_json
-from .settings import LEGACY, learning_rate, setting
+from .settings import LEGACY, learning_rate, scoring_seed, setting
 
 METRIC_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
                   "entropy", "distinct_cells", "outside", "reward", "seconds", "waiting")
@@ -170,7 +170,7 @@ class Trainer:
             if [d for d in drops if d < started] != [d for d in before if d < started]:
                 raise AttentionSamplingError(
                     f"--resume {self.run_dir}: the run has trained {started} epoch(s) with lr drops after "
-                    f"{[d for d in before if d < started] or 'none'}; --lr-drops {' '.join(map(str, drops))} "
+                    f"{[d for d in before if d < started] or 'none'}; --lr-drops {' '.join(map(str, drops)) or '(none)'} "
                     f"would change them; only drops from epoch {started} on can be changed")
             saved, config["lr_drops"] = {**saved, "lr_drops": drops}, drops
         for key, value in config.items():
@@ -396,7 +396,8 @@ class Trainer:
             return float("nan"), float("nan")
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             probabilities = predict_dataset(self.model, self.dataset, indices, tuple(self.config["image_shape"]),
-                                            self.config["batch_size"], seed=self.config["seed"] + self.epoch,
+                                            self.config["batch_size"],
+                                            seed=scoring_seed(self.config["seed"], self.epoch + 1),
                                             estimator=self.estimator, replace=self.replace)
         labels = self.dataset.labels[indices]
         return cross_entropy(probabilities, labels), float(np.mean(probabilities.argmax(axis=1) == labels))

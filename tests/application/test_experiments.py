@@ -73,6 +73,10 @@ def test_paper_table_summary_layout():
     assert experiments.summarise(scored[:1] + rows[1:]).splitlines()[2].split("|")[7].strip() == "–"
     fewer = [dict(row, repeats=3) for row in scored]
     assert "(3 scorings)" in experiments.summarise(fewer).splitlines()[2]
+    # The same budget with a learning-rate drop is a line of its own.
+    dropped = [dict(row, lr_drops="20") for row in rows]
+    lines = experiments.summarise(rows + dropped).splitlines()
+    assert [line.split("|")[4].strip() for line in lines[2:]] == ["30", "30, lr x 0.1 after 20"]
 
     # The same runs continued to 60 epochs: a line of their own below, not one mean over both budgets.
     continued = [dict(row, epochs=60, test_accuracy_best=0.7, seconds=1200) for row in rows]
@@ -82,10 +86,10 @@ def test_paper_table_summary_layout():
         ["2", "30", "0.850 ± 0.050"], ["2", "60", "0.700 ± 0.000"]]
 
 
-def test_paper_table_trains_and_resumes(tmp_path):
+def test_paper_table_trains_and_resumes(tmp_path, capsys):
     data = ensure_default_dataset(str(tmp_path / "data"), **TINY)
     out = tmp_path / "table"
-    args = ["paper-table", "--data", data, "--out", str(out), "--seeds", "1", "--epochs", "1",
+    args = ["paper-table", "--data", data, "--out", str(out), "--seeds", "1", "--epochs", "1", "--repeats", "3",
             "--batch-size", "4", "--replicas", "1", "--sizes", "10", "6", "--scale", "2", "--grid", "50,1", "20,5"]
     assert experiments.main(args) == 0
     rows = experiments.read_results(out / "results.csv")
@@ -93,20 +97,31 @@ def test_paper_table_trains_and_resumes(tmp_path):
     for row in rows:
         assert int(row["best_epoch"]) == 1 and int(row["scale"]) == 2
         assert 0 <= float(row["test_accuracy_best"]) <= 1
-        # 10 scorings of the test split, the first with training's own seed for that epoch.
-        assert int(row["repeats"]) == 10 and 0 <= float(row["test_repeated_best"]) <= 1
+        # 3 scorings of the test split, the first with training's own seed for that epoch.
+        assert int(row["repeats"]) == 3 and 0 <= float(row["test_repeated_best"]) <= 1
+        assert row["lr_drops"] == ""
         assert float(row["test_repeated_best"]) == float(row["test_repeated_last"])  # one epoch: one checkpoint
     assert experiments.main(args) == 0  # everything done: nothing trained again
     assert len(experiments.read_results(out / "results.csv")) == len(rows)
     # More epochs: the same runs continue from their checkpoints to the new count, taking a learning-rate
     # drop still ahead of them (as train.py --resume does); the run's config says so.
+    capsys.readouterr()
     assert experiments.main(args[:8] + ["2"] + args[9:] + ["--lr-drops", "1"]) == 0
+    assert capsys.readouterr().err.count("epoch 2: learning rate 0.0001") == 2  # both runs, at lr x 0.1
     longer = [r for r in experiments.read_results(out / "results.csv") if int(r["epochs"]) == 2]
-    assert len(longer) == 2
+    assert len(longer) == 2 and {r["lr_drops"] for r in longer} == {"1"}
     assert json.loads((out / "S6-P5-seed0" / "config.json").read_text())["lr_drops"] == [1]
     with open(out / "S6-P5-seed0" / "metrics.csv") as handle:
         assert len(list(csv.DictReader(handle))) == 2
-    assert "20 -> 6" in (out / "table.md").read_text()
+    assert "| 2, lr x 0.1 after 1 |" in (out / "table.md").read_text()
+    # A drop the runs have passed cannot change: refused before anything trains, naming the folder.
+    assert experiments.main(args[:8] + ["3"] + args[9:] + ["--lr-drops", "2"]) == 2
+    error = capsys.readouterr().err
+    assert "S10-P1-seed0" in error and "--lr-drops 2 would change them" in error and "training" not in error
+    # Continued without --lr-drops, a run keeps its own schedule.
+    assert experiments.main(args[:8] + ["3"] + args[9:-2] + ["20,5"]) == 0
+    assert json.loads((out / "S6-P5-seed0" / "config.json").read_text())["lr_drops"] == [1]
+    assert [r["lr_drops"] for r in experiments.read_results(out / "results.csv") if int(r["epochs"]) == 3] == ["1"]
     # A call for one setting (done already: nothing trained) keeps the folder's other settings in table.md.
     assert experiments.main(args[:8] + ["2"] + args[9:-2] + ["20,5"]) == 0
     table = (out / "table.md").read_text()
@@ -123,12 +138,31 @@ def test_results_of_an_older_version_get_the_new_columns(tmp_path):
     new_row = {name: str(i + 100) for i, name in enumerate(experiments.RESULT_COLUMNS)}
     experiments.append_row(path, new_row)
     rows = experiments.read_results(path)
-    assert rows == [dict(old_row, repeats="", test_repeated_best="", test_repeated_last=""), new_row]
+    assert rows == [dict(old_row, repeats="", test_repeated_best="", test_repeated_last="", lr_drops=""), new_row]
     assert not os.path.exists(path + ".tmp")
     other = str(tmp_path / "other.csv")
     experiments.append_row(other, {"unknown": 1}, ("unknown",))
     with pytest.raises(experiments.AttentionSamplingError, match="unknown"):
         experiments.append_row(other, new_row)
+
+
+def test_parallel_appends_to_an_older_results_file_keep_every_row(tmp_path):
+    """Two jobs finishing at once on a results.csv of an older version: the one that migrates the file must
+    not drop the row the other one wrote (the lock is on a file that is never replaced)."""
+    import threading
+
+    for attempt in range(5):
+        path = str(tmp_path / f"results{attempt}.csv")
+        old_columns = experiments.RESULT_COLUMNS[:12]
+        experiments.append_row(path, {name: "old" for name in old_columns}, old_columns)
+        rows = [{name: f"{job}" for name in experiments.RESULT_COLUMNS} for job in range(4)]
+        threads = [threading.Thread(target=experiments.append_row, args=(path, row)) for row in rows]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        seeds = sorted(row["seed"] for row in experiments.read_results(path))
+        assert seeds == ["0", "1", "2", "3", "old"]
 
 
 def test_looks_table_reports_accuracy_agreement_and_time_per_k(tmp_path):
