@@ -122,13 +122,15 @@ def train_one(config, log):
                                           replace=trainer.replace)
     train_accuracy = float(np.mean(train_probabilities.argmax(1) == dataset.labels[trainer.train_indices]))
     best = history[best_epoch(history) - 1]
-    repeated = {}
+    repeated, by_epoch = {}, {}
     for which in ("best", "last"):
         stored, model, epoch, _ = load_run(run_dir, which)
-        start = scoring_seed(stored["seed"], epoch)
-        repeated[which] = np.mean(repeated_accuracy(model, dataset, trainer.test_indices, shape, config["batch_size"],
-                                                    range(start, start + repeats), estimator=trainer.estimator,
-                                                    replace=trainer.replace))
+        if epoch not in by_epoch:  # the best epoch may be the last: scored once
+            start = scoring_seed(stored["seed"], epoch)
+            by_epoch[epoch] = np.mean(repeated_accuracy(model, dataset, trainer.test_indices, shape,
+                                                        config["batch_size"], range(start, start + repeats),
+                                                        estimator=trainer.estimator, replace=trainer.replace))
+        repeated[which] = by_epoch[epoch]
     return {"epochs": len(history), "best_epoch": best["epoch"], "val_accuracy": round(best["val_accuracy"], 4),
             "test_accuracy_best": round(best["test_accuracy"], 4),
             "test_accuracy_last": round(history[-1]["test_accuracy"], 4),
