@@ -30,7 +30,7 @@ from .errors import AttentionSamplingError
 from .evaluation import predict_dataset
 from .memory import keep_freed_memory
 from .runfolder import read_config_json
-from .settings import ENTROPY_BY_ESTIMATOR, LEGACY, LR_DROP, TRAINING_DEFAULTS, scoring_seed, setting
+from .settings import ENTROPY_BY_ESTIMATOR, LEGACY, LR_DROP, TRAINING_DEFAULTS, drops_changed, scoring_seed, setting
 
 PAPER_GRID = ((50, 1), (50, 5), (50, 20), (20, 5))  # (S, P) in the paper's pixels
 # The paper's Table (lymphoma, 5 trials, 300 epochs, full resolution) and the reference implementation's
@@ -231,7 +231,7 @@ def check_resumed_drops(config, drops):
         return
     trained = len(read_results(path))
     before = list(read_config_json(config["run_dir"]).get("lr_drops", ()))
-    if [d for d in drops if d < trained] != [d for d in before if d < trained]:
+    if drops_changed(drops, before, trained):
         raise AttentionSamplingError(
             f"{config['run_dir']}: this run has trained {trained} epochs with learning-rate drops after "
             f"{drops_text([d for d in before if d < trained]) or 'none'}; --lr-drops {drops_text(drops) or '(none)'} "

@@ -53,6 +53,12 @@ def scoring_seed(seed, epoch):
     return seed + epoch - 1
 
 
+def drops_changed(drops, before, trained):
+    """Whether the learning-rate drops `drops` would change any of the first `trained` epochs of a run made
+    with `before`: only drops from epoch `trained` on may be added, moved or removed."""
+    return [d for d in drops if d < trained] != [d for d in before if d < trained]
+
+
 # What each of lr_drops multiplies the learning rate by.
 LR_DROP = 0.1
 

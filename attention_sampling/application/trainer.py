@@ -24,7 +24,7 @@ from .data import Augmentation, load_batch, lower_thread_priority, stratified_sp
 from .errors import AttentionSamplingError
 from .evaluation import cross_entropy, predict_dataset
 from .runfolder import RunFolder, read_config_json
-from .settings import LEGACY, learning_rate, scoring_seed, setting
+from .settings import LEGACY, drops_changed, learning_rate, scoring_seed, setting
 
 METRIC_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
                   "entropy", "distinct_cells", "outside", "reward", "seconds", "waiting")
@@ -167,7 +167,7 @@ class Trainer:
         config = dict(config)
         if "lr_drops" in config:
             drops, before = list(config["lr_drops"]), list(setting(saved, "lr_drops"))
-            if [d for d in drops if d < started] != [d for d in before if d < started]:
+            if drops_changed(drops, before, started):
                 raise AttentionSamplingError(
                     f"--resume {self.run_dir}: the run has trained {started} epoch(s) with lr drops after "
                     f"{[d for d in before if d < started] or 'none'}; --lr-drops {' '.join(map(str, drops)) or '(none)'} "
