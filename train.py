@@ -17,6 +17,7 @@ from attention_sampling.application.data import DEFAULT_CACHE_BYTES, DEFAULT_MAX
 from attention_sampling.application.embedded import ensure_default_dataset
 from attention_sampling.application.errors import AttentionSamplingError
 from attention_sampling.application.settings import ENTROPY_BY_ESTIMATOR, LR_DROP, TRAINING_DEFAULTS, setting
+from attention_sampling.models import AGGREGATES
 
 PAPER_EPOCHS = 300
 # The embedded data set is learnt long before 300 epochs; this keeps the default run near 15 minutes.
@@ -71,7 +72,7 @@ def parse_args(argv=None):
     add("--estimator", choices=("reinforce", "expectation"),
         help="attention gradient: reinforce (the paper, default) or expectation (unbiased, no reward)")
     add("--sampling", choices=("with", "without"), help="draw patches with (default) or without replacement")
-    add("--aggregate", choices=("attention", "mean"),
+    add("--aggregate", choices=AGGREGATES,
         help="REINFORCE's classifier: the mean of the P sampled features, the Monte-Carlo estimate of E_a[f] "
              "(default), or eq. 1, the features weighted by their attention a_i / sum a (a cell drawn k times "
              "counts k a_i)")

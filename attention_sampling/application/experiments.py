@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..models import AGGREGATES
 from .cli import non_negative_float, non_negative_fraction, positive_int
 from .data import DEFAULT_CACHE_BYTES, ImageFolder
 from .embedded import FEW_SPOTS, ensure_default_dataset
@@ -487,7 +488,7 @@ def main(argv=None):
                        help=f"uniform floor of the sampling distribution (default {defaults['floor']}, as train.py)")
     table.add_argument("--attention-init", choices=("uniform", "random"), default=defaults["attention_init"],
                        help=f"how the attention starts (default {defaults['attention_init']}, as train.py)")
-    table.add_argument("--aggregate", choices=("attention", "mean"), default=defaults["aggregate"],
+    table.add_argument("--aggregate", choices=AGGREGATES, default=defaults["aggregate"],
                        help=f"REINFORCE's classifier: eq. 1's attention weights or the features' mean "
                             f"(default {defaults['aggregate']}, as train.py)")
     table.add_argument("--test-fraction", type=float, default=defaults["test_fraction"],
@@ -518,7 +519,7 @@ def main(argv=None):
     comparison.add_argument("--batch-size", type=int, default=8, help="images per step (default 8)")
     comparison.add_argument("--replicas", type=int, default=2, help="samples of each image per step (default 2)")
     comparison.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    comparison.add_argument("--aggregate", choices=("attention", "mean"), default=TRAINING_DEFAULTS["aggregate"],
+    comparison.add_argument("--aggregate", choices=AGGREGATES, default=TRAINING_DEFAULTS["aggregate"],
                             help=f"REINFORCE's classifier: eq. 1's attention weights or the features' mean (default "
                                  f"{TRAINING_DEFAULTS['aggregate']}, as train.py; the README's table: attention)")
     comparison.add_argument("--attention-init", choices=("uniform", "random"), default=TRAINING_DEFAULTS["attention_init"],
