@@ -69,6 +69,10 @@ def parse_args(argv=None):
     add("--val-fraction", type=non_negative_fraction, metavar="F",
         help="share of each class held out for validation, on which best.npz is chosen (default 0.15; "
              "0: none, best.npz is the last epoch)")
+    add("--val-repeats", type=positive_int, metavar="K",
+        help="scorings of the validation split after each epoch, one look of P patches per image each; best.npz "
+             "is chosen on their mean accuracy (default 1; more: a choice less at the mercy of one draw, for K "
+             "times the validation time)")
     add("--estimator", choices=("reinforce", "expectation"),
         help="attention gradient: reinforce (the paper, default) or expectation (unbiased, no reward)")
     add("--sampling", choices=("with", "without"), help="draw patches with (default) or without replacement")

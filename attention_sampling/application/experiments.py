@@ -263,8 +263,8 @@ def paper_table(args):
                 continue
             settings = {key: getattr(args, key) for key in ("batch_size", "replicas", "lr", "lr_drops", "entropy",
                                                             "temperature", "border", "floor", "attention_init",
-                                                            "test_fraction", "val_fraction", "contrast", "zoom",
-                                                            "aggregate")}
+                                                            "test_fraction", "val_fraction", "val_repeats", "contrast",
+                                                            "zoom", "aggregate")}
             config = dict(TRAINING_DEFAULTS, **settings, data=os.path.abspath(data), classes=dataset.classes,
                           image_shape=[height, width], patches=patches, size=size, scale=args.scale,
                           epochs=args.epochs, seed=seed, augment=not args.no_augment,
@@ -495,6 +495,9 @@ def main(argv=None):
                        help="held-out test share of each class (default 0.15)")
     table.add_argument("--val-fraction", type=float, default=defaults["val_fraction"],
                        help="validation share of each class, on which the best epoch is chosen (default 0.15)")
+    table.add_argument("--val-repeats", type=positive_int, default=defaults["val_repeats"], metavar="K",
+                       help="scorings of the validation split per epoch whose mean accuracy chooses the best "
+                            f"epoch (default {defaults['val_repeats']}, as train.py)")
     table.add_argument("--contrast", type=non_negative_fraction, default=defaults["contrast"],
                        help=f"contrast augmentation strength (default {defaults['contrast']}, as train.py)")
     table.add_argument("--zoom", type=non_negative_float, default=defaults["zoom"],

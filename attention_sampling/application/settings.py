@@ -24,6 +24,10 @@ TRAINING_DEFAULTS = dict(
     seed=0,
     test_fraction=0.15,    # 70 / 15 / 15, as the reference implementation splits
     val_fraction=0.15,
+    # Scorings of the validation split after each epoch (one look of P patches per image each), whose mean
+    # accuracy chooses best.npz. One scoring of a few dozen images moves by several points from draw to draw
+    # and picks the luckiest epoch as much as the best model (README, the lymphoma data set).
+    val_repeats=1,
     estimator="reinforce",
     sampling="with",
     # REINFORCE's classifier: the sampled features' mean, not eq. 1's weights a_i / sum a, which count a cell drawn
@@ -39,7 +43,7 @@ TRAINING_DEFAULTS = dict(
 # What a run made before a setting existed was trained with: it is rebuilt, resumed and evaluated so, whatever
 # today's defaults are, and a flag typed on resuming it is compared with these.
 LEGACY = dict(temperature=1.0, border="zero", floor=0.0, attention_init="random", val_fraction=0.0,
-              estimator="reinforce", sampling="with", lr_drops=(), contrast=0.3, zoom=0.2, aggregate="attention")
+              estimator="reinforce", sampling="with", lr_drops=(), val_repeats=1, contrast=0.3, zoom=0.2, aggregate="attention")
 
 
 def setting(config, key):
@@ -47,10 +51,11 @@ def setting(config, key):
     return config.get(key, LEGACY[key])
 
 
-def scoring_seed(seed, epoch):
+def scoring_seed(seed, epoch, repeat=0):
     """The sampling seed with which training scores the validation and test images after epoch `epoch`
-    (1-based): re-scoring a checkpoint with it reproduces metrics.csv."""
-    return seed + epoch - 1
+    (1-based): re-scoring a checkpoint with it reproduces metrics.csv. `repeat` k > 0 is the validation's
+    (k+1)-th scoring (--val-repeats): a stream of its own, apart from every epoch's first."""
+    return seed + epoch - 1 if repeat == 0 else [seed, epoch, repeat]
 
 
 def drops_changed(drops, before, trained):

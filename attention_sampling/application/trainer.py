@@ -390,17 +390,22 @@ class Trainer:
         self._end_epoch(seconds)
         self._stop_if_interrupted(started)
 
-    def _evaluate(self, indices):
-        """-> (loss, accuracy) of the model on these images, with a generator seeded per epoch."""
+    def _evaluate(self, indices, repeats=1):
+        """-> (loss, accuracy) of the model on these images, with generators seeded per epoch: the means over
+        `repeats` scorings, each image classified from one look of P patches every time."""
         if not len(indices):
             return float("nan"), float("nan")
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            probabilities = predict_dataset(self.model, self.dataset, indices, tuple(self.config["image_shape"]),
-                                            self.config["batch_size"],
-                                            seed=scoring_seed(self.config["seed"], self.epoch + 1),
-                                            estimator=self.estimator, replace=self.replace)
         labels = self.dataset.labels[indices]
-        return cross_entropy(probabilities, labels), float(np.mean(probabilities.argmax(axis=1) == labels))
+        losses, accuracies = [], []
+        for repeat in range(repeats):
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                probabilities = predict_dataset(self.model, self.dataset, indices, tuple(self.config["image_shape"]),
+                                                self.config["batch_size"],
+                                                seed=scoring_seed(self.config["seed"], self.epoch + 1, repeat),
+                                                estimator=self.estimator, replace=self.replace)
+            losses.append(cross_entropy(probabilities, labels))
+            accuracies.append(float(np.mean(probabilities.argmax(axis=1) == labels)))
+        return float(np.mean(losses)), float(np.mean(accuracies))
 
     def _end_epoch(self, seconds):
         # A last step can leave NaN in the weights with finite metrics: caught before anything is written.
@@ -410,7 +415,7 @@ class Trainer:
                "entropy": totals.mean("entropy"), "distinct_cells": totals.mean("distinct_cells"),
                "outside": totals.mean("outside"), "reward": totals.mean("reward"), "seconds": round(seconds, 3),
                "waiting": round(totals.waiting, 3)}
-        row["val_loss"], row["val_accuracy"] = self._evaluate(self.val_indices)
+        row["val_loss"], row["val_accuracy"] = self._evaluate(self.val_indices, setting(self.config, "val_repeats"))
         row["test_loss"], row["test_accuracy"] = self._evaluate(self.test_indices)
         for split in ("val", "test"):
             if not math.isnan(row[f"{split}_accuracy"]) and not math.isfinite(row[f"{split}_loss"]):

@@ -122,3 +122,44 @@ def test_the_next_epochs_first_batch_is_read_during_evaluation_and_changes_nothi
     assert [(epoch, used) for prefetch, epoch, used in taken if prefetch] == [(0, False), (1, True), (2, True)]
     assert not any(used for prefetch, _, used in taken if not prefetch)
     assert histories[0] == histories[1]
+
+
+def test_val_repeats_average_validation_scorings_without_touching_training(tmp_path):
+    """--val-repeats K: the validation columns are the means of K scorings, the first the one a run with K = 1
+    logs, the others on streams of their own; training and the test column are the same run's."""
+    import imageio.v3 as iio
+
+    from attention_sampling.application.data import ImageFolder
+    from attention_sampling.application.evaluation import cross_entropy, predict_dataset
+    from attention_sampling.application.settings import TRAINING_DEFAULTS, scoring_seed
+
+    rng = np.random.default_rng(1)
+    for label in ("a", "b"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(8):
+            iio.imwrite(tmp_path / "data" / label / f"{i}.png", rng.integers(0, 255, (24, 32, 3), dtype=np.uint8))
+    dataset = ImageFolder.scan(str(tmp_path / "data"))
+    config = dict(TRAINING_DEFAULTS, data=str(tmp_path / "data"), classes=dataset.classes, image_shape=[24, 32],
+                  epochs=2, patches=3, size=8, scale=4, replicas=2, batch_size=4, seed=5, augment=True,
+                  val_fraction=0.3, test_fraction=0.2)
+    trainers = {}
+    for repeats in (1, 3):
+        trainers[repeats] = Trainer(dataset, str(tmp_path / f"run-{repeats}"), dict(config, val_repeats=repeats),
+                                    log=lambda line: None, progress=False)
+        trainers[repeats].fit()
+    one, three = (trainers[k].history for k in (1, 3))
+    for a, b in zip(one, three):
+        for column in ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "entropy", "reward"):
+            assert a[column] == b[column], column
+    trainer = trainers[3]
+    indices, labels = trainer.val_indices, dataset.labels[trainer.val_indices]
+    seeds = [scoring_seed(config["seed"], 2, repeat) for repeat in range(3)]
+    assert len({str(seed) for seed in seeds}) == 3 and seeds[0] == scoring_seed(config["seed"], 2)
+    scorings = [predict_dataset(trainer.model, dataset, indices, (24, 32), 4, seed=seed) for seed in seeds]
+    accuracies = [float(np.mean(p.argmax(axis=1) == labels)) for p in scorings]
+    assert three[-1]["val_accuracy"] == pytest.approx(np.mean(accuracies), abs=1e-12)
+    assert three[-1]["val_loss"] == pytest.approx(np.mean([cross_entropy(p, labels) for p in scorings]), abs=1e-12)
+    assert one[-1]["val_accuracy"] == pytest.approx(accuracies[0], abs=1e-12)
+    assert one[-1]["val_loss"] == pytest.approx(cross_entropy(scorings[0], labels), abs=1e-12)
+    # The looks differ from scoring to scoring (else the mean would be one scoring under another name).
+    assert not np.array_equal(scorings[0], scorings[1])
