@@ -10,6 +10,20 @@ from attention_sampling.application.errors import AttentionSamplingError
 from attention_sampling.application.trainer import EpochTotals, Trainer, augmentation, best_epoch, build_model
 
 
+def noise_folder(root, per_class, seed):
+    """Two classes a and b of `per_class` 24 x 32 noise PNGs each, under root -> its ImageFolder."""
+    import imageio.v3 as iio
+
+    from attention_sampling.application.data import ImageFolder
+
+    rng = np.random.default_rng(seed)
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            iio.imwrite(root / label / f"{i}.png", rng.integers(0, 255, (24, 32, 3), dtype=np.uint8))
+    return ImageFolder.scan(str(root))
+
+
 def row(epoch, val_accuracy, val_loss, test_accuracy):
     return {"epoch": epoch, "val_accuracy": val_accuracy, "val_loss": val_loss, "test_accuracy": test_accuracy}
 
@@ -89,17 +103,9 @@ def test_a_flag_typed_on_resuming_an_older_run_is_compared_with_what_it_was_trai
 def test_the_next_epochs_first_batch_is_read_during_evaluation_and_changes_nothing(tmp_path):
     """The loader reads epoch 2's first batch while epoch 1 is evaluated (its order computed on a copy of the
     training generator), and epoch 2 starts from it; the metrics equal those of a run without the prefetch."""
-    import imageio.v3 as iio
-
-    from attention_sampling.application.data import ImageFolder
     from attention_sampling.application.settings import TRAINING_DEFAULTS
 
-    rng = np.random.default_rng(0)
-    for label in ("a", "b"):
-        (tmp_path / "data" / label).mkdir(parents=True)
-        for i in range(6):
-            iio.imwrite(tmp_path / "data" / label / f"{i}.png", rng.integers(0, 255, (24, 32, 3), dtype=np.uint8))
-    dataset = ImageFolder.scan(str(tmp_path / "data"))
+    dataset = noise_folder(tmp_path / "data", per_class=6, seed=0)
     config = dict(TRAINING_DEFAULTS, data=str(tmp_path / "data"), classes=dataset.classes, image_shape=[24, 32],
                   epochs=3, patches=3, size=8, scale=4, replicas=2, batch_size=4, seed=3, augment=True)
     histories, taken = [], []
@@ -127,18 +133,10 @@ def test_the_next_epochs_first_batch_is_read_during_evaluation_and_changes_nothi
 def test_val_repeats_average_validation_scorings_without_touching_training(tmp_path):
     """--val-repeats K: the validation columns are the means of K scorings, the first the one a run with K = 1
     logs, the others on streams of their own; training and the test column are the same run's."""
-    import imageio.v3 as iio
-
-    from attention_sampling.application.data import ImageFolder
     from attention_sampling.application.evaluation import cross_entropy, predict_dataset
     from attention_sampling.application.settings import TRAINING_DEFAULTS, scoring_seed
 
-    rng = np.random.default_rng(1)
-    for label in ("a", "b"):
-        (tmp_path / "data" / label).mkdir(parents=True)
-        for i in range(8):
-            iio.imwrite(tmp_path / "data" / label / f"{i}.png", rng.integers(0, 255, (24, 32, 3), dtype=np.uint8))
-    dataset = ImageFolder.scan(str(tmp_path / "data"))
+    dataset = noise_folder(tmp_path / "data", per_class=8, seed=1)
     config = dict(TRAINING_DEFAULTS, data=str(tmp_path / "data"), classes=dataset.classes, image_shape=[24, 32],
                   epochs=2, patches=3, size=8, scale=4, replicas=2, batch_size=4, seed=5, augment=True,
                   val_fraction=0.3, test_fraction=0.2)
