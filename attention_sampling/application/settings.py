@@ -42,8 +42,8 @@ TRAINING_DEFAULTS = dict(
 
 # What a run made before a setting existed was trained with: it is rebuilt, resumed and evaluated so, whatever
 # today's defaults are, and a flag typed on resuming it is compared with these.
-LEGACY = dict(temperature=1.0, border="zero", floor=0.0, attention_init="random", val_fraction=0.0,
-              estimator="reinforce", sampling="with", lr_drops=(), val_repeats=1, contrast=0.3, zoom=0.2, aggregate="attention")
+LEGACY = dict(temperature=1.0, border="zero", floor=0.0, attention_init="random", val_fraction=0.0, val_repeats=1,
+              estimator="reinforce", sampling="with", lr_drops=(), contrast=0.3, zoom=0.2, aggregate="attention")
 
 
 def setting(config, key):
