@@ -27,8 +27,8 @@ METRIC_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accu
 TRAIN_FLAGS = ["--data", "--out", "--patches", "--size", "--scale", "--epochs", "--batch-size", "--replicas", "--lr",
                "--lr-drops",
                "--entropy", "--temperature", "--border", "--floor", "--attention-init", "--seed", "--test-fraction",
-               "--val-fraction", "--val-repeats", "--estimator", "--sampling", "--cache-mb", "--resume", "--contrast", "--zoom",
-               "--no-augment", "--quiet"]
+               "--val-fraction", "--val-repeats", "--estimator", "--sampling", "--cache-mb", "--resume", "--contrast",
+               "--zoom", "--no-augment", "--quiet"]
 EVALUATE_FLAGS = ["--data", "--split", "--json", "--checkpoint", "--examples", "--seed", "--repeats"]
 
 

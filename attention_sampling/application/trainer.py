@@ -397,14 +397,14 @@ class Trainer:
             return float("nan"), float("nan")
         labels = self.dataset.labels[indices]
         losses, accuracies = [], []
-        for repeat in range(repeats):
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for repeat in range(repeats):
                 probabilities = predict_dataset(self.model, self.dataset, indices, tuple(self.config["image_shape"]),
                                                 self.config["batch_size"],
                                                 seed=scoring_seed(self.config["seed"], self.epoch + 1, repeat),
                                                 estimator=self.estimator, replace=self.replace)
-            losses.append(cross_entropy(probabilities, labels))
-            accuracies.append(float(np.mean(probabilities.argmax(axis=1) == labels)))
+                losses.append(cross_entropy(probabilities, labels))
+                accuracies.append(float(np.mean(probabilities.argmax(axis=1) == labels)))
         return float(np.mean(losses)), float(np.mean(accuracies))
 
     def _end_epoch(self, seconds):
