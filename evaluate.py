@@ -36,7 +36,8 @@ def parse_args(argv=None):
                              "validation images best.npz was chosen on; train; all")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.add_argument("--checkpoint", choices=tuple(CHECKPOINT_FILES), default="best",
-                        help="best: best.npz, the epoch chosen on validation (default); last: checkpoint.npz")
+                        help="best: best.npz, the epoch chosen on validation (default); last: checkpoint.npz; "
+                             "average: average.npz, the weight average of a run trained with --average-from")
     parser.add_argument("--examples", type=non_negative_int, default=2, metavar="K",
                         help="attention pictures per class (default 2; 0: none)")
     parser.add_argument("--seed", type=int, default=None, metavar="N",

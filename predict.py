@@ -50,7 +50,8 @@ def parse_args(argv=None):
     parser.add_argument("--looks", type=positive_int, default=1, metavar="K",
                         help="average the class probabilities of K independent looks (default 1)")
     parser.add_argument("--checkpoint", choices=tuple(CHECKPOINT_FILES), default="best",
-                        help="best: best.npz, chosen on validation (default); last: checkpoint.npz")
+                        help="best: best.npz, chosen on validation (default); last: checkpoint.npz; "
+                             "average: average.npz, the weight average of a run trained with --average-from")
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the patch sampling (default 0)")
     cluster = parser.add_mutually_exclusive_group()
     cluster.add_argument("--workers", type=positive_int, default=1, metavar="N",

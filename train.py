@@ -73,6 +73,10 @@ def parse_args(argv=None):
         help="scorings of the validation split after each epoch, one look of P patches per image each; best.npz "
              "is chosen on their mean accuracy (default 1; more: a choice less at the mercy of one draw, for K "
              "times the validation time)")
+    add("--average-from", type=non_negative_int, metavar="E",
+        help="from the end of epoch E on, keep the mean of the weights after each epoch in average.npz, stochastic "
+             "weight averaging (evaluate.py --checkpoint average); best after a learning-rate drop (default 0: "
+             "none); a resumed run may set or move it while the average has not begun")
     add("--estimator", choices=("reinforce", "expectation"),
         help="attention gradient: reinforce (the paper, default) or expectation (unbiased, no reward)")
     add("--sampling", choices=("with", "without"), help="draw patches with (default) or without replacement")

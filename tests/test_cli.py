@@ -27,7 +27,7 @@ METRIC_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accu
 TRAIN_FLAGS = ["--data", "--out", "--patches", "--size", "--scale", "--epochs", "--batch-size", "--replicas", "--lr",
                "--lr-drops",
                "--entropy", "--temperature", "--border", "--floor", "--attention-init", "--seed", "--test-fraction",
-               "--val-fraction", "--val-repeats", "--estimator", "--sampling", "--cache-mb", "--resume", "--contrast",
+               "--val-fraction", "--val-repeats", "--average-from", "--estimator", "--sampling", "--cache-mb", "--resume", "--contrast",
                "--zoom", "--no-augment", "--quiet"]
 EVALUATE_FLAGS = ["--data", "--split", "--json", "--checkpoint", "--examples", "--seed", "--repeats"]
 
@@ -223,6 +223,28 @@ def test_a_learning_rate_drop_added_on_resume_repeats_a_run_made_with_it(two_epo
     assert json.loads((tmp_path / "dropped" / "config.json").read_text())["lr_drops"] == [2]
     resumed_config = json.loads((run_dir / "config.json").read_text())  # says how the run was trained
     assert (resumed_config["lr_drops"], resumed_config["epochs"]) == ([2], 3)
+
+
+def test_a_weight_average_added_on_resume_is_evaluated_and_a_missing_one_is_named(two_epoch_run, three_epoch_run,
+                                                                                  tmp_path):
+    """--average-from 3 typed when resuming after epoch 2 trains epoch 3 as before and writes average.npz, which
+    evaluate.py --checkpoint average reads; a run without one gets a one-line error naming the flag."""
+    run_dir = copy_run(two_epoch_run, tmp_path)
+    assert_one_line_error(run(EVALUATE, run_dir, "--checkpoint", "average", cwd=tmp_path), "--average-from")
+    ok(run(TRAIN, "--resume", run_dir, "--epochs", 3, "--average-from", 3, "--quiet", cwd=tmp_path))
+    _, resumed = read_metrics(run_dir)
+    _, uninterrupted = read_metrics(three_epoch_run)
+    assert without_seconds(resumed) == without_seconds(uninterrupted)
+    average = load_checkpoint(str(run_dir / "average.npz"))
+    assert (average["meta"]["epoch"], average["meta"]["averaged"]) == (3, 1)
+    last = load_checkpoint(str(run_dir / "checkpoint.npz"))["model"]
+    for key, value in average["model"].items():  # the average of one epoch is that epoch's state
+        np.testing.assert_array_equal(value, last[key])
+    result = json.loads(ok(run(EVALUATE, run_dir, "--json", "--checkpoint", "average", "--examples", 0,
+                               cwd=tmp_path)).stdout)
+    assert result["checkpoint"].endswith("average.npz") and result["epoch"] == 3
+    refused = run(TRAIN, "--resume", run_dir, "--epochs", 4, "--average-from", 2, "--quiet", cwd=tmp_path)
+    assert refused.returncode == 2 and "--average-from 2" in refused.stderr and "Traceback" not in refused.stderr
 
 
 def test_learning_rate_drops():

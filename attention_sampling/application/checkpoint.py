@@ -1,4 +1,5 @@
-"""A training run's whole state in one .npz: model, Adam, random generator, epoch and metric history.
+"""A training run's whole state in one .npz: model, Adam, random generator, epoch and metric history (and the
+running weight average, when the run keeps one).
 
 Written atomically by nn.save_arrays (temp file + rename), read back without pickle.
 """
@@ -13,10 +14,12 @@ FORMAT = "attention-sampling-numpy/checkpoint/1"
 REQUIRED = {"config": dict, "epoch": int, "history": list, "rng": dict}
 
 
-def save_checkpoint(path, model, optimizer, rng, **meta):
-    """Write model, Adam state, generator state and `meta` (epoch, config, history, ...: JSON-able)."""
+def save_checkpoint(path, model, optimizer, rng, average=None, **meta):
+    """Write model, Adam state, generator state, the weight average (a model state dict, or None) and `meta`
+    (epoch, config, history, ...: JSON-able)."""
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
     arrays.update({f"adam/{k}": v for k, v in optimizer.state_dict().items()})
+    arrays.update({f"average/{k}": v for k, v in (average or {}).items()})
     meta = {"format": FORMAT, **meta, "rng": rng.bit_generator.state}
     # JSON in a unicode array: plain text, so loading it never needs pickle.
     arrays["meta"] = np.array(json.dumps(meta))
@@ -24,7 +27,8 @@ def save_checkpoint(path, model, optimizer, rng, **meta):
 
 
 def load_checkpoint(path):
-    """-> dict(meta, model_state, adam_state); AttentionSamplingError for anything not ours."""
+    """-> dict(meta, model, adam, average: state dicts, average empty if none); AttentionSamplingError for
+    anything not ours."""
     try:
         arrays = nn.load_arrays(path)
     except nn.CheckpointError as error:
@@ -44,7 +48,8 @@ def load_checkpoint(path):
         raise AttentionSamplingError(f"{path}: not a checkpoint of this program ({error})") from None
     model_state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
     adam_state = {k[len("adam/"):]: v for k, v in arrays.items() if k.startswith("adam/")}
-    return {"meta": meta, "model": model_state, "adam": adam_state}
+    average = {k[len("average/"):]: v for k, v in arrays.items() if k.startswith("average/")}
+    return {"meta": meta, "model": model_state, "adam": adam_state, "average": average}
 
 
 def restore_rng(state, path="checkpoint"):

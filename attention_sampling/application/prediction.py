@@ -11,7 +11,7 @@ import numpy as np
 from .errors import AttentionSamplingError
 from .settings import setting
 
-CHECKPOINT_FILES = {"best": "best.npz", "last": "checkpoint.npz"}
+CHECKPOINT_FILES = {"best": "best.npz", "last": "checkpoint.npz", "average": "average.npz"}
 
 
 def checkpoint_path(run_dir, which):
@@ -20,6 +20,9 @@ def checkpoint_path(run_dir, which):
     path = os.path.join(run_dir, CHECKPOINT_FILES[which])
     if which == "best" and not os.path.isfile(path) and os.path.isfile(os.path.join(run_dir, "checkpoint.npz")):
         raise AttentionSamplingError(f"{path}: no such file (has an epoch finished?); try --checkpoint last")
+    if which == "average" and not os.path.isfile(path):
+        raise AttentionSamplingError(f"{path}: no such file: the run keeps a weight average only when trained with "
+                                     "--average-from E, from the end of epoch E on")
     return path
 
 

@@ -1,4 +1,5 @@
-"""A run folder on disk: config.json, checkpoint.npz (last epoch), best.npz, metrics.csv and .lock.
+"""A run folder on disk: config.json, checkpoint.npz (last epoch), best.npz, average.npz (if the run averages its
+weights), metrics.csv and .lock.
 
 What may go wrong on disk never costs more than the epoch in progress: every file is written to a
 temporary name and renamed, the checkpoint last; a write that fails (full disk, read-only folder) raises
@@ -52,6 +53,7 @@ class RunFolder:
         self.config = os.path.join(path, "config.json")
         self.checkpoint = os.path.join(path, "checkpoint.npz")
         self.best = os.path.join(path, "best.npz")
+        self.average = os.path.join(path, "average.npz")  # the weight average (--average-from), if kept
         self.metrics = os.path.join(path, "metrics.csv")
         self.lock = RunLock(path)
         self.saved_epoch = None  # the epoch checkpoint.npz holds, for error messages
@@ -118,10 +120,11 @@ class RunFolder:
         with self.writing(self.metrics):
             write_text(self.metrics, text.getvalue())
 
-    def save(self, path, model, optimizer, rng, **meta):
-        """checkpoint.npz or best.npz: the model, Adam, the generator and `meta` (epoch, config, history...)."""
+    def save(self, path, model, optimizer, rng, average=None, **meta):
+        """checkpoint.npz, best.npz or average.npz: the model, Adam, the generator, the weight average and
+        `meta` (epoch, config, history...)."""
         with self.writing(path):
-            save_checkpoint(path, model, optimizer, rng, **meta)
+            save_checkpoint(path, model, optimizer, rng, average, **meta)
         if path == self.checkpoint:
             self.saved_epoch = meta["epoch"]
 

@@ -28,6 +28,9 @@ TRAINING_DEFAULTS = dict(
     # accuracy chooses best.npz. One scoring of a few dozen images moves by several points from draw to draw
     # and picks the luckiest epoch as much as the best model (README, the lymphoma data set).
     val_repeats=1,
+    # Weight averaging: from this epoch on, average.npz holds the mean of the model's weights (and batch-norm
+    # statistics) after each epoch, the stochastic weight averaging of Izmailov et al. (2018). 0: none.
+    average_from=0,
     estimator="reinforce",
     sampling="with",
     # REINFORCE's classifier: the sampled features' mean, not eq. 1's weights a_i / sum a, which count a cell drawn
@@ -43,7 +46,8 @@ TRAINING_DEFAULTS = dict(
 # What a run made before a setting existed was trained with: it is rebuilt, resumed and evaluated so, whatever
 # today's defaults are, and a flag typed on resuming it is compared with these.
 LEGACY = dict(temperature=1.0, border="zero", floor=0.0, attention_init="random", val_fraction=0.0, val_repeats=1,
-              estimator="reinforce", sampling="with", lr_drops=(), contrast=0.3, zoom=0.2, aggregate="attention")
+              average_from=0, estimator="reinforce", sampling="with", lr_drops=(), contrast=0.3, zoom=0.2,
+              aggregate="attention")
 
 
 def setting(config, key):
@@ -56,6 +60,12 @@ def scoring_seed(seed, epoch, repeat=0):
     (1-based): re-scoring a checkpoint with it reproduces metrics.csv. `repeat` k > 0 is the validation's
     (k+1)-th scoring (--val-repeats): a stream of its own, apart from every epoch's first."""
     return seed + epoch - 1 if repeat == 0 else [seed, epoch, repeat]
+
+
+def average_changed(start, before, trained):
+    """Whether moving the weight average's first epoch from `before` to `start` (0: none) would change an
+    average a run has begun in its first `trained` epochs: it may only move while neither has begun."""
+    return start != before and any(0 < epoch <= trained for epoch in (start, before))
 
 
 def drops_changed(drops, before, trained):

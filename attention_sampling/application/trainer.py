@@ -24,7 +24,7 @@ from .data import Augmentation, load_batch, lower_thread_priority, stratified_sp
 from .errors import AttentionSamplingError
 from .evaluation import cross_entropy, predict_dataset
 from .runfolder import RunFolder, read_config_json
-from .settings import LEGACY, drops_changed, learning_rate, scoring_seed, setting
+from .settings import LEGACY, average_changed, drops_changed, learning_rate, scoring_seed, setting
 
 METRIC_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
                   "entropy", "distinct_cells", "outside", "reward", "seconds", "waiting")
@@ -158,6 +158,7 @@ class Trainer:
         self.optimizer = nn.Adam(self.config["lr"])
         self.rng = np.random.default_rng(self.config["seed"])
         self.epoch, self.position, self.order, self.totals, self.history = 0, 0, None, None, []
+        self.average, self.averaged = None, 0
         self.folder.write_config(self.config)
 
     def _resumed_config(self, config, saved, started):
@@ -173,6 +174,14 @@ class Trainer:
                     f"{[d for d in before if d < started] or 'none'}; --lr-drops {' '.join(map(str, drops)) or '(none)'} "
                     f"would change them; only drops from epoch {started} on can be changed")
             saved, config["lr_drops"] = {**saved, "lr_drops": drops}, drops
+        if "average_from" in config:
+            start, before = config["average_from"], setting(saved, "average_from")
+            if average_changed(start, before, started):
+                raise AttentionSamplingError(
+                    f"--resume {self.run_dir}: the run has trained {started} epoch(s) and averages its weights "
+                    f"from epoch {before or start} on; --average-from {start} would change that average; only an "
+                    "average not yet begun can be moved")
+            saved = {**saved, "average_from": start}
         for key, value in config.items():
             # A setting the run was made before: compared with what it was trained with (settings.LEGACY).
             before = saved[key] if key in saved else LEGACY.get(key, value)
@@ -206,6 +215,14 @@ class Trainer:
                 f"this program builds from its settings ({type(error).__name__}: {error}); start a new run with --out"
             ) from None
         self.rng = restore_rng(meta["rng"], self.checkpoint_path)
+        self.averaged = int(meta.get("averaged", 0))
+        self.average = state["average"] if self.averaged else None
+        if self.average is not None:
+            try:
+                build_model(self.config).load_state_dict(self.average)  # checked now, not at the next epoch's end
+            except (KeyError, TypeError, ValueError) as error:
+                raise AttentionSamplingError(f"--resume {self.run_dir}: {self.checkpoint_path} holds a weight "
+                                             f"average that does not fit the model ({error})") from None
         self.epoch = meta["epoch"]
         self.history = meta["history"]
         # metrics.csv may lag the checkpoint if a run was killed between the two writes.
@@ -243,8 +260,26 @@ class Trainer:
 
     def save(self, path=None, within_epoch=None):
         """Checkpoint after a completed epoch, or (after Ctrl-C) with the position inside the current one."""
-        self.folder.save(path or self.checkpoint_path, self.model, self.optimizer, self.rng, epoch=self.epoch,
-                         config=self.config, history=self.history, within_epoch=within_epoch)
+        self.folder.save(path or self.checkpoint_path, self.model, self.optimizer, self.rng, self.average,
+                         epoch=self.epoch, config=self.config, history=self.history, within_epoch=within_epoch,
+                         averaged=self.averaged)
+
+    def _update_average(self):
+        """Stochastic weight averaging: the running mean of the model's state after each epoch from
+        average_from on, written to average.npz as a model of its own. The batch-norm statistics are averaged
+        with the weights rather than measured again for the averaged weights: the average is taken at a low,
+        late learning rate, where each epoch moves the weights little."""
+        state = self.model.state_dict()
+        self.averaged += 1
+        if self.average is None:
+            self.average = {key: value.copy() for key, value in state.items()}
+        else:
+            for key, value in state.items():
+                self.average[key] += (value - self.average[key]) / self.average[key].dtype.type(self.averaged)
+        model = build_model(self.config)
+        model.load_state_dict(self.average)
+        self.folder.save(self.folder.average, model, self.optimizer, self.rng, epoch=self.epoch, config=self.config,
+                         history=self.history, averaged=self.averaged)
 
     # -- the loop -------------------------------------------------------------------------------------
     def fit(self):
@@ -423,7 +458,10 @@ class Trainer:
         self.history.append(row)
         self.epoch += 1
         self.order = None
-        # The checkpoint goes last: a kill before it redoes this epoch, which rewrites the other two.
+        # The checkpoint goes last: a kill before it redoes this epoch, which rewrites the others.
+        start = setting(self.config, "average_from")
+        if start and self.epoch >= start:
+            self._update_average()
         if best_epoch(self.history) == row["epoch"]:
             self.save(self.folder.best)
         self.folder.write_metrics(self.history, METRIC_COLUMNS)

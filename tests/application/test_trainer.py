@@ -161,3 +161,58 @@ def test_val_repeats_average_validation_scorings_without_touching_training(tmp_p
     assert one[-1]["val_loss"] == pytest.approx(cross_entropy(scorings[0], labels), abs=1e-12)
     # The looks differ from scoring to scoring (else the mean would be one scoring under another name).
     assert not np.array_equal(scorings[0], scorings[1])
+
+
+def test_weight_average_is_the_mean_of_the_epochs_states_and_changes_no_training(tmp_path):
+    """--average-from E: average.npz holds the mean of the model's state (weights and batch-norm statistics)
+    after epochs E, E + 1, ...; training and checkpoint.npz are those of a run without it; a run resumed after
+    every epoch keeps the same average to the bit."""
+    from attention_sampling.application.checkpoint import load_checkpoint
+    from attention_sampling.application.settings import TRAINING_DEFAULTS
+
+    dataset = noise_folder(tmp_path / "data", per_class=6, seed=2)
+    config = dict(TRAINING_DEFAULTS, data=str(tmp_path / "data"), classes=dataset.classes, image_shape=[24, 32],
+                  epochs=4, patches=3, size=8, scale=4, replicas=2, batch_size=4, seed=1, augment=True)
+    quiet = dict(log=lambda line: None, progress=False)
+    plain = Trainer(dataset, str(tmp_path / "plain"), dict(config), **quiet)
+    plain.fit()
+    averaged = Trainer(dataset, str(tmp_path / "averaged"), dict(config, average_from=2), **quiet)
+    averaged.fit()
+    assert not (tmp_path / "plain" / "average.npz").exists()
+    drop = ("seconds", "waiting")
+    assert ([{k: v for k, v in r.items() if k not in drop} for r in plain.history]
+            == [{k: v for k, v in r.items() if k not in drop} for r in averaged.history])
+    for key, value in plain.model.state_dict().items():
+        np.testing.assert_array_equal(value, averaged.model.state_dict()[key])
+
+    # The same run, one epoch per process, its state recorded after each epoch.
+    states = []
+    for epoch in range(1, 5):
+        settings = dict(config, average_from=2, epochs=1) if epoch == 1 else {"epochs": epoch}
+        trainer = Trainer(dataset, str(tmp_path / "stepwise"), settings, resume=epoch > 1, **quiet)
+        trainer.fit()
+        states.append({key: value.astype(np.float64) for key, value in trainer.model.state_dict().items()})
+    average = load_checkpoint(str(tmp_path / "averaged" / "average.npz"))
+    assert average["meta"]["epoch"] == 4 and average["meta"]["averaged"] == 3
+    stepwise = load_checkpoint(str(tmp_path / "stepwise" / "average.npz"))["model"]
+    moved = False
+    for key, value in average["model"].items():
+        np.testing.assert_array_equal(value, stepwise[key])
+        expected = np.mean([state[key] for state in states[1:]], axis=0)
+        np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-6)
+        moved |= not np.allclose(value, states[-1][key])
+    assert moved  # the average is not simply the last epoch's state
+    assert any(key.startswith("buffers/") for key in average["model"])  # batch-norm statistics are averaged too
+
+
+def test_the_weight_average_may_move_only_while_it_has_not_begun():
+    run = SimpleNamespace(run_dir="RUN")
+    saved = {"epochs": 3, "average_from": 5}
+    assert Trainer._resumed_config(run, {"average_from": 4, "epochs": 6}, saved, 3)["average_from"] == 4
+    assert Trainer._resumed_config(run, {"average_from": 0}, saved, 3)["average_from"] == 0
+    # A run made before the setting existed has none: it may take one from an epoch still ahead of it.
+    assert Trainer._resumed_config(run, {"average_from": 4}, {"epochs": 3}, 3)["average_from"] == 4
+    with pytest.raises(AttentionSamplingError, match="--average-from 3 would change"):
+        Trainer._resumed_config(run, {"average_from": 3}, {"epochs": 3}, 3)
+    with pytest.raises(AttentionSamplingError, match="from epoch 2 on"):
+        Trainer._resumed_config(run, {"average_from": 4}, {"epochs": 3, "average_from": 2}, 3)
