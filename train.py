@@ -121,6 +121,9 @@ def parse_args(argv=None):
     if args.val_fraction + args.test_fraction >= 1:
         parser.error(f"--val-fraction ({args.val_fraction}) and --test-fraction ({args.test_fraction}) leave no "
                      "images to train on: together they must stay below 1")
+    if args.average_from and args.epochs and args.average_from > args.epochs:
+        parser.error(f"--average-from ({args.average_from}) comes after the last epoch (--epochs {args.epochs}): "
+                     "no weight average would be kept")
     if args.size <= args.scale:
         parser.error(f"--size ({args.size}) must be larger than --scale ({args.scale}): "
                      "a patch must cover more than its attention cell")

@@ -360,6 +360,8 @@ def test_a_learning_rate_that_diverges_is_stopped_with_a_message(tiny_data, tmp_
     (["--val-fraction", "-0.1"], "--val-fraction"),
     (["--val-fraction", "0.6", "--test-fraction", "0.5"], "--val-fraction"),
     (["--val-repeats", "0"], "--val-repeats"),
+    (["--average-from", "-1"], "--average-from"),
+    (["--average-from", "5", "--epochs", "4"], "--average-from"),
     (["--temperature", "0"], "--temperature"),
     (["--border", "wrap"], "--border"),
     (["--floor", "1"], "--floor"),
