@@ -75,8 +75,8 @@ def parse_args(argv=None):
              "times the validation time)")
     add("--average-from", type=non_negative_int, metavar="E",
         help="from the end of epoch E on, keep the mean of the weights after each epoch in average.npz, stochastic "
-             "weight averaging (evaluate.py --checkpoint average); best after a learning-rate drop (default 0: "
-             "none); a resumed run may set or move it while the average has not begun")
+             "weight averaging (evaluate.py --checkpoint average), meant for the epochs after a learning-rate drop "
+             "(default 0: none); a resumed run may set or move it while the average has not begun")
     add("--estimator", choices=("reinforce", "expectation"),
         help="attention gradient: reinforce (the paper, default) or expectation (unbiased, no reward)")
     add("--sampling", choices=("with", "without"), help="draw patches with (default) or without replacement")
