@@ -158,7 +158,7 @@ class Trainer:
         self.optimizer = nn.Adam(self.config["lr"])
         self.rng = np.random.default_rng(self.config["seed"])
         self.epoch, self.position, self.order, self.totals, self.history = 0, 0, None, None, []
-        self.average, self.averaged = None, 0
+        self.average, self.averaged = None, 0  # the averaged model (--average-from) and the epochs in it
         self.folder.write_config(self.config)
 
     def _resumed_config(self, config, saved, started):
@@ -216,10 +216,11 @@ class Trainer:
             ) from None
         self.rng = restore_rng(meta["rng"], self.checkpoint_path)
         self.averaged = int(meta.get("averaged", 0))
-        self.average = state["average"] if self.averaged else None
-        if self.average is not None:
+        self.average = None
+        if self.averaged:
             try:
-                build_model(self.config).load_state_dict(self.average)  # checked now, not at the next epoch's end
+                self.average = build_model(self.config)
+                self.average.load_state_dict(state["average"])  # checked now, not at the next epoch's end
             except (KeyError, TypeError, ValueError) as error:
                 raise AttentionSamplingError(f"--resume {self.run_dir}: {self.checkpoint_path} holds a weight "
                                              f"average that does not fit the model ({error})") from None
@@ -260,7 +261,8 @@ class Trainer:
 
     def save(self, path=None, within_epoch=None):
         """Checkpoint after a completed epoch, or (after Ctrl-C) with the position inside the current one."""
-        self.folder.save(path or self.checkpoint_path, self.model, self.optimizer, self.rng, self.average,
+        self.folder.save(path or self.checkpoint_path, self.model, self.optimizer, self.rng,
+                         self.average.state_dict() if self.average is not None else None,
                          epoch=self.epoch, config=self.config, history=self.history, within_epoch=within_epoch,
                          averaged=self.averaged)
 
@@ -272,14 +274,14 @@ class Trainer:
         state = self.model.state_dict()
         self.averaged += 1
         if self.average is None:
-            self.average = {key: value.copy() for key, value in state.items()}
+            self.average = build_model(self.config)
+            self.average.load_state_dict(state)
         else:
-            for key, value in state.items():
-                self.average[key] += (value - self.average[key]) / self.average[key].dtype.type(self.averaged)
-        model = build_model(self.config)
-        model.load_state_dict(self.average)
-        self.folder.save(self.folder.average, model, self.optimizer, self.rng, epoch=self.epoch, config=self.config,
-                         history=self.history, averaged=self.averaged)
+            # In place: state_dict() hands out the averaged model's own arrays.
+            for key, mean in self.average.state_dict().items():
+                mean += (state[key] - mean) / mean.dtype.type(self.averaged)
+        self.folder.save(self.folder.average, self.average, self.optimizer, self.rng, epoch=self.epoch,
+                         config=self.config, history=self.history, averaged=self.averaged)
 
     # -- the loop -------------------------------------------------------------------------------------
     def fit(self):
