@@ -169,10 +169,16 @@ def summarise(rows, grid=PAPER_GRID):
             chosen = [r for r in setting if int(r["epochs"]) == epochs and (r.get("lr_drops") or "") == drops]
             sizes = sorted({int(r["size"]) for r in chosen})
             budget = f"{epochs}, lr x {LR_DROP} after {drops.replace(' ', ', ')}" if drops else f"{epochs}"
+            # Runs trained with --val-fraction 0 have no validation split: their "best" is the last epoch by
+            # construction, and a column of copies (or of nan) would read as a second measurement.
+            validated = all(np.isfinite(float(r["val_accuracy"])) for r in chosen)
+            best = mean_std(chosen, "test_accuracy_best", 3) if validated else "–"
+            repeated_best = repeated(chosen, "test_repeated_best") if validated else "–"
+            validation = mean_std(chosen, "val_accuracy", 3) if validated else "none (--val-fraction 0)"
             lines.append(f"| {paper_size} -> {'/'.join(map(str, sizes))} | {patches} | {len(chosen)} | "
-                         f"{budget} | {mean_std(chosen, 'test_accuracy_best', 3)} | "
-                         f"{mean_std(chosen, 'test_accuracy_last', 3)} | {repeated(chosen, 'test_repeated_best')} | "
-                         f"{repeated(chosen, 'test_repeated_last')} | {mean_std(chosen, 'val_accuracy', 3)} | "
+                         f"{budget} | {best} | "
+                         f"{mean_std(chosen, 'test_accuracy_last', 3)} | {repeated_best} | "
+                         f"{repeated(chosen, 'test_repeated_last')} | {validation} | "
                          f"{mean_std(chosen, 'seconds', 0, 1 / 60)} | {PAPER_TEST_ACCURACY[(paper_size, patches)]} | "
                          f"{REFERENCE_VALIDATION[(paper_size, patches)]} |")
     return "\n".join(lines)

@@ -73,6 +73,10 @@ def test_paper_table_summary_layout():
     assert experiments.summarise(scored[:1] + rows[1:]).splitlines()[2].split("|")[7].strip() == "–"
     fewer = [dict(row, repeats=3) for row in scored]
     assert "(3 scorings)" in experiments.summarise(fewer).splitlines()[2]
+    # Trained without a validation split (--val-fraction 0): nothing was chosen, only the last epoch is shown.
+    refit = [dict(row, val_accuracy=float("nan"), best_epoch=30) for row in scored]
+    cells = [cell.strip() for cell in experiments.summarise(refit).splitlines()[2].strip("|").split("|")]
+    assert cells[4:9] == ["–", "0.750 ± 0.050", "–", "0.450 ± 0.050", "none (--val-fraction 0)"]
     # The same budget with a learning-rate drop is a line of its own.
     dropped = [dict(row, lr_drops="20") for row in rows]
     lines = experiments.summarise(rows + dropped).splitlines()
