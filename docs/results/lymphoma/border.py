@@ -1,0 +1,41 @@
+"""Where a run's attention lies on the test slides: near the border or inside, spread or on one cell.
+Usage (from the project root): python docs/results/lymphoma/border.py RUN [RUN ...] (best.npz of each run;
+the test split of its data, one look per slide with the sampling seed evaluate.py uses)."""
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.getcwd())
+from attention_sampling.application.data import DEFAULT_MAX_PIXELS, ImageFolder, stratified_split  # noqa: E402
+from attention_sampling.application.evaluation import predict_dataset  # noqa: E402
+from attention_sampling.application.prediction import load_run  # noqa: E402
+from attention_sampling.application.settings import scoring_seed, setting  # noqa: E402
+
+print("| run | epoch | heaviest cell in the outer ring | ... within 5 cells of the border | attention in the outer ring "
+      "| ... within 5 cells | one cell above 0.5 | entropy median (nats) |")
+print("|---|---|---|---|---|---|---|---|")
+for run in sys.argv[1:]:
+    config, model, epoch, _ = load_run(run, "best")
+    dataset = ImageFolder.scan(config["data"], config.get("max_pixels", DEFAULT_MAX_PIXELS))
+    split = stratified_split(dataset.labels, config["test_fraction"], config["seed"], setting(config, "val_fraction"))
+    maps = []  # one (H, W) attention map per test slide
+    predict_dataset(model, dataset, split.test, tuple(config["image_shape"]), config["batch_size"],
+                    seed=scoring_seed(config["seed"], epoch), estimator=setting(config, "estimator"),
+                    replace=setting(config, "sampling") == "with",
+                    on_batch=lambda start, prediction: maps.extend(prediction.attention))
+    height, width = maps[0].shape
+    rows, cols = np.unravel_index([a.argmax() for a in maps], (height, width))
+    # Distance in cells from the heaviest cell to the nearest edge of the map (0: the outer ring).
+    edge = np.minimum.reduce([rows, cols, height - 1 - rows, width - 1 - cols])
+
+    def ring(k):
+        """Share of the attention within k cells of the border, mean over slides, and that share of a uniform map."""
+        inside = np.mean([a[k:height - k, k:width - k].sum() for a in maps])
+        return 1 - inside, 1 - (height - 2 * k) * (width - 2 * k) / (height * width)
+
+    (outer, outer_area), (band, band_area) = ring(1), ring(5)
+    entropy = np.median([-(a[a > 0] * np.log(a[a > 0])).sum() for a in maps])
+    heavy = np.mean([a.max() > 0.5 for a in maps])
+    print(f"| {run} | {epoch} | {np.mean(edge < 1):.2f} | {np.mean(edge < 5):.2f} | {outer:.3f} (uniform {outer_area:.3f}) "
+          f"| {band:.3f} (uniform {band_area:.3f}) | {heavy:.2f} | {entropy:.2f} |", flush=True)
