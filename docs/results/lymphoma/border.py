@@ -8,7 +8,7 @@ import numpy as np
 
 sys.path.insert(0, os.getcwd())
 from attention_sampling.application.data import DEFAULT_MAX_PIXELS, ImageFolder, stratified_split  # noqa: E402
-from attention_sampling.application.evaluation import predict_dataset  # noqa: E402
+from attention_sampling.application.evaluation import attention_summary, predict_dataset  # noqa: E402
 from attention_sampling.application.prediction import load_run  # noqa: E402
 from attention_sampling.application.settings import scoring_seed, setting  # noqa: E402
 
@@ -19,11 +19,16 @@ for run in sys.argv[1:]:
     config, model, epoch, _ = load_run(run, "best")
     dataset = ImageFolder.scan(config["data"], config.get("max_pixels", DEFAULT_MAX_PIXELS))
     split = stratified_split(dataset.labels, config["test_fraction"], config["seed"], setting(config, "val_fraction"))
-    maps = []  # one (H, W) attention map per test slide
+    maps, summaries = [], []  # one (H, W) attention map per test slide; evaluate.py's numbers per batch
+
+    def keep(start, prediction):
+        maps.extend(prediction.attention)
+        summaries.append(attention_summary(prediction.attention, prediction.cells))
+
     predict_dataset(model, dataset, split.test, tuple(config["image_shape"]), config["batch_size"],
                     seed=scoring_seed(config["seed"], epoch), estimator=setting(config, "estimator"),
                     replace=setting(config, "sampling") == "with",
-                    on_batch=lambda start, prediction: maps.extend(prediction.attention))
+                    on_batch=keep)
     height, width = maps[0].shape
     rows, cols = np.unravel_index([a.argmax() for a in maps], (height, width))
     # Distance in cells from the heaviest cell to the nearest edge of the map (0: the outer ring).
@@ -35,7 +40,7 @@ for run in sys.argv[1:]:
         return 1 - inside, 1 - (height - 2 * k) * (width - 2 * k) / (height * width)
 
     (outer, outer_area), (band, band_area) = ring(1), ring(5)
-    entropy = np.median([-(a[a > 0] * np.log(a[a > 0])).sum() for a in maps])
-    heavy = np.mean([a.max() > 0.5 for a in maps])
+    entropy = np.median(np.concatenate([summary["entropy"] for summary in summaries]))
+    heavy = np.mean(np.concatenate([summary["largest"] for summary in summaries]) > 0.5)
     print(f"| {run} | {epoch} | {np.mean(edge < 1):.2f} | {np.mean(edge < 5):.2f} | {outer:.3f} (uniform {outer_area:.3f}) "
           f"| {band:.3f} (uniform {band_area:.3f}) | {heavy:.2f} | {entropy:.2f} |", flush=True)
