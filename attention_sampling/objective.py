@@ -156,8 +156,9 @@ def floored_attention(log_attention, floor):
     if floor == 0:
         return log_attention
     cells = log_attention.shape[1] * log_attention.shape[2]
-    # log((1 - eps) a + eps / K) = logaddexp(log(1 - eps) + log a, log(eps / K)), exact for tiny a too.
-    return np.logaddexp(np.log1p(-floor) + log_attention, np.log(floor / cells)).astype(log_attention.dtype)
+    # log((1 - eps) a + eps / K) = logaddexp(log(1 - eps) + log a, log eps - log K), exact for tiny a too, and
+    # for an eps so small that eps / K would underflow to 0.
+    return np.logaddexp(np.log1p(-floor) + log_attention, np.log(floor) - np.log(cells)).astype(log_attention.dtype)
 
 
 def floored_attention_backward(grad_log_sampled, log_attention, log_sampled, floor):

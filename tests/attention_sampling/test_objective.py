@@ -110,6 +110,13 @@ def test_floor_zero_is_the_identity():
     assert floored_attention_backward(grad, log_attention, log_attention, 0.0) is grad
 
 
+def test_a_floor_too_small_for_eps_over_k_is_the_attention_without_a_warning():
+    # eps / K underflows to 0 for a subnormal eps; log eps - log K does not, and log 0 would warn.
+    log_attention = nn.log_softmax(np.random.default_rng(1).standard_normal((2, 3, 4)), axis=(1, 2))
+    with np.errstate(divide="raise", invalid="raise"):
+        np.testing.assert_allclose(floored_attention(log_attention, 5e-324), log_attention, rtol=1e-15)
+
+
 @settings(max_examples=5)
 @given(st.integers(0, 2**31 - 1), st.sampled_from([1, 2]))
 def test_reinforce_monte_carlo_mean_within_standard_error(seed, k):
