@@ -83,7 +83,7 @@ def example_positions(labels, n_classes, per_class):
 
 def evaluate(args):
     """-> (result dict, what the pictures need)."""
-    from attention_sampling.application.data import stratified_split
+    from attention_sampling.application.data import run_split
     from attention_sampling.application.evaluation import (attention_summary, classification_report, cross_entropy,
                                                            predict_dataset, repeated_accuracy)
 
@@ -92,7 +92,7 @@ def evaluate(args):
     config, model, epoch, checkpoint = load_run(args.run, args.checkpoint)
     dataset = open_data(args.data, config)
     classes = list(config["classes"])
-    split = stratified_split(dataset.labels, config["test_fraction"], config["seed"], setting(config, "val_fraction"))
+    split = run_split(dataset.labels, config)
     indices = {"test": split.test, "val": split.val, "train": split.train, "all": np.arange(len(dataset))}[args.split]
     if len(indices) == 0:
         raise AttentionSamplingError(f"--split {args.split}: no images in it")

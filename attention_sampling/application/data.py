@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from .errors import AttentionSamplingError
 from .errors import one_line as _one_line
-from .settings import TRAINING_DEFAULTS
+from .settings import TRAINING_DEFAULTS, setting
 from .slides import SLIDE_EXTENSIONS, check_source, is_slide, load_slides, slide_shape
 
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp") + SLIDE_EXTENSIONS
@@ -345,6 +345,12 @@ class Split(NamedTuple):
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
+
+
+def run_split(labels, config):
+    """(N,) labels and a run's config -> the Split the run was trained with. Runs made before validation existed
+    have no val_fraction: the same split as then (no validation)."""
+    return stratified_split(labels, config["test_fraction"], config["seed"], setting(config, "val_fraction"))
 
 
 def stratified_split(labels, test_fraction, seed, val_fraction=0.0):

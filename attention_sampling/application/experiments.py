@@ -413,13 +413,13 @@ def looks_table(args):
     """Accuracy, run-to-run agreement and time of predictions averaged over K looks, on a run's test split."""
     import time
 
-    from .data import load_batch, stratified_split
+    from .data import load_batch, run_split
     from .prediction import image_rng, load_run
     from ..training import predict
 
     config, model, epoch, checkpoint = load_run(args.run, "best")
     dataset = ImageFolder.scan(args.data or config["data"])
-    split = stratified_split(dataset.labels, config["test_fraction"], config["seed"], setting(config, "val_fraction"))
+    split = run_split(dataset.labels, config)
     images = load_batch(dataset, split.test, tuple(config["image_shape"]))
     labels = dataset.labels[split.test]
     predict(model, images[:1], np.random.default_rng(0))  # compiles or loads the kernels before timing

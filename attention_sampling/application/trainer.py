@@ -20,7 +20,7 @@ import nn
 from ..models import AttentionSamplingModel
 from ..training import train_step
 from .checkpoint import restore_rng
-from .data import Augmentation, load_batch, lower_thread_priority, stratified_split
+from .data import Augmentation, load_batch, lower_thread_priority, run_split
 from .errors import AttentionSamplingError
 from .evaluation import cross_entropy, predict_dataset
 from .runfolder import RunFolder, read_config_json
@@ -137,9 +137,7 @@ class Trainer:
                 self.config = config
                 self._start()
             self.folder.remove_temporaries()
-            # Runs made before validation existed have no val_fraction: the same split as then (no validation).
-            self.train_indices, self.val_indices, self.test_indices = stratified_split(
-                dataset.labels, self.config["test_fraction"], self.config["seed"], setting(self.config, "val_fraction"))
+            self.train_indices, self.val_indices, self.test_indices = run_split(dataset.labels, self.config)
             self.augment = augmentation(self.config)
             self.estimator = setting(self.config, "estimator")
             self.replace = setting(self.config, "sampling") == "with"

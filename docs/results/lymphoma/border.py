@@ -7,7 +7,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.getcwd())
-from attention_sampling.application.data import DEFAULT_MAX_PIXELS, ImageFolder, stratified_split  # noqa: E402
+from attention_sampling.application.data import DEFAULT_MAX_PIXELS, ImageFolder, run_split  # noqa: E402
 from attention_sampling.application.evaluation import attention_summary, predict_dataset  # noqa: E402
 from attention_sampling.application.prediction import load_run  # noqa: E402
 from attention_sampling.application.settings import scoring_seed, setting  # noqa: E402
@@ -18,7 +18,7 @@ print("|---|---|---|---|---|---|---|---|")
 for run in sys.argv[1:]:
     config, model, epoch, _ = load_run(run, "best")
     dataset = ImageFolder.scan(config["data"], config.get("max_pixels", DEFAULT_MAX_PIXELS))
-    split = stratified_split(dataset.labels, config["test_fraction"], config["seed"], setting(config, "val_fraction"))
+    split = run_split(dataset.labels, config)
     maps, summaries = [], []  # one (H, W) attention map per test slide; evaluate.py's numbers per batch
 
     def keep(start, prediction):

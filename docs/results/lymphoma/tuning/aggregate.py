@@ -9,8 +9,7 @@ import numpy as np
 
 sys.path.insert(0, os.getcwd())
 from attention_sampling.application.prediction import load_run
-from attention_sampling.application.data import stratified_split, load_batch, ImageFolder
-from attention_sampling.application.settings import setting
+from attention_sampling.application.data import run_split, load_batch, ImageFolder
 import nn
 from attention_sampling import training
 from attention_sampling.objective import expected_logits, expectation_logits, estimator_weights
@@ -18,7 +17,7 @@ from attention_sampling.objective import expected_logits, expectation_logits, es
 run, which = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "best"
 config, model, epoch, _ = load_run(run, which)
 ds = ImageFolder.scan(config["data"])
-split = stratified_split(ds.labels, config["test_fraction"], config["seed"], setting(config, "val_fraction"))
+split = run_split(ds.labels, config)
 looks = 4
 for name in ("val", "test"):
     idx = getattr(split, name)
