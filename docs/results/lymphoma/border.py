@@ -7,17 +7,18 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.getcwd())
-from attention_sampling.application.data import DEFAULT_MAX_PIXELS, ImageFolder, run_split  # noqa: E402
+from attention_sampling.application.data import run_split  # noqa: E402
 from attention_sampling.application.evaluation import attention_summary, predict_dataset  # noqa: E402
 from attention_sampling.application.prediction import load_run  # noqa: E402
 from attention_sampling.application.settings import scoring_seed, setting  # noqa: E402
+from evaluate import open_data  # noqa: E402  (the run's images, as evaluate.py reads them)
 
 print("| run | epoch | heaviest cell in the outer ring | ... within 5 cells of the border | attention in the outer ring "
       "| ... within 5 cells | one cell above 0.5 | entropy median (nats) |")
 print("|---|---|---|---|---|---|---|---|")
 for run in sys.argv[1:]:
     config, model, epoch, _ = load_run(run, "best")
-    dataset = ImageFolder.scan(config["data"], config.get("max_pixels", DEFAULT_MAX_PIXELS))
+    dataset = open_data(None, config)
     split = run_split(dataset.labels, config)
     maps, summaries = [], []  # one (H, W) attention map per test slide; evaluate.py's numbers per batch
 
