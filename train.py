@@ -17,7 +17,7 @@ from attention_sampling.application.data import DEFAULT_CACHE_BYTES, DEFAULT_MAX
 from attention_sampling.application.embedded import ensure_default_dataset
 from attention_sampling.application.errors import AttentionSamplingError
 from attention_sampling.application.settings import ENTROPY_BY_ESTIMATOR, LR_DROP, TRAINING_DEFAULTS, setting
-from attention_sampling.models import AGGREGATES
+from attention_sampling.models import AGGREGATES, ATTENTION_PADDINGS
 
 PAPER_EPOCHS = 300
 # The embedded data set is learnt long before 300 epochs; this keeps the default run near 15 minutes.
@@ -63,6 +63,9 @@ def parse_args(argv=None):
     add("--attention-init", choices=("uniform", "random"),
         help=f"start the attention uniform (its last layer zeroed) or as drawn (the original method) "
              f"(default {TRAINING_DEFAULTS['attention_init']})")
+    add("--attention-padding", choices=ATTENTION_PADDINGS,
+        help=f"how the attention network's convolutions fill the view's border: mirrored, repeated, or zeros (the "
+             f"original method, which favours border cells) (default {TRAINING_DEFAULTS['attention_padding']})")
     add("--seed", type=int, metavar="N", help="seed of the split, the model and the sampling (default 0)")
     add("--test-fraction", type=fraction, metavar="F",
         help="share of each class held out for testing, never used to choose anything (default 0.15)")

@@ -9,6 +9,8 @@ AGGREGATES = ("attention", "mean")
 
 NEGATIVE_SLOPE = 0.01
 ATTENTION_INITS = ("random", "uniform")
+# How the attention network's convolutions fill the view's border (AttentionNetwork).
+ATTENTION_PADDINGS = ("zero", "reflect", "edge")
 
 
 class AttentionNetwork(nn.Sequential):
@@ -19,6 +21,11 @@ class AttentionNetwork(nn.Sequential):
     nothing is learned below it, so its (image-sized) input gradient is never computed; nor is the first
     convolution's (input_gradient=False). The leaky ReLUs work in place on the batch norms' outputs.
 
+    padding: how its 3x3 convolutions fill the view's border: "zero" (the original method), or "reflect" /
+    "edge" (nn.Conv2d), which keep a flat view flat up to its edge. With zeros, border cells differ from the
+    rest of a near-flat view and batch norm magnifies the difference: a randomly drawn network starts with
+    its weight on the border (docs/results/border/).
+
     init: "random" draws every layer (the original method); "uniform" then zeroes the last 1x1 convolution,
     so the untrained attention is exactly uniform. Why: the zero-padded convolutions and the batch norm make
     border cells stand out on a near-flat view (a logit gap of many standard deviations), and a random last
@@ -28,15 +35,18 @@ class AttentionNetwork(nn.Sequential):
     generator, so the feature network is the same under both.
     """
 
-    def __init__(self, scale, in_channels=3, hidden=8, depth=3, rng=None, dtype=np.float32, init="random"):
+    def __init__(self, scale, in_channels=3, hidden=8, depth=3, rng=None, dtype=np.float32, init="random",
+                 padding="zero"):
         if init not in ATTENTION_INITS:
             raise ValueError(f"init must be one of {ATTENTION_INITS}, got {init!r}")
+        if padding not in ATTENTION_PADDINGS:
+            raise ValueError(f"padding must be one of {ATTENTION_PADDINGS}, got {padding!r}")
         rng = nn.init.default_rng(rng)
         layers = []
         channels = in_channels
         for index in range(depth):
-            layers += [nn.Conv2d(channels, hidden, 3, rng=rng, negative_slope=NEGATIVE_SLOPE, dtype=dtype,
-                                 input_gradient=index > 0),
+            layers += [nn.Conv2d(channels, hidden, 3, padding="same" if padding == "zero" else padding, rng=rng,
+                                 negative_slope=NEGATIVE_SLOPE, dtype=dtype, input_gradient=index > 0),
                        nn.BatchNorm2d(hidden, dtype=dtype),
                        nn.LeakyReLU(NEGATIVE_SLOPE, inplace=True)]
             channels = hidden
@@ -98,9 +108,10 @@ class AttentionSamplingModel:
     P; the classifier temperature T (o = softmax(T x eq. 1)); what a patch sees past the image edge
     (border: "zero", "reflect" or "inside", patches.py); the uniform floor eps mixed into the attention
     when sampling (objective.floored_attention); how the attention network starts (attention_init, see
-    AttentionNetwork); how the P features are combined (aggregate: "attention", eq. 1's weights a_i / sum a,
+    AttentionNetwork); how its convolutions pad the view (attention_padding, the same); how the P features are combined (aggregate: "attention", eq. 1's weights a_i / sum a,
     or "mean", the Monte-Carlo mean of the sampled features, an estimate of E_a[f]). The defaults of the
-    last five are the original method's (T = 1, zero padding, no floor, random start, eq. 1); train.py's
+    last six are the original method's (T = 1, zero padding of patches and of the attention's convolutions, no
+    floor, random start, eq. 1); train.py's
     defaults are chosen by experiment (README).
 
     `params`, `grads` and `buffers` are flat dicts prefixed 'attention.' and 'features.', so one Adam
@@ -109,7 +120,7 @@ class AttentionSamplingModel:
 
     def __init__(self, n_classes, scale=4, patch_size=50, n_patches=20, in_channels=3, seed=0,
                  dtype=np.float32, temperature=1.0, border="zero", floor=0.0, attention_init="random",
-                 aggregate="attention"):
+                 aggregate="attention", attention_padding="zero"):
         if border not in BORDERS:
             raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
         if not 0 <= floor < 1:
@@ -119,8 +130,10 @@ class AttentionSamplingModel:
         rng = np.random.default_rng(seed)
         self.config = dict(n_classes=int(n_classes), scale=int(scale), patch_size=int(patch_size),
                            n_patches=int(n_patches), in_channels=int(in_channels), temperature=float(temperature),
-                           border=border, floor=float(floor), attention_init=attention_init, aggregate=aggregate)
-        self.attention = AttentionNetwork(scale, in_channels, rng=rng, dtype=dtype, init=attention_init)
+                           border=border, floor=float(floor), attention_init=attention_init, aggregate=aggregate,
+                           attention_padding=attention_padding)
+        self.attention = AttentionNetwork(scale, in_channels, rng=rng, dtype=dtype, init=attention_init,
+                                          padding=attention_padding)
         self.features = FeatureNetwork(n_classes, in_channels, rng=rng, dtype=dtype)
 
     n_classes = property(lambda self: self.config["n_classes"])
@@ -132,6 +145,7 @@ class AttentionSamplingModel:
     floor = property(lambda self: self.config["floor"])
     attention_init = property(lambda self: self.config["attention_init"])
     aggregate = property(lambda self: self.config["aggregate"])
+    attention_padding = property(lambda self: self.config["attention_padding"])
 
     def _merged(self, attribute):
         merged = {f"attention.{k}": v for k, v in getattr(self.attention, attribute).items()}

@@ -26,6 +26,43 @@ def same_padding(kernel_size):
     return before, kernel_size - 1 - before
 
 
+# Paddings a Conv2d takes: "same" and "valid" as usual (zeros, never materialised); "reflect" and "edge" keep
+# the output's size as "same" does, but the border rows and columns are the input mirrored (numpy's
+# mode="reflect") or repeated (mode="edge"), so a flat map stays flat up to its edge.
+PADDINGS = ("same", "valid", "reflect", "edge")
+
+
+def pad_indices(length, before, after, mode):
+    """Source index along one axis of each of the length + before + after padded positions (numpy's np.pad)."""
+    return np.pad(np.arange(length), (before, after), mode=mode)
+
+
+def pad_map(x, pads, mode):
+    """(N, H, W, C) -> (N, H + top + bottom, W + left + right, C), the border filled by `mode` (np.pad)."""
+    top, bottom, left, right = pads
+    rows = pad_indices(x.shape[1], top, bottom, mode)
+    cols = pad_indices(x.shape[2], left, right, mode)
+    return np.ascontiguousarray(x[:, rows][:, :, cols])
+
+
+def fold_padding(grad, shape, pads, mode):
+    """The adjoint of pad_map: (N, H + top + bottom, W + left + right, C) dL/d(padded) -> (N, H, W, C) dL/dx,
+    each padded position's gradient added to the input position it was copied from."""
+    top, bottom, left, right = pads
+    _, height, width, _ = shape
+    for axis, length, before, after in ((1, height, top, bottom), (2, width, left, right)):
+        source = pad_indices(length, before, after, mode)
+        inner = [slice(None)] * 4
+        inner[axis] = slice(before, before + length)
+        folded = grad[tuple(inner)].copy()
+        for k in list(range(before)) + list(range(before + length, before + length + after)):
+            at, to = [slice(None)] * 4, [slice(None)] * 4
+            at[axis], to[axis] = k, source[k]
+            folded[tuple(to)] += grad[tuple(at)]
+        grad = folded
+    return grad
+
+
 def _chunks(n, bytes_per_item):
     step = max(1, _CHUNK_BYTES // max(1, bytes_per_item))
     for start in range(0, n, step):
@@ -47,7 +84,8 @@ class SparseGradient:
 
 
 class Conv2d(Layer):
-    """(N, H, W, C_in) -> (N, H', W', C_out); stride 1; padding "same" (H' = H) or "valid" (H' = H - k + 1).
+    """(N, H, W, C_in) -> (N, H', W', C_out); stride 1; padding "same" (H' = H) or "valid" (H' = H - k + 1), or
+    "reflect" / "edge": H' = H as "same", the border mirrored or repeated instead of zeros (pad_map).
 
     Weight (kh, kw, C_in, C_out), bias (C_out,).  Backward, with y = x_pad (*) w:
       dL/dw[i, j] = sum over positions of x_pad[p + i, q + j]^T g[p, q]
@@ -62,6 +100,11 @@ class Conv2d(Layer):
     input_gradient=False: backward fills the parameter gradients and returns None. For a network's first
     layer, whose input is data: dL/dx would cost as much as the forward pass and nothing would read it.
     (negative_slope only scales the Kaiming initialisation for a following leaky ReLU.)
+
+    "reflect" and "edge" materialise the padded input (pad_map) and run the "valid" kernels on it; backward
+    folds the padded input's gradient back onto the input (fold_padding). Why they exist: zero padding makes
+    border cells differ from the rest of a flat map, which the attention network turns into a border bias
+    (docs/results/border/).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size=3, padding="same", bias=True,
@@ -69,14 +112,14 @@ class Conv2d(Layer):
         super().__init__()
         self.input_gradient = input_gradient
         kh, kw = (kernel_size, kernel_size) if np.isscalar(kernel_size) else tuple(kernel_size)
-        if padding not in ("same", "valid"):
-            raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
+        if padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
         self.kernel_size = (kh, kw)
         self.padding = padding
-        if padding == "same":
-            self.pads = same_padding(kh) + same_padding(kw)
-        else:
-            self.pads = (0, 0, 0, 0)
+        # The kernels' implicit zero padding; an explicit one (reflect, edge) is made by pad_map instead.
+        self.pads = same_padding(kh) + same_padding(kw) if padding == "same" else (0, 0, 0, 0)
+        self.explicit_pads = same_padding(kh) + same_padding(kw) if padding in ("reflect", "edge") else None
+        self.input_shape = None
         rng = default_rng(rng)
         fan_in = kh * kw * in_channels
         self.params["weight"] = kaiming_normal(rng, (kh, kw, in_channels, out_channels), fan_in,
@@ -99,6 +142,8 @@ class Conv2d(Layer):
         Conv2d -> LeakyReLU -> GlobalMaxPool2d so, the feature network's end). The map is never written: each
         output row keeps its running maxima, and backward, given dL/d(maxima), starts from their positions."""
         check_fused_slope(negative_slope)
+        self.input_shape = x.shape
+        x = self._padded(x)
         self.input = x
         if global_max:
             maxima, self.global_argmax = self._correlate(x, self.params["weight"], self.params.get("bias"),
@@ -120,8 +165,15 @@ class Conv2d(Layer):
         if scale is not None:
             bias = shift if bias is None else bias * scale + shift
             weight = weight * scale
-        out = self._correlate(x, weight, bias, negative_slope, global_max)
+        out = self._correlate(self._padded(x), weight, bias, negative_slope, global_max)
         return out[0] if global_max else out
+
+    def _padded(self, x):
+        """x, or for "reflect" / "edge" padding x with its border materialised (pad_map)."""
+        if self.explicit_pads is None:
+            return x
+        check_spatial(self, x.shape, x.shape[1:3])
+        return pad_map(x, self.explicit_pads, self.padding)
 
     def _output_hw(self, input_shape):
         """(N, H, W, C_in) -> (out_h, out_w), checked non-empty."""
@@ -145,6 +197,15 @@ class Conv2d(Layer):
         """dL/dy -> dL/dx (None without input_gradient), the parameters' gradients into self.grads. dL/dy is
         an array or a SparseGradient. Where dL/dy is sparse, dL/dx is computed on the positions it reaches only;
         keep_sparse=True returns it as a SparseGradient then (nn.Sequential, for the Conv2d below), else dense."""
+        if self.explicit_pads is None:
+            return self._backward(grad_out, keep_sparse)
+        grad_in = self._backward(grad_out, keep_sparse=False)
+        if grad_in is None:
+            return None
+        return fold_padding(grad_in, self.input_shape, self.explicit_pads, self.padding)
+
+    def _backward(self, grad_out, keep_sparse=False):
+        """backward with respect to the (padded) input the kernels saw."""
         if self.global_argmax is not None:
             return self._global_max_backward(grad_out, keep_sparse)
         if isinstance(grad_out, SparseGradient):
@@ -210,7 +271,7 @@ class Conv2d(Layer):
         # sparse backward on the rows 82-90 (so SPARSE_FRACTION_WEIGHTS_ONLY is for a dense dL/dy only).
         if self.input_gradient and len(grad_out.positions) > SPARSE_FRACTION * np.prod(grad_out.shape[:3]):
             # Conv2d.backward, not self.backward: a benchmark's per-layer clock wraps the latter (counted once).
-            return Conv2d.backward(self, grad_out.dense(), keep_sparse)
+            return Conv2d._backward(self, grad_out.dense(), keep_sparse)
         rows = grad_out.rows  # the layer above's fresh array: overwritten, as a dense dL/dy is
         if self.activation is not None:
             (slope, output), self.activation = self.activation, None

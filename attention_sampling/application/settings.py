@@ -21,6 +21,9 @@ TRAINING_DEFAULTS = dict(
     # Random by default: on the embedded data set a uniform start stayed uniform and at chance for 14 epochs,
     # where the random start, peaked on the bright spots from the first epoch, learnt by epoch 13 (README).
     attention_init="random",
+    # How the attention network's convolutions pad the view: reflected, so that a flat view stays flat up to its
+    # edge; zeros put a fresh network's weight on the border (docs/results/border/).
+    attention_padding="reflect",
     seed=0,
     test_fraction=0.15,    # 70 / 15 / 15, as the reference implementation splits
     val_fraction=0.15,
@@ -47,7 +50,7 @@ TRAINING_DEFAULTS = dict(
 # today's defaults are, and a flag typed on resuming it is compared with these.
 LEGACY = dict(temperature=1.0, border="zero", floor=0.0, attention_init="random", val_fraction=0.0, val_repeats=1,
               average_from=0, estimator="reinforce", sampling="with", lr_drops=(), contrast=0.3, zoom=0.2,
-              aggregate="attention")
+              aggregate="attention", attention_padding="zero")
 
 
 def setting(config, key):

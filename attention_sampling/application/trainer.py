@@ -34,13 +34,14 @@ RESUMABLE = ("epochs", "bad_images", "max_pixels")
 
 
 def build_model(config):
-    """The model a run's config describes (a run made before temperature, border, floor and attention_init
-    existed: T = 1, zero padding, no floor and a random attention start, settings.LEGACY)."""
+    """The model a run's config describes (a run made before a setting existed is rebuilt as it was trained,
+    settings.LEGACY)."""
     return AttentionSamplingModel(len(config["classes"]), scale=config["scale"], patch_size=config["size"],
                                   n_patches=config["patches"], seed=config["seed"],
                                   temperature=setting(config, "temperature"), border=setting(config, "border"),
                                   floor=setting(config, "floor"), attention_init=setting(config, "attention_init"),
-                                  aggregate=setting(config, "aggregate"))
+                                  aggregate=setting(config, "aggregate"),
+                                  attention_padding=setting(config, "attention_padding"))
 
 
 def augmentation(config):

@@ -16,8 +16,12 @@ def reference_conv(x, weight, bias, padding):
     "same" pads k - 1 in total with the extra row/column at the end for even k (the TensorFlow/PyTorch
     convention), so top = (kh - 1) // 2 and left = (kw - 1) // 2.
     """
-    n, h, w, c_in = x.shape
     kh, kw, _, c_out = weight.shape
+    if padding in ("reflect", "edge"):  # the border filled as numpy fills it, then a "valid" correlation
+        top, left = (kh - 1) // 2, (kw - 1) // 2
+        x = np.pad(x, ((0, 0), (top, kh - 1 - top), (left, kw - 1 - left), (0, 0)), mode=padding)
+        padding = "valid"
+    n, h, w, c_in = x.shape
     if padding == "same":
         top, left, out_h, out_w = (kh - 1) // 2, (kw - 1) // 2, h, w
     else:
@@ -124,7 +128,7 @@ def test_gradients_of_a_sparse_output_gradient(case, density, threshold):
 
 
 def test_rejects_unknown_padding():
-    """A padding other than "same" or "valid" is refused when the layer is built."""
+    """A padding other than "same", "valid", "reflect" or "edge" is refused when the layer is built."""
     with pytest.raises(ValueError, match="padding"):
         Conv2d(1, 1, 3, padding="full")
 

@@ -1,0 +1,1 @@
+"""Experiments on the method and its baselines: run from the checkout as `python -m experiments.<name>`, never installed."""
