@@ -26,7 +26,8 @@ def plot_curves(history_rows, path):
 
     `history_rows` are metrics.csv rows (dicts; values may be the CSV's strings). The third panel shows the
     attention's health: its entropy, the distinct cells among the P of a look, and the share of sampled
-    patches that reach outside the image; a collapse onto one cell or a border shows there first.
+    patches that reach outside the image; a collapse onto one cell or a border shows there first. Where the
+    data set knows its objects, the attention mass on them and the share of looks that hold one.
     Columns a run does not have (runs made before they existed) are left out.
     """
     def column(key):
@@ -75,8 +76,13 @@ def plot_curves(history_rows, path):
         share_axes = attention_axes.twinx()
         share_axes.plot(epochs, column("outside"), marker=marker, markersize=4, color="C5", linestyle="--",
                         label="patches reaching outside (share)")
+        # Where the data set knows its evidence (objects.json): how much of the attention, and of the looks, find it.
+        for key, label, style in (("object_attention", "attention mass on the objects", "-."),
+                                  ("object_looks", "looks holding an object (share)", ":")):
+            if has(key):
+                share_axes.plot(epochs, column(key), marker=marker, markersize=4, linestyle=style, label=label)
         share_axes.set_ylim(-0.02, 1.02)
-        share_axes.set_ylabel("share of patches")
+        share_axes.set_ylabel("share")
         lines = attention_axes.get_lines() + share_axes.get_lines()
         attention_axes.legend(lines, [line.get_label() for line in lines], fontsize=8)
     else:

@@ -23,6 +23,7 @@ from .checkpoint import restore_rng
 from .data import Augmentation, load_batch, lower_thread_priority, run_split
 from .errors import AttentionSamplingError
 from .evaluation import cross_entropy, predict_dataset
+from .objects import OBJECT_COLUMNS, ObjectTally, read_objects
 from .runfolder import RunFolder, read_config_json
 from .settings import LEGACY, average_changed, drops_changed, learning_rate, scoring_seed, setting
 
@@ -120,6 +121,9 @@ class Trainer:
         self.folder = RunFolder(run_dir)
         self.checkpoint_path = self.folder.checkpoint
         try:
+            # Where the data set knows its evidence (objects.json), metrics.csv tells how much attention finds it.
+            self.objects = read_objects(dataset.root, dataset.paths)
+            self.columns = METRIC_COLUMNS + (OBJECT_COLUMNS if self.objects is not None else ())
             if self.folder.exists():
                 self.folder.acquire()  # before anything in the folder is read or written
             if resume and self.folder.started_without_epoch():
@@ -226,7 +230,7 @@ class Trainer:
         self.epoch = meta["epoch"]
         self.history = meta["history"]
         # metrics.csv may lag the checkpoint if a run was killed between the two writes.
-        self.folder.write_metrics(self.history, METRIC_COLUMNS)
+        self.folder.write_metrics(self.history, self.columns)
         within = meta.get("within_epoch")
         if within:
             self.position, self.order = within["position"], np.array(within["order"])
@@ -426,9 +430,10 @@ class Trainer:
         self._end_epoch(seconds)
         self._stop_if_interrupted(started)
 
-    def _evaluate(self, indices, repeats=1):
+    def _evaluate(self, indices, repeats=1, tally=None):
         """-> (loss, accuracy) of the model on these images, with generators seeded per epoch: the means over
-        `repeats` scorings, each image classified from one look of P patches every time."""
+        `repeats` scorings, each image classified from one look of P patches every time. `tally` (an
+        ObjectTally) sees the first scoring's attention and looks."""
         if not len(indices):
             return float("nan"), float("nan")
         labels = self.dataset.labels[indices]
@@ -438,7 +443,10 @@ class Trainer:
                 probabilities = predict_dataset(self.model, self.dataset, indices, tuple(self.config["image_shape"]),
                                                 self.config["batch_size"],
                                                 seed=scoring_seed(self.config["seed"], self.epoch + 1, repeat),
-                                                estimator=self.estimator, replace=self.replace)
+                                                estimator=self.estimator, replace=self.replace,
+                                                on_batch=None if tally is None or repeat else
+                                                lambda start, p: tally.add(indices[start:start + len(p.cells)],
+                                                                           p.attention, p.cells))
                 losses.append(cross_entropy(probabilities, labels))
                 accuracies.append(float(np.mean(probabilities.argmax(axis=1) == labels)))
         return float(np.mean(losses)), float(np.mean(accuracies))
@@ -451,7 +459,11 @@ class Trainer:
                "entropy": totals.mean("entropy"), "distinct_cells": totals.mean("distinct_cells"),
                "outside": totals.mean("outside"), "reward": totals.mean("reward"), "seconds": round(seconds, 3),
                "waiting": round(totals.waiting, 3)}
-        row["val_loss"], row["val_accuracy"] = self._evaluate(self.val_indices, setting(self.config, "val_repeats"))
+        tally = None if self.objects is None else ObjectTally(self.objects, self.model.scale, self.model.patch_size)
+        row["val_loss"], row["val_accuracy"] = self._evaluate(self.val_indices, setting(self.config, "val_repeats"),
+                                                              tally)
+        if tally is not None:
+            row.update(tally.row())
         row["test_loss"], row["test_accuracy"] = self._evaluate(self.test_indices)
         for split in ("val", "test"):
             if not math.isnan(row[f"{split}_accuracy"]) and not math.isfinite(row[f"{split}_loss"]):
@@ -465,10 +477,13 @@ class Trainer:
             self._update_average()
         if best_epoch(self.history) == row["epoch"]:
             self.save(self.folder.best)
-        self.folder.write_metrics(self.history, METRIC_COLUMNS)
+        self.folder.write_metrics(self.history, self.columns)
         self.save()
         self.log(f"epoch {row['epoch']:3d}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f}  "
                  + (f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.3f}  " if len(self.val_indices) else "")
                  + f"test loss {row['test_loss']:.4f} acc {row['test_accuracy']:.3f}  "
                  f"entropy {row['entropy']:.2f}  cells/look {row['distinct_cells']:.1f}  "
-                 f"outside {row['outside']:.2f}  {row['seconds']:.1f}s ({row['waiting']:.1f}s waiting for data)")
+                 f"outside {row['outside']:.2f}  "
+                 + (f"on objects: attention {row['object_attention']:.2f} looks {row['object_looks']:.2f}  "
+                    if "object_attention" in row else "")
+                 + f"{row['seconds']:.1f}s ({row['waiting']:.1f}s waiting for data)")
