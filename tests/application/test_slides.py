@@ -297,3 +297,21 @@ def test_a_slide_tifffile_cannot_open_goes_to_openslide(pyramid, tmp_path, monke
     source = slides.open_source(path)
     assert isinstance(source, slides.OpenSlideSlide) and (source.height, source.width) == (HEIGHT, WIDTH)
     source.close()
+
+
+def test_a_jpeg_tiled_slide_reads_after_the_plain_install(tmp_path):
+    """JPEG tiles, what most vendor slides (Aperio SVS) hold, decode with the installed dependencies (imagecodecs):
+    the view and patches are those of the image tifffile decodes whole from the same file."""
+    rows, columns = np.mgrid[0:HEIGHT, 0:WIDTH]
+    image = np.stack([rows * 255 // HEIGHT, columns * 255 // WIDTH, (rows + columns) % 256], axis=-1).astype(np.uint8)
+    path = str(tmp_path / "jpeg.tif")
+    with tifffile.TiffWriter(path) as tiff:
+        tiff.write(image, tile=(32, 32), photometric="rgb", compression="jpeg")
+    decoded = tifffile.imread(path)
+    assert np.abs(decoded.astype(int) - image).mean() < 8  # lossy, but the same picture
+    cells = corner_and_random_cells(np.random.default_rng(0), HEIGHT // 4, WIDTH // 4)
+    with Slide(path) as slide:
+        batch = SlideBatch([slide])
+        assert np.allclose(batch.view(4)[0], array_view(decoded, 4), atol=1e-6)
+        assert np.array_equal(batch.patches(cells, 16, 4, "reflect"),
+                              extract_patches(as_float(decoded)[None], cells, 16, 4, "reflect"))
