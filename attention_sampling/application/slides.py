@@ -10,8 +10,8 @@ A slide of 10^9 to 10^10 pixels is never decoded whole. The method needs two rea
 Memory is the view, one chunk of a level (VIEW_CHUNK) and the patches, whatever the slide's size.
 
 Any file tifffile reads as a series with levels works: pyramidal TIFF (SubIFDs or reduced pages),
-OME-TIFF, Aperio SVS, Hamamatsu NDPI, Leica SCN, Ventana BIF (JPEG-compressed tiles need imagecodecs:
-pip install 'attention-sampling-numpy[slides]'). A tiled TIFF without levels is a slide of one level.
+OME-TIFF, Aperio SVS, Hamamatsu NDPI, Leica SCN, Ventana BIF (JPEG-compressed tiles through imagecodecs, a
+dependency). A tiled TIFF without levels is a slide of one level.
 What tifffile cannot open (3DHistech MRXS, Hamamatsu VMS, ...) is read through OpenSlide when it is
 installed (pip install 'attention-sampling-numpy[openslide]', which brings its library as a wheel).
 
