@@ -14,8 +14,7 @@
     prediction   new images, one at a time: load a run, predict a path (predict.py)
     cluster      the same on a Dask cluster (needs dask.distributed)
     figures      curves.png and the attention pictures
-    experiments  the paper's table, the estimator comparison, gradient statistics, looks
-                 (python -m attention_sampling.application.experiments)
-    gradients    each estimator's gradient against the exact one
-    baselines    uniform attention and a CNN on the downscaled image
+
+The experiments on top of it (the paper's table, the estimator comparison, gradient statistics, the baselines)
+live outside the package, in experiments/ of the checkout.
 """

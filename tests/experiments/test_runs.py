@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from attention_sampling.application import experiments
+from experiments import runs as experiments
 from attention_sampling.application.embedded import ensure_default_dataset
 
 TINY = dict(n_per_class=4, height=48, width=64, spot_size=6, n_spots=2, n_distractors=1)
@@ -48,7 +48,7 @@ def test_compare_trains_every_method_and_resumes(tiny_datasets, capsys):
 
 
 def test_uniform_attention_is_flat_and_has_nothing_to_learn():
-    from attention_sampling.application.baselines import UniformAttention
+    from experiments.baselines import UniformAttention
 
     log_attention = UniformAttention(4).forward(np.zeros((2, 17, 25, 3), dtype=np.float32))
     assert log_attention.shape == (2, 4, 6)
@@ -227,7 +227,7 @@ def test_a_run_folder_is_not_continued_with_other_settings(tmp_path):
     import json
 
     from attention_sampling.application.errors import AttentionSamplingError
-    from attention_sampling.application.experiments import check_resumed_settings
+    from experiments.runs import check_resumed_settings
 
     run_dir = tmp_path / "S15-P5-seed0"
     run_dir.mkdir()

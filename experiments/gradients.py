@@ -1,6 +1,6 @@
 """How good is each estimator's gradient? Bias, variance, cosine and signal-to-noise against the exact one.
 
-    python -m attention_sampling.application.experiments gradients --out docs/results/gradients
+    python -m experiments gradients --out docs/results/gradients
 
 A fixed problem: one image's attention logits z on an 8 x 8 map (normal, seeded), a feature vector f_k of
 unit length for every cell (random directions, but for a few informative cells that point at the true
@@ -26,9 +26,9 @@ import numpy as np
 
 from nn import softmax
 
-from ..objective import (estimator_weights, expectation_backward, expectation_baseline, patch_rewards,
+from attention_sampling.objective import (estimator_weights, expectation_backward, expectation_baseline, patch_rewards,
                          reinforce_gradient, scatter_to_cells, standardised_advantage)
-from ..sampling import sample_cells
+from attention_sampling.sampling import sample_cells
 
 ESTIMATORS = ("reinforce", "expectation, no baseline", "expectation")
 COLUMNS = ("estimator", "sampling", "patches", "replicas", "trials", "cosine_of_mean", "relative_norm_of_mean",

@@ -1,7 +1,7 @@
 """Experiments over many training runs, resumable row by row.
 
-    python -m attention_sampling.application.experiments paper-table --data ROOT --out runs/paper-table
-    python -m attention_sampling.application.experiments compare --out runs/compare
+    python -m experiments paper-table --data ROOT --out runs/paper-table
+    python -m experiments compare --out runs/compare
 
 paper-table trains the grid of the paper, (patch size S, patches P) in (50,1) (50,5) (50,20) (20,5), at
 the sizes and scale given (on images reduced from the paper's, the same field of view is a smaller patch:
@@ -23,15 +23,18 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..models import AGGREGATES
-from .cli import non_negative_float, non_negative_fraction, positive_int
-from .data import DEFAULT_CACHE_BYTES, ImageFolder
-from .embedded import FEW_SPOTS, ensure_default_dataset
-from .errors import AttentionSamplingError
-from .evaluation import predict_dataset
-from .memory import keep_freed_memory
-from .runfolder import read_config_json
-from .settings import ENTROPY_BY_ESTIMATOR, LEGACY, LR_DROP, TRAINING_DEFAULTS, drops_changed, scoring_seed, setting
+from attention_sampling.models import AGGREGATES
+from attention_sampling.application.cli import non_negative_float, non_negative_fraction, positive_int
+from attention_sampling.application.data import DEFAULT_CACHE_BYTES, ImageFolder
+from attention_sampling.application.embedded import FEW_SPOTS, ensure_default_dataset
+from attention_sampling.application.errors import AttentionSamplingError
+from attention_sampling.application.evaluation import predict_dataset
+from attention_sampling.application.memory import keep_freed_memory
+from attention_sampling.application.runfolder import read_config_json
+from attention_sampling.application.settings import ENTROPY_BY_ESTIMATOR, LEGACY, LR_DROP, TRAINING_DEFAULTS, drops_changed, scoring_seed, setting
+
+# The checkout holding this package: a run's subprocess imports `experiments` from there, wherever it was started.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PAPER_GRID = ((50, 1), (50, 5), (50, 20), (20, 5))  # (S, P) in the paper's pixels
 # The paper's Table (lymphoma, 5 trials, 300 epochs, full resolution) and the reference implementation's
@@ -98,9 +101,9 @@ def train_one(config, log):
     """Train (or resume) one run of the table to config['epochs'] -> its result row (without grid names).
     Besides the one scoring per epoch training logs, the test split is scored config['repeats'] times at the
     validation-best and at the last checkpoint, from the sampling seed training used for that epoch on."""
-    from .evaluation import repeated_accuracy
-    from .prediction import load_run
-    from .trainer import Trainer, best_epoch
+    from attention_sampling.application.evaluation import repeated_accuracy
+    from attention_sampling.application.prediction import load_run
+    from attention_sampling.application.trainer import Trainer, best_epoch
 
     config = dict(config)
     repeats = config.pop("repeats", TABLE_REPEATS)
@@ -185,15 +188,15 @@ def summarise(rows, grid=PAPER_GRID):
 
 
 def run_in_subprocess(command, config, threads=None, verbose=False):
-    """`python -m ...experiments <command> CONFIG_JSON` in a fresh process -> the JSON of its last line.
+    """`python -m experiments <command> CONFIG_JSON` in a fresh process -> the JSON of its last line.
     A fresh process per run: its peak memory is its own, and parallel runs do not share an interpreter."""
     environment = dict(os.environ)
     if threads:
         environment.update(NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                            OPENBLAS_NUM_THREADS=str(threads))
-    process = subprocess.Popen([sys.executable, "-m", "attention_sampling.application.experiments", command,
+    process = subprocess.Popen([sys.executable, "-m", "experiments", command,
                                 json.dumps(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=environment)
+                               env=environment, cwd=ROOT)
     # The run's own lines (one per epoch) are passed on as they come; the last one names a failure.
     last_line = f"exit code {process.returncode}"
     for line in process.stderr:
@@ -330,9 +333,9 @@ def compare_data(name):
 
 def run_one(config):
     """Train one configuration in this process -> result dict (printed as JSON by `run-one`)."""
-    from .baselines import UniformAttention, train_downscaled
-    from .data import stratified_split
-    from .trainer import Trainer
+    from experiments.baselines import UniformAttention, train_downscaled
+    from attention_sampling.application.data import stratified_split
+    from attention_sampling.application.trainer import Trainer
 
     dataset = ImageFolder.scan(config["data"])
     dataset.keep_decoded(DEFAULT_CACHE_BYTES)
@@ -413,9 +416,9 @@ def looks_table(args):
     """Accuracy, run-to-run agreement and time of predictions averaged over K looks, on a run's test split."""
     import time
 
-    from .data import load_batch, run_split
-    from .prediction import image_rng, load_run
-    from ..training import predict
+    from attention_sampling.application.data import load_batch, run_split
+    from attention_sampling.application.prediction import image_rng, load_run
+    from attention_sampling.training import predict
 
     config, model, epoch, checkpoint = load_run(args.run, "best")
     dataset = ImageFolder.scan(args.data or config["data"])
@@ -450,7 +453,7 @@ def looks_table(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m attention_sampling.application.experiments",
+    parser = argparse.ArgumentParser(prog="python -m experiments",
                                      description="Experiments over many resumable training runs.")
     commands = parser.add_subparsers(dest="command", required=True)
     table = commands.add_parser(
@@ -539,7 +542,7 @@ def main(argv=None):
     gradients = commands.add_parser(
         "gradients", help="bias, variance, cosine and signal-to-noise of each estimator's gradient",
         description="Each estimator x sampling mode x P, on a fixed problem, against the exact gradient of its "
-                    "objective (attention_sampling/application/gradients.py).")
+                    "objective (experiments/gradients.py).")
     gradients.add_argument("--out", default="runs/gradients", help="folder for gradients.csv, .md and .png")
     gradients.add_argument("--trials", type=int, default=20000, help="independent estimates per setting (default 20000)")
     gradients.add_argument("--patches", type=int, nargs="+", default=[1, 5, 20], help="P per look (default 1 5 20)")
@@ -571,7 +574,7 @@ def main(argv=None):
         elif args.command == "looks":
             looks_table(args)
         elif args.command == "gradients":
-            from .gradients import gradient_table, make_problem, write_results
+            from experiments.gradients import gradient_table, make_problem, write_results
             rows = gradient_table(make_problem(args.seed, temperature=args.temperature, alike=args.alike), args.patches, args.replicas,
                                   args.trials, args.seed)
             written = write_results(rows, args.out)

@@ -1,17 +1,15 @@
 """Where a run's attention lies on the test slides: near the border or inside, spread or on one cell.
-Usage (from the project root): python docs/results/lymphoma/border.py RUN [RUN ...] (best.npz of each run;
+Usage (from the project root): python -m experiments.border RUN [RUN ...] (best.npz of each run;
 the test split of its data, one look per slide with the sampling seed evaluate.py uses)."""
-import os
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.getcwd())
-from attention_sampling.application.data import run_split  # noqa: E402
-from attention_sampling.application.evaluation import attention_summary, predict_dataset  # noqa: E402
-from attention_sampling.application.prediction import load_run  # noqa: E402
-from attention_sampling.application.settings import scoring_seed, setting  # noqa: E402
-from evaluate import open_data  # noqa: E402  (the run's images, as evaluate.py reads them)
+from attention_sampling.application.data import run_split
+from attention_sampling.application.evaluation import attention_summary, predict_dataset
+from attention_sampling.application.prediction import load_run
+from attention_sampling.application.settings import scoring_seed, setting
+from evaluate import open_data  # the run's images, as evaluate.py reads them
 
 print("| run | epoch | heaviest cell in the outer ring | ... within 5 cells of the border | attention in the outer ring "
       "| ... within 5 cells | one cell above 0.5 | entropy median (nats) |")

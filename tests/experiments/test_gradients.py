@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from attention_sampling.application.gradients import (ESTIMATORS, attention_of, estimates, exact_gradient,
+from experiments.gradients import (ESTIMATORS, attention_of, estimates, exact_gradient,
                                                       gradient_table, make_problem, statistics)
 from attention_sampling.objective import patch_rewards
 

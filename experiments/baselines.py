@@ -10,9 +10,9 @@ import time
 import numpy as np
 
 import nn
-from .data import load_batch
-from .errors import AttentionSamplingError
-from ..models import FeatureNetwork
+from attention_sampling.application.data import load_batch
+from attention_sampling.application.errors import AttentionSamplingError
+from attention_sampling.models import FeatureNetwork
 
 
 class UniformAttention:

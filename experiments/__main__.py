@@ -1,0 +1,4 @@
+"""python -m experiments <command>: the paper's table, the estimator comparison, gradient statistics, looks."""
+from experiments.runs import main
+
+main()
