@@ -65,8 +65,12 @@ class DownscaledCNN:
         return self.network.forward(self.pool.forward(images, training), training)
 
 
-def train_downscaled(dataset, train_indices, test_indices, config, log=print):
-    """Train DownscaledCNN with the run's settings -> dict(test_accuracy, train_accuracy, seconds)."""
+def train_downscaled(dataset, train_indices, test_indices, config, log=print, val_indices=()):
+    """Train DownscaledCNN with the run's settings -> dict(test_accuracy, train_accuracy, seconds, best_epoch).
+
+    With validation images, both held-out splits are scored after every epoch and the test accuracy is the
+    one of the epoch of the highest validation accuracy (the first of ties), as train.py reports; without,
+    the last epoch's."""
     if getattr(dataset, "lazy", False):
         raise AttentionSamplingError(f"{dataset.root}: the downscaled-CNN baseline decodes whole images; "
                                      "it does not take whole-slide images")
@@ -76,6 +80,16 @@ def train_downscaled(dataset, train_indices, test_indices, config, log=print):
     loss_fn = nn.CrossEntropyLoss()
     shape = tuple(config["image_shape"])
     started = time.perf_counter()
+
+    def accuracy(indices):
+        hits = 0
+        for start in range(0, len(indices), config["batch_size"]):
+            batch = indices[start:start + config["batch_size"]]
+            logits = model.forward(load_batch(dataset, batch, shape), training=False)
+            hits += int(np.sum(logits.argmax(axis=1) == dataset.labels[batch]))
+        return hits / max(1, len(indices))
+
+    best = (-1.0, 0, None)  # (validation accuracy, epoch, test accuracy)
     for epoch in range(config["epochs"]):
         order = rng.permutation(train_indices)
         correct = 0
@@ -87,14 +101,11 @@ def train_downscaled(dataset, train_indices, test_indices, config, log=print):
             optimizer.step(model.network.params, model.network.grads)
             correct += int(np.sum(logits.argmax(axis=1) == dataset.labels[batch]))
         log(f"epoch {epoch + 1:3d}  train acc {correct / len(order):.3f}")
+        if len(val_indices):
+            val = accuracy(val_indices)
+            if val > best[0]:
+                best = (val, epoch + 1, accuracy(test_indices))
     seconds = time.perf_counter() - started
-
-    def accuracy(indices):
-        hits = 0
-        for start in range(0, len(indices), config["batch_size"]):
-            batch = indices[start:start + config["batch_size"]]
-            logits = model.forward(load_batch(dataset, batch, shape), training=False)
-            hits += int(np.sum(logits.argmax(axis=1) == dataset.labels[batch]))
-        return hits / max(1, len(indices))
-
-    return {"train_accuracy": accuracy(train_indices), "test_accuracy": accuracy(test_indices), "seconds": seconds}
+    if best[2] is None:
+        best = (None, config["epochs"], accuracy(test_indices))
+    return {"train_accuracy": accuracy(train_indices), "test_accuracy": best[2], "best_epoch": best[1], "seconds": seconds}

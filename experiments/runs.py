@@ -27,6 +27,7 @@ from attention_sampling.models import AGGREGATES
 from attention_sampling.application.cli import non_negative_float, non_negative_fraction, positive_int
 from attention_sampling.application.data import DEFAULT_CACHE_BYTES, ImageFolder
 from attention_sampling.application.embedded import FEW_SPOTS, ensure_default_dataset
+from attention_sampling.application.megapixel_mnist import SETTINGS as MNIST_SETTINGS, ensure_dataset as ensure_megapixel_mnist
 from attention_sampling.application.errors import AttentionSamplingError
 from attention_sampling.application.evaluation import predict_dataset
 from attention_sampling.application.memory import keep_freed_memory
@@ -317,32 +318,41 @@ METHODS = {
     "CNN on the downscaled image": dict(baseline="downscaled"),
 }
 DATASETS = {"spots": {}, "few-spots": FEW_SPOTS}
+# Data sets written for one run split (their test canvases hold no digit of the others): one per seed, the
+# split's fractions fixed by the data set. -> (folder, test_fraction, val_fraction)
+PER_SEED = {"megapixel-mnist": lambda seed, per_class: (
+    ensure_megapixel_mnist(seed=seed, n_per_class=per_class), MNIST_SETTINGS["test_fraction"],
+    MNIST_SETTINGS["val_fraction"])}
 COMPARE_COLUMNS = ("dataset", "method", "estimator", "sampling", "seed", "epochs", "entropy", "train_accuracy",
-                   "test_accuracy", "seconds", "peak_mb")
+                   "test_accuracy", "seconds", "peak_mb", "best_epoch")
 
 
-def compare_data(name):
-    """A --datasets entry -> (name, folder): a generated set by its name, or an image folder by its path
-    (named by its last component)."""
+def compare_data(name, seed, args):
+    """A --datasets entry and a seed -> (name, folder, test_fraction, val_fraction): a generated set by its
+    name (a PER_SEED one written for this seed's split), or an image folder by its path (named by its last
+    component), split with --test-fraction and --val-fraction."""
+    if name in PER_SEED:
+        return (name,) + PER_SEED[name](seed, args.mnist_per_class)
     if name in DATASETS:
-        return name, ensure_default_dataset(**DATASETS[name])
+        return name, ensure_default_dataset(**DATASETS[name]), args.test_fraction, args.val_fraction
     if not os.path.isdir(name):
-        raise SystemExit(f"compare: --datasets {name!r} is neither {' nor '.join(DATASETS)} nor an image folder")
-    return os.path.basename(os.path.normpath(name)), name
+        raise SystemExit(f"compare: --datasets {name!r} is neither {' nor '.join([*DATASETS, *PER_SEED])} "
+                         "nor an image folder")
+    return os.path.basename(os.path.normpath(name)), name, args.test_fraction, args.val_fraction
 
 
 def run_one(config):
     """Train one configuration in this process -> result dict (printed as JSON by `run-one`)."""
     from experiments.baselines import UniformAttention, train_downscaled
     from attention_sampling.application.data import stratified_split
-    from attention_sampling.application.trainer import Trainer
+    from attention_sampling.application.trainer import Trainer, best_epoch
 
     dataset = ImageFolder.scan(config["data"])
     dataset.keep_decoded(DEFAULT_CACHE_BYTES)
     if config.get("baseline") == "downscaled":
         split = stratified_split(dataset.labels, config["test_fraction"], config["seed"],
                                  config.get("val_fraction", 0.0))
-        return train_downscaled(dataset, split.train, split.test, config, log=lambda line: None)
+        return train_downscaled(dataset, split.train, split.test, config, log=lambda line: None, val_indices=split.val)
     # A comparison run is short: an unfinished one starts again rather than resuming.
     shutil.rmtree(config["run_dir"], ignore_errors=True)
     trainer = Trainer(dataset, config["run_dir"], config, log=lambda line: None, progress=False)
@@ -352,9 +362,11 @@ def run_one(config):
     shape = tuple(config["image_shape"])
     probabilities = predict_dataset(trainer.model, dataset, trainer.train_indices, shape, config["batch_size"],
                                     seed=config["seed"], estimator=trainer.estimator, replace=trainer.replace)
+    # With validation: the test accuracy of the epoch best.npz keeps (as train.py reports); else the last's.
+    best = best_epoch(history)
     return {"train_accuracy": float(np.mean(probabilities.argmax(1) == dataset.labels[trainer.train_indices])),
-            "test_accuracy": history[-1]["test_accuracy"],
-            "seconds": sum(row["seconds"] for row in history)}
+            "test_accuracy": next(row for row in history if row["epoch"] == best)["test_accuracy"],
+            "best_epoch": best, "seconds": sum(row["seconds"] for row in history)}
 
 
 def compare(args):
@@ -363,20 +375,22 @@ def compare(args):
     rows = read_results(results_path)
     done = {(r["dataset"], r["method"], int(r["seed"])) for r in rows}
     methods = {method: METHODS[method] for method in args.methods}
-    for dataset_name, data in ([] if args.table_only else map(compare_data, args.datasets)):
-        dataset = ImageFolder.scan(data)
-        height, width = dataset.image_shape()
+    for name in ([] if args.table_only else args.datasets):
         for method, settings in methods.items():
             # Each estimator's own entropy default (settings.ENTROPY_BY_ESTIMATOR) unless one is given.
             entropy = args.entropy if args.entropy is not None else \
                 ENTROPY_BY_ESTIMATOR[settings.get("estimator", "reinforce")]
             for seed in range(args.seeds):
+                dataset_name, data, test_fraction, val_fraction = compare_data(name, seed, args)
                 if (dataset_name, method, seed) in done:
                     continue
+                dataset = ImageFolder.scan(data)
+                height, width = dataset.image_shape()
                 config = dict(data=os.path.abspath(data), classes=dataset.classes, image_shape=[height, width],
                               patches=args.patches, size=args.size, scale=args.scale, epochs=args.epochs,
                               batch_size=args.batch_size, replicas=args.replicas, lr=args.lr,
-                              entropy=entropy, seed=seed, test_fraction=0.3, augment=True,
+                              entropy=entropy, seed=seed, test_fraction=test_fraction, val_fraction=val_fraction,
+                              augment=not args.no_augment,
                               **{key: TRAINING_DEFAULTS[key] for key in ("temperature", "border", "floor")},
                               aggregate=args.aggregate,
                               attention_init=args.attention_init,
@@ -389,7 +403,8 @@ def compare(args):
                        "sampling": settings.get("sampling", ""), "seed": seed, "epochs": args.epochs,
                        "entropy": entropy if "estimator" in settings else "", "train_accuracy": round(result["train_accuracy"], 4),
                        "test_accuracy": round(result["test_accuracy"], 4),
-                       "seconds": round(result["seconds"], 1), "peak_mb": round(result["peak_mb"])}
+                       "seconds": round(result["seconds"], 1), "peak_mb": round(result["peak_mb"]),
+                       "best_epoch": result.get("best_epoch", "")}
                 append_row(results_path, row, COMPARE_COLUMNS)
     table = summarise_compare(read_results(results_path))
     print(table)
@@ -515,7 +530,7 @@ def main(argv=None):
     comparison = commands.add_parser("compare", help="estimators x sampling modes against two baselines")
     comparison.add_argument("--out", default="runs/compare", help="folder for the runs and compare.csv")
     comparison.add_argument("--datasets", nargs="+", default=list(DATASETS), metavar="NAME_OR_FOLDER",
-                            help=f"data sets to compare on: {' or '.join(DATASETS)} (generated) or an image folder "
+                            help=f"data sets to compare on: {', '.join([*DATASETS, *PER_SEED])} (generated) or an image folder "
                                  "ROOT/<class>/<images> (default: both generated ones)")
     comparison.add_argument("--table-only", action="store_true",
                             help="train nothing: write compare.md from the runs already in compare.csv")
@@ -536,6 +551,16 @@ def main(argv=None):
                                  f"{TRAINING_DEFAULTS['aggregate']}, as train.py; the README's table: attention)")
     comparison.add_argument("--attention-init", choices=("uniform", "random"), default=TRAINING_DEFAULTS["attention_init"],
                             help=f"how the attention starts (default {TRAINING_DEFAULTS['attention_init']}, as train.py)")
+    comparison.add_argument("--test-fraction", type=float, default=0.3,
+                            help="test share of each class of an image folder or spots set (default 0.3)")
+    comparison.add_argument("--val-fraction", type=float, default=0.0,
+                            help="validation share; above 0 each run reports the test accuracy of its "
+                                 "validation-best epoch, else of its last (default 0)")
+    comparison.add_argument("--mnist-per-class", type=positive_int, default=MNIST_SETTINGS["n_per_class"], metavar="N",
+                            help="canvases per class of the megapixel-mnist data set, split "
+                                 f"{MNIST_SETTINGS['test_fraction']} test and {MNIST_SETTINGS['val_fraction']} "
+                                 f"validation (default {MNIST_SETTINGS['n_per_class']})")
+    comparison.add_argument("--no-augment", action="store_true", help="turn off flips, contrast and zoom")
     comparison.add_argument("--entropy", type=float, default=None,
                             help="entropy bonus weight (default: each estimator's, as train.py: " +
                                  ", ".join(f"{k} {v}" for k, v in ENTROPY_BY_ESTIMATOR.items()) + ")")

@@ -243,3 +243,44 @@ def test_a_run_folder_is_not_continued_with_other_settings(tmp_path):
     check_resumed_settings(dict(config, patches=1), {"entropy": 0.05, "aggregate": "mean"})
     with pytest.raises(AttentionSamplingError, match=r"--entropy"):
         check_resumed_settings(dict(config, patches=1), {"entropy": 0.01, "aggregate": "mean"})
+
+
+def test_compare_on_megapixel_mnist_builds_each_seeds_split_and_reports_the_validation_best_epoch(tmp_path, monkeypatch):
+    """megapixel-mnist is written once per seed, for that seed's split (its test canvases hold no digit of
+    the others), with its own fractions; each row's test accuracy is its validation-best epoch's."""
+    from attention_sampling.application.megapixel_mnist import build
+    from tests.application.test_megapixel_mnist import fake_digits
+
+    built = []
+
+    def small_mnist(seed, per_class):
+        root = tmp_path / f"mnist-seed{seed}"
+        if not root.exists():
+            build(str(root), height=120, width=140, n_noise=2, n_per_class=per_class, test_fraction=0.25,
+                  val_fraction=0.25, seed=seed, source=fake_digits())
+        built.append((seed, per_class))
+        return str(root), 0.25, 0.25
+
+    monkeypatch.setattr(experiments, "PER_SEED", {"megapixel-mnist": small_mnist})
+    out = tmp_path / "compare"
+    args = ["compare", "--out", str(out), "--seeds", "2", "--epochs", "2", "--patches", "2", "--size", "28",
+            "--scale", "8", "--downscale", "8", "--batch-size", "4", "--replicas", "1", "--datasets", "megapixel-mnist",
+            "--mnist-per-class", "4", "--no-augment",
+            "--methods", "reinforce, without replacement", "CNN on the downscaled image"]
+    assert experiments.main(args) == 0
+    assert {seed for seed, _ in built} == {0, 1} and {n for _, n in built} == {4}
+    rows = experiments.read_results(out / "compare.csv")
+    assert sorted((r["method"], int(r["seed"])) for r in rows) == [
+        ("CNN on the downscaled image", 0), ("CNN on the downscaled image", 1),
+        ("reinforce, without replacement", 0), ("reinforce, without replacement", 1)]
+    for row in rows:
+        assert row["dataset"] == "megapixel-mnist" and int(row["best_epoch"]) in (1, 2)
+    for seed in (0, 1):
+        run = out / "megapixel-mnist" / f"reinforce-without-replacement-seed{seed}"
+        config = json.loads((run / "config.json").read_text())
+        assert (config["test_fraction"], config["val_fraction"], config["augment"]) == (0.25, 0.25, False)
+        with open(run / "metrics.csv") as handle:
+            history = list(csv.DictReader(handle))
+        row = next(r for r in rows if r["method"] == "reinforce, without replacement" and int(r["seed"]) == seed)
+        best = max(history, key=lambda r: (float(r["val_accuracy"]), -float(r["val_loss"])))
+        assert float(row["test_accuracy"]) == pytest.approx(float(best["test_accuracy"]), abs=1e-4)
