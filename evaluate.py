@@ -9,7 +9,6 @@
 Pictures go into the run folder: curves.png (loss and accuracy per epoch) and attention/<class>_<i>.png
 (where the model looked in a few images, and the patches it saw there).
 """
-import argparse
 import csv
 import json
 import os
@@ -110,16 +109,14 @@ def evaluate(args):
         map_cells.append(prediction.attention[0].size)
 
     probabilities, kept = predict_dataset(model, dataset, indices, shape, config["batch_size"], seed=seed,
-                                          keep=set(examples), estimator=setting(config, "estimator"),
-                                          replace=setting(config, "sampling") == "with", on_batch=summarise)
+                                          keep=set(examples), on_batch=summarise)
     looks = {name: np.concatenate([summary[name] for summary in summaries]) for name in summaries[0]}
     predictions = probabilities.argmax(axis=1)
     # The first repeat is the scoring above; the others measure the model rather than one draw's luck.
     if args.repeats > 1:
         print(f"scoring {args.repeats - 1} more times ...", file=sys.stderr)
     accuracies = [float(np.mean(predictions == labels))] + repeated_accuracy(
-        model, dataset, indices, shape, config["batch_size"], range(seed + 1, seed + args.repeats),
-        estimator=setting(config, "estimator"), replace=setting(config, "sampling") == "with")
+        model, dataset, indices, shape, config["batch_size"], range(seed + 1, seed + args.repeats))
     report = classification_report(labels, predictions, len(classes))
     confusion = report["confusion"]
     result = {

@@ -7,6 +7,11 @@ from .patches import BORDERS
 # How a look's P features become one class vector (training.classification_weights).
 AGGREGATES = ("attention", "mean")
 
+# How the attention is trained, and so how the model classifies (training.train_step, training.predict).
+ESTIMATORS = ("reinforce", "expectation")
+# Patches of a look drawn with or without replacement.
+SAMPLINGS = ("with", "without")
+
 NEGATIVE_SLOPE = 0.01
 ATTENTION_INITS = ("random", "uniform")
 # How the attention network's convolutions fill the view's border (AttentionNetwork).
@@ -109,7 +114,9 @@ class AttentionSamplingModel:
     (border: "zero", "reflect" or "inside", patches.py); the uniform floor eps mixed into the attention
     when sampling (objective.floored_attention); how the attention network starts (attention_init, see
     AttentionNetwork); how its convolutions pad the view (attention_padding, the same); how the P features are combined (aggregate: "attention", eq. 1's weights a_i / sum a,
-    or "mean", the Monte-Carlo mean of the sampled features, an estimate of E_a[f]). The defaults of the
+    or "mean", the Monte-Carlo mean of the sampled features, an estimate of E_a[f]); the estimator it is trained
+    with ("reinforce" or "expectation") and its sampling ("with" or "without" replacement), which also decide how
+    it classifies, so that a caller cannot score it the wrong way. The defaults of the
     last six are the original method's (T = 1, zero padding of patches and of the attention's convolutions, no
     floor, random start, eq. 1); train.py's
     defaults are chosen by experiment (README).
@@ -120,18 +127,22 @@ class AttentionSamplingModel:
 
     def __init__(self, n_classes, scale=4, patch_size=50, n_patches=20, in_channels=3, seed=0,
                  dtype=np.float32, temperature=1.0, border="zero", floor=0.0, attention_init="random",
-                 aggregate="attention", attention_padding="zero"):
+                 aggregate="attention", attention_padding="zero", estimator="reinforce", sampling="with"):
         if border not in BORDERS:
             raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
         if not 0 <= floor < 1:
             raise ValueError(f"floor must be in [0, 1), got {floor}")
         if aggregate not in AGGREGATES:
             raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
         rng = np.random.default_rng(seed)
         self.config = dict(n_classes=int(n_classes), scale=int(scale), patch_size=int(patch_size),
                            n_patches=int(n_patches), in_channels=int(in_channels), temperature=float(temperature),
                            border=border, floor=float(floor), attention_init=attention_init, aggregate=aggregate,
-                           attention_padding=attention_padding)
+                           attention_padding=attention_padding, estimator=estimator, sampling=sampling)
         self.attention = AttentionNetwork(scale, in_channels, rng=rng, dtype=dtype, init=attention_init,
                                           padding=attention_padding)
         self.features = FeatureNetwork(n_classes, in_channels, rng=rng, dtype=dtype)
@@ -146,6 +157,8 @@ class AttentionSamplingModel:
     attention_init = property(lambda self: self.config["attention_init"])
     aggregate = property(lambda self: self.config["aggregate"])
     attention_padding = property(lambda self: self.config["attention_padding"])
+    estimator = property(lambda self: self.config["estimator"])
+    replace = property(lambda self: self.config["sampling"] == "with")
 
     def _merged(self, attribute):
         merged = {f"attention.{k}": v for k, v in getattr(self.attention, attribute).items()}

@@ -152,7 +152,7 @@ def distinct_cells(looks):
 
 
 def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight=0.01,
-               estimator="reinforce", replace=True, lap=_no_lap):
+               estimator=None, replace=None, lap=_no_lap):
     """One update of both networks on (N, H, W, C) images with (N,) integer labels -> dict of metrics.
 
     Each image is looked at `replicas` times with fresh samples (P each); the attention network runs
@@ -168,9 +168,14 @@ def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight
     Metrics: loss, accuracy, reward, entropy (of a), distinct_cells (mean distinct cells per look of P),
     outside (share of draws whose patch reaches past the border, patches.outside_image).
 
+    estimator and replace default to the model's own (model.estimator, model.replace: the settings it was
+    built with).
+
     `lap(name)` is called after each phase ("attention net forward", ..., "optimizer"), so that a
     benchmark can time this very function piece by piece (benchmarks/bench_step.py).
     """
+    estimator = model.estimator if estimator is None else estimator
+    replace = model.replace if replace is None else replace
     if estimator not in ("reinforce", "expectation"):
         raise ValueError(f"estimator must be 'reinforce' or 'expectation', got {estimator!r}")
     n = images.shape[0]
@@ -259,7 +264,7 @@ class Prediction:
     look_probabilities: np.ndarray  # (N, K, C), each look's own
 
 
-def predict(model, images, rng, n_patches=None, estimator="reinforce", replace=True, looks=1):
+def predict(model, images, rng, n_patches=None, estimator=None, replace=None, looks=1):
     """(N, H, W, C) images -> Prediction, with batch-norm running statistics (evaluation mode).
 
     The classification follows the estimator the model was trained with: eq. 1 (weights a_i / sum a, or the
@@ -268,10 +273,14 @@ def predict(model, images, rng, n_patches=None, estimator="reinforce", replace=T
     border and floor as in train_step. Prediction.attention is the network's a; with a floor the cells are
     drawn from a_s, and Prediction.weights are a_s there.
 
+    estimator and replace default to the model's own (model.estimator, model.replace), those it was trained with.
+
     looks = K > 1 averages the class probabilities of K independent looks of P patches each (the
     attention network still runs once per image): a steadier prediction at K times the feature network's
     cost. The explanation (cells, weights, patches) is the first look's.
     """
+    estimator = model.estimator if estimator is None else estimator
+    replace = model.replace if replace is None else replace
     if n_patches is not None and n_patches != model.n_patches:
         model = _with_patches(model, n_patches)
     n, p = images.shape[0], model.n_patches

@@ -8,7 +8,7 @@ import numpy as np
 from attention_sampling.application.data import run_split
 from attention_sampling.application.evaluation import attention_summary, predict_dataset
 from attention_sampling.application.prediction import load_run
-from attention_sampling.application.settings import scoring_seed, setting
+from attention_sampling.application.settings import scoring_seed
 from evaluate import open_data  # the run's images, as evaluate.py reads them
 
 print("| run | epoch | heaviest cell in the outer ring | ... within 5 cells of the border | attention in the outer ring "
@@ -25,8 +25,7 @@ for run in sys.argv[1:]:
         summaries.append(attention_summary(prediction.attention, prediction.cells))
 
     predict_dataset(model, dataset, split.test, tuple(config["image_shape"]), config["batch_size"],
-                    seed=scoring_seed(config["seed"], epoch), estimator=setting(config, "estimator"),
-                    replace=setting(config, "sampling") == "with",
+                    seed=scoring_seed(config["seed"], epoch),
                     on_batch=keep)
     height, width = maps[0].shape
     rows, cols = np.unravel_index([a.argmax() for a in maps], (height, width))

@@ -32,7 +32,7 @@ from attention_sampling.application.errors import AttentionSamplingError
 from attention_sampling.application.evaluation import predict_dataset
 from attention_sampling.application.memory import keep_freed_memory
 from attention_sampling.application.runfolder import read_config_json
-from attention_sampling.application.settings import ENTROPY_BY_ESTIMATOR, LEGACY, LR_DROP, TRAINING_DEFAULTS, drops_changed, scoring_seed, setting
+from attention_sampling.application.settings import ENTROPY_BY_ESTIMATOR, LEGACY, LR_DROP, TRAINING_DEFAULTS, drops_changed, scoring_seed
 
 # The checkout holding this package: a run's subprocess imports `experiments` from there, wherever it was started.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -447,9 +447,7 @@ def looks_table(args):
         choices, seconds = [], 0.0
         for repeat in range(args.repeats):
             start = time.perf_counter()
-            predicted = [int(predict(model, images[i:i + 1], image_rng(repeat, dataset.paths[index]), looks=looks,
-                                     estimator=setting(config, "estimator"),
-                                     replace=setting(config, "sampling") == "with").probabilities.argmax())
+            predicted = [int(predict(model, images[i:i + 1], image_rng(repeat, dataset.paths[index]), looks=looks).probabilities.argmax())
                          for i, index in enumerate(split.test)]
             seconds += time.perf_counter() - start
             choices.append(predicted)

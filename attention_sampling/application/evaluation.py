@@ -6,8 +6,8 @@ from ..objective import attention_entropy
 from ..training import distinct_cells, predict
 
 
-def predict_dataset(model, dataset, indices, shape, batch_size=8, seed=0, keep=None, estimator="reinforce",
-                    replace=True, on_batch=None):
+def predict_dataset(model, dataset, indices, shape, batch_size=8, seed=0, keep=None, estimator=None,
+                    replace=None, on_batch=None):
     """Predict every image in `indices` with a generator seeded by `seed` (reproducible test numbers).
 
     Returns probabilities (N, C); with `keep` a set of positions, also {position: Prediction of that image}.
@@ -35,7 +35,7 @@ def predict_dataset(model, dataset, indices, shape, batch_size=8, seed=0, keep=N
     return (probabilities, kept) if keep is not None else probabilities
 
 
-def repeated_accuracy(model, dataset, indices, shape, batch_size, seeds, estimator="reinforce", replace=True):
+def repeated_accuracy(model, dataset, indices, shape, batch_size, seeds, estimator=None, replace=None):
     """The accuracy of scoring `indices` once per seed (each image from one look of P patches every time) -> list.
 
     The model is stochastic (which P patches it sees), and on a few dozen images one scoring moves by several

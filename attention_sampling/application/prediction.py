@@ -86,8 +86,7 @@ def predict_path(model, config, path, seed=0, looks=1, pictures=None):
     try:
         images = read_for_run(path, config)
         # A slide's patches are read during the prediction: a corrupt tile there is this image's error too.
-        prediction = predict(model, images, image_rng(seed, path), estimator=setting(config, "estimator"),
-                             replace=setting(config, "sampling") == "with", looks=looks)
+        prediction = predict(model, images, image_rng(seed, path), looks=looks)
     except AttentionSamplingError as error:
         return {"path": path, "error": str(error)}
     classes = config["classes"]

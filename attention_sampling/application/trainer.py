@@ -6,7 +6,6 @@ images and the position within it, so a resumed run repeats an uninterrupted one
 """
 import copy
 import math
-import os
 import signal
 import threading
 import time
@@ -42,7 +41,8 @@ def build_model(config):
                                   temperature=setting(config, "temperature"), border=setting(config, "border"),
                                   floor=setting(config, "floor"), attention_init=setting(config, "attention_init"),
                                   aggregate=setting(config, "aggregate"),
-                                  attention_padding=setting(config, "attention_padding"))
+                                  attention_padding=setting(config, "attention_padding"),
+                                  estimator=setting(config, "estimator"), sampling=setting(config, "sampling"))
 
 
 def augmentation(config):

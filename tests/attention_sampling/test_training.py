@@ -435,3 +435,38 @@ def test_attention_does_not_collapse_onto_the_border_where_the_label_is_in_the_m
     shares = [attention_on_the_border_after_training("reflect", 3.0, 0.05, seed=seed) for seed in range(4)]
     assert max(shares) < uniform_share
     assert np.mean(shares) < uniform_share / 2
+
+
+@pytest.mark.parametrize("estimator, sampling", [("expectation", "without"), ("expectation", "with"),
+                                                 ("reinforce", "without")])
+def test_a_model_scores_and_trains_with_its_own_estimator_and_sampling(estimator, sampling):
+    """The estimator and the sampling are the model's settings: predict and train_step use them unless told
+    otherwise, so a caller cannot score an expectation-trained model as a REINFORCE one by forgetting."""
+    images = make_dataset(4, 24, 32, spot_size=4, seed=0)[0].astype(np.float64) / 255
+    labels = np.array([0, 1, 2, 0])
+    model = AttentionSamplingModel(3, scale=4, patch_size=6, n_patches=3, seed=1, dtype=np.float64,
+                                   estimator=estimator, sampling=sampling)
+    assert (model.estimator, model.replace) == (estimator, sampling == "with")
+    own = predict(model, images, np.random.default_rng(5), looks=2).probabilities
+    told = predict(model, images, np.random.default_rng(5), looks=2, estimator=estimator,
+                   replace=sampling == "with").probabilities
+    np.testing.assert_array_equal(own, told)
+    other = predict(model, images, np.random.default_rng(5), looks=2, estimator="reinforce" if estimator == "expectation"
+                    else "expectation", replace=sampling == "with").probabilities
+    assert not np.allclose(own, other)
+
+    twins = [AttentionSamplingModel(3, scale=4, patch_size=6, n_patches=3, seed=1, dtype=np.float64,
+                                    estimator=estimator, sampling=sampling) for _ in range(2)]
+    optimizers = [nn.Adam(1e-3), nn.Adam(1e-3)]
+    train_step(twins[0], optimizers[0], images, labels, np.random.default_rng(2), replicas=2)
+    train_step(twins[1], optimizers[1], images, labels, np.random.default_rng(2), replicas=2, estimator=estimator,
+               replace=sampling == "with")
+    for key, value in twins[0].params.items():
+        np.testing.assert_array_equal(value, twins[1].params[key])
+
+
+def test_an_unknown_estimator_or_sampling_is_refused():
+    with pytest.raises(ValueError, match="estimator"):
+        AttentionSamplingModel(3, estimator="exact")
+    with pytest.raises(ValueError, match="sampling"):
+        AttentionSamplingModel(3, sampling="sometimes")
