@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit, prange
 
 from .activations import check_fused_slope, leaky_relu_backward_from_output
-from .conv_kernels import _stack_zeros, vectorised_call
+from .kernel_tools import _stack_zeros, vectorised_call
 from .layer import Layer
 from .numba_cache import variant
 

@@ -6,25 +6,22 @@ output channels, and a (pixels x kh·kw·C_in) @ (kh·kw·C_in x 16) product is 
 
 How they are made fast: each kernel keeps a small tile of results in registers, a tile of
 `TILE_PIXELS[block]` output pixels x `block` channels (16 float32 = one AVX-512 register), and streams
-the inputs past it. The tile lives in a stack array (`_stack_zeros`) so that LLVM knows nothing else
+the inputs past it. The tile lives in a stack array (`kernel_tools._stack_zeros`) so that LLVM knows nothing else
 can write to it and promotes it to registers; its loops have compile-time lengths so that they
 unroll and the LLVM SLP vectoriser packs the `block` lanes into vector FMAs. Numba switches the
 SLP vectoriser off by default (numba#8705, a miscompilation of another pattern), so the kernels
-are compiled with it on (`vectorised_call`); tests/nn/test_conv_kernels.py checks them against plain NumPy.
+are compiled with it on (`kernel_tools.vectorised_call`); tests/nn/test_conv_kernels.py checks them against plain NumPy.
 `fastmath={"contract"}` only lets a*b+c become one FMA (one rounding instead of two); nothing is
 reassociated, so float64 stays as exact as the NumPy reference.
 """
-import contextlib
 import functools
 
-import numba
 import numpy as np
-from numba import njit, prange, types
-from numba.core import cgutils
-from numba.core.compiler_lock import global_compiler_lock
-from numba.extending import intrinsic
-from numba.np.arrayobj import make_array, populate_array
+import numba
+from numba import njit, prange
 
+from . import winograd
+from .kernel_tools import _stack_zeros, vectorised_call
 from .numba_cache import variant
 
 # 3x3 "same" correlations with as many output as input channels (8 or 16) go through nn/winograd.py:
@@ -55,52 +52,6 @@ def padded_channels(channels):
     """`channels` rounded up to whole tiles of `channel_block(channels)`."""
     block = channel_block(channels)
     return -(-channels // block) * block
-
-
-@intrinsic
-def _stack_zeros(typingctx, rows, cols, dtype):
-    """A zeroed (rows, cols) array on the stack of the calling kernel; rows and cols are literal ints."""
-    if not (isinstance(rows, types.IntegerLiteral) and isinstance(cols, types.IntegerLiteral)):
-        return None
-    shape = (rows.literal_value, cols.literal_value)
-    array_type = types.Array(dtype.dtype, 2, "C")
-
-    def codegen(context, builder, signature, args):
-        element = context.get_data_type(dtype.dtype)
-        itemsize = context.get_abi_sizeof(element)
-        # alloca_once places the allocation in the function's entry block, so a call inside a loop
-        # reuses one buffer instead of growing the stack; the memset re-zeroes it on every call.
-        data = cgutils.alloca_once(builder, element, size=shape[0] * shape[1])
-        cgutils.memset(builder, data, context.get_constant(types.intp, shape[0] * shape[1] * itemsize), 0)
-        array = make_array(array_type)(context, builder)
-        intp = functools.partial(context.get_constant, types.intp)
-        populate_array(array, data=data, shape=[intp(shape[0]), intp(shape[1])],
-                       strides=[intp(shape[1] * itemsize), intp(itemsize)], itemsize=intp(itemsize), meminfo=None)
-        return array._getvalue()
-
-    return array_type(rows, cols, dtype), codegen
-
-
-@contextlib.contextmanager
-def _slp_vectorize():
-    """Compile with LLVM's SLP vectoriser on (read by Numba when it builds each module's passes)."""
-    previous = numba.config.SLP_VECTORIZE
-    numba.config.SLP_VECTORIZE = 1
-    try:
-        yield
-    finally:
-        numba.config.SLP_VECTORIZE = previous
-
-
-def vectorised_call(kernel, *args):
-    """kernel(*args), compiled with the SLP vectoriser on if this call compiles it. The switch is
-    process-wide, so it is thrown only for a call with argument types the kernel has not been compiled
-    for, and under Numba's compiler lock: no other thread (the data loader's kernels) compiles while it
-    is on, and an ordinary call leaves it alone."""
-    if tuple(kernel.typeof_pyval(arg) for arg in args) in kernel.overloads:
-        return kernel(*args)
-    with global_compiler_lock, _slp_vectorize():
-        return kernel(*args)
 
 
 @functools.lru_cache(maxsize=None)
@@ -506,6 +457,3 @@ def sparse_backward(x, grad_rows, row_of, active, out_hw, weight, top, left, inp
     if compact:
         return grad_weight, (positions, grad_in)
     return grad_weight, spread_rows(grad_in, positions, x.shape)
-
-
-from . import winograd  # noqa: E402  (last: it builds on this module's helpers)

@@ -23,7 +23,7 @@ import functools
 import numpy as np
 from numba import njit, prange
 
-from .conv_kernels import _stack_zeros, vectorised_call
+from .kernel_tools import _stack_zeros, vectorised_call
 from .numba_cache import variant
 
 # Kernel transform G (4 x 3): U = G w G^T. B^T and A^T are written out in the kernel as additions.

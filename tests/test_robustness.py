@@ -286,7 +286,7 @@ def test_decompression_bomb_is_refused_above_max_pixels(data, tmp_path, capsys, 
     # Pillow's own check, should a format's header escape ours: DecompressionBombError (above twice its
     # limit) and the post-decoding check (between once and twice) both end in AttentionSamplingError.
     image = str(data / "vertical" / "0000.png")
-    from attention_sampling.application import data as data_module
+    from attention_sampling.application import decode as data_module
     original = data_module.image_size
     try:
         data_module.image_size = lambda path: None

@@ -10,8 +10,8 @@ here each is computed straight from the decoded image:
 - the patches: each patch pixel is the augmented pixel at its place, with the patch border rules of
   patches.py (zero, reflect, inside) applied in the augmented image's frame.
 
-Every augmented pixel is computed by `_augmented_pixel`, the very function data.augment_into uses (the view
-by its two halves, `_between_rows` once per source row and `_finish_pixel` per pixel: the same operations in
+Every augmented pixel is computed by `augmented_pixel`, the very function augmentation.augment_into uses (the view
+by its two halves, `between_rows` once per source row and `finish_pixel` per pixel: the same operations in
 the same order), so a patch equals the one cut from the augmented image bit for bit, and a view cell equals
 the average pool of that image up to the order of a float32 sum. Images that are not augmented (evaluation,
 --no-augment: `AugmentedImages.plain`) have their view pooled straight from their pixels (`_plain_view`).
@@ -21,18 +21,18 @@ import numpy as np
 from numba import njit, prange
 
 from ..patches import BORDERS, _reflect, patch_offset
-from .data import _augmented_pixel, _between_rows, _finish_pixel, _source_pixels, contrast_centre
+from .augmentation import augmented_pixel, between_rows, contrast_centre, finish_pixel, source_pixels
 
 
 @njit(cache=True, nogil=True)
 def _source_table(length, size, crop_start, crop_size, flip):
-    """_source_pixels of output indices 0 .. length - 1 -> (firsts, seconds, weights), computed once per image
+    """source_pixels of output indices 0 .. length - 1 -> (firsts, seconds, weights), computed once per image
     instead of once per pixel (its float division and floor cost more than the pixel's arithmetic)."""
     firsts = np.empty(length, np.int64)
     seconds = np.empty(length, np.int64)
     weights = np.empty(length, np.float32)
     for index in range(length):
-        firsts[index], seconds[index], weights[index] = _source_pixels(index, size, crop_start, crop_size, flip)
+        firsts[index], seconds[index], weights[index] = source_pixels(index, size, crop_start, crop_size, flip)
     return firsts, seconds, weights
 
 
@@ -41,28 +41,28 @@ def _augmented_view(image, flip_rows, flip_columns, factor, mean, top, left, cro
     """out (H // c, W // c, C) float32 = AvgPool_c(augmented image), summed cell by cell in float32: each
     cell's pixels row by row, left to right, as a float32 average pool adds them.
 
-    Each output row first interpolates its two source rows once for every source column (_between_rows),
-    then each pixel interpolates two of those: the same operations as _augmented_pixel, in the same order,
+    Each output row first interpolates its two source rows once for every source column (between_rows),
+    then each pixel interpolates two of those: the same operations as augmented_pixel, in the same order,
     so the same numbers, with half the reads and none of the per-pixel index arithmetic."""
     h, w, c = image.shape
     rows, columns = out.shape[0], out.shape[1]
     t0s, t1s, fcs = _source_table(columns * scale, w, left, crop_w, flip_columns)
-    # _between_rows's values are float64 (Numba promotes 1 - a float32 weight to float64): kept so. Laid out
+    # between_rows's values are float64 (Numba promotes 1 - a float32 weight to float64): kept so. Laid out
     # as the image row is, so that the loop filling them runs over contiguous values.
     between = np.empty((w, c), dtype=np.float64)
     out[:] = 0
     for i in range(rows * scale):
-        s0, s1, fr = _source_pixels(i, h, top, crop_h, flip_rows)
+        s0, s1, fr = source_pixels(i, h, top, crop_h, flip_rows)
         for t in range(w):
             for k in range(c):
-                between[t, k] = _between_rows(image, s0, s1, fr, t, k)
+                between[t, k] = between_rows(image, s0, s1, fr, t, k)
         cells = out[i // scale]
         for column in range(columns):
             for j in range(column * scale, (column + 1) * scale):
                 t0, t1, fc = t0s[j], t1s[j], fcs[j]
                 for k in range(c):
                     # The float32 sum of float64 values, as `+=` on a float32 array does it.
-                    cells[column, k] += _finish_pixel(between[t0, k], between[t1, k], fc, factor, mean[k])
+                    cells[column, k] += finish_pixel(between[t0, k], between[t1, k], fc, factor, mean[k])
     out *= np.float32(1 / (scale * scale))
     return out
 
@@ -117,14 +117,14 @@ def _augmented_patches(image, flip_rows, flip_columns, factor, mean, top, left, 
             row = _inside(row0 + i, h, border)
             if row < 0:
                 continue
-            s0, s1, fr = _source_pixels(row, h, top, crop_h, flip_rows)
+            s0, s1, fr = source_pixels(row, h, top, crop_h, flip_rows)
             for j in range(patch_size):
                 column = _inside(col0 + j, w, border)
                 if column < 0:
                     continue
-                t0, t1, fc = _source_pixels(column, w, left, crop_w, flip_columns)
+                t0, t1, fc = source_pixels(column, w, left, crop_w, flip_columns)
                 for k in range(c):
-                    out[draw, i, j, k] = _augmented_pixel(image, s0, s1, fr, t0, t1, fc, k, factor, mean[k])
+                    out[draw, i, j, k] = augmented_pixel(image, s0, s1, fr, t0, t1, fc, k, factor, mean[k])
     return out
 
 

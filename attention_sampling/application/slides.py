@@ -15,7 +15,7 @@ dependency). A tiled TIFF without levels is a slide of one level.
 What tifffile cannot open (3DHistech MRXS, Hamamatsu VMS, ...) is read through OpenSlide when it is
 installed (pip install 'attention-sampling-numpy[openslide]', which brings its library as a wheel).
 
-Augmentations are coordinate maps here. The patches are exactly what the array path (data.augment_into)
+Augmentations are coordinate maps here. The patches are exactly what the array path (augmentation.augment_into)
 would cut from the augmented full image: each output pixel is the same bilinear sample of the same two
 source rows and columns. The view is the un-augmented view resampled bilinearly at the augmented cells'
 centres: exact for flips when H and W are multiples of c, an approximation of "pool the zoomed image"
@@ -30,6 +30,7 @@ import numpy as np
 from ..patches import patch_offset
 from .errors import AttentionSamplingError
 from .errors import one_line as _one_line
+from .decode import read_image, to_rgb8
 
 SLIDE_EXTENSIONS = (".svs", ".ndpi", ".scn", ".bif", ".mrxs", ".vms", ".vmu", ".svslide")
 TIFF_EXTENSIONS = (".tif", ".tiff")
@@ -150,7 +151,6 @@ class Slide:
     def region(self, index, top, bottom, left, right):
         """Level `index`'s rows [top, bottom) and columns [left, right) -> (h, w, 3) uint8; only the tiles
         that the region touches are decoded."""
-        from .data import to_rgb8
 
         array = self._array(index)
         started = time.perf_counter()
@@ -307,7 +307,7 @@ def patch_axis(start, patch_size, length, border):
 
 def source_axis(indices, length, crop=None, flip=False):
     """Indices into the augmented image's axis -> (first, second, weight): the two source pixels and the
-    bilinear weight of the second, as data._source_pixels maps them (zoom into crop = (start, size), then
+    bilinear weight of the second, as augmentation.source_pixels maps them (zoom into crop = (start, size), then
     the flip); -1 stays -1. Without augmentation, first = second = index and weight 0."""
     if crop is None and not flip:
         return indices, indices, np.zeros(len(indices), dtype=np.float32)
@@ -325,7 +325,7 @@ def source_axis(indices, length, crop=None, flip=False):
 
 def read_patch(slide, rows, columns, contrast=None):
     """(first, second, weight) maps of the patch's rows and columns -> (S, S, 3) float32 in [0, 1]: one level-0
-    region around them, sampled bilinearly (the same float32 operations as data._augment_into), zeros where
+    region around them, sampled bilinearly (the same float32 operations as augmentation._augment_into), zeros where
     a map is -1. contrast = (factor, (3,) channel means in [0, 255]) or None."""
     (r0, r1, fr), (c0, c1, fc) = rows, columns
     valid_rows, valid_columns = r0 >= 0, c0 >= 0
@@ -468,7 +468,6 @@ def open_source(path, max_pixels=None):
                 return OpenSlideSlide(path)
             except AttentionSamplingError:
                 raise error from None
-    from .data import read_image
 
     return ArraySlide(read_image(path, max_pixels), path)
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import nn
 from attention_sampling.application.augmented import AugmentedImages
-from attention_sampling.application.data import Augmentation, augment_into, contrast_centre
+from attention_sampling.application.augmentation import Augmentation, augment_into, contrast_centre
 from attention_sampling.patches import BORDERS, extract_patches
 
 

@@ -3,7 +3,7 @@
 Every slide here is a small pyramidal tiled TIFF written by tifffile in tmp_path, with tiles smaller
 than the image so that views and patches cross tile edges. The array path is the reference: the
 attention view is nn.AvgPool2d of the decoded image, the patches are extract_patches, the augmentations
-data.augment_into.
+augmentation.augment_into.
 """
 import numpy as np
 import pytest
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import nn
 from attention_sampling import AttentionSamplingModel, is_lazy, predict, train_step
-from attention_sampling.application import data
+from attention_sampling.application import augmentation
 from attention_sampling.application.data import Augmentation, ImageFolder, augment_into, load_batch
 from attention_sampling.application.errors import AttentionSamplingError
 from attention_sampling.application.slides import (ArraySlide, Slide, SlideBatch, check_source, is_slide, read_view,
@@ -132,7 +132,7 @@ def test_augmented_patches_are_those_of_the_augmented_decoded_image(pyramid, see
             patches = batch.patches(cells, 10, 4, border)
             reference = np.empty((HEIGHT, WIDTH, 3), np.float32)
             flip_rows, flip_columns, factor, (top, left, crop_h, crop_w) = draw
-            data._augment_into(image, flip_rows, flip_columns, np.float32(factor), mean, top, left, crop_h, crop_w,
+            augmentation._augment_into(image, flip_rows, flip_columns, np.float32(factor), mean, top, left, crop_h, crop_w,
                                reference)
             expected = extract_patches(reference[None], cells, 10, 4, border)
             np.testing.assert_allclose(patches, expected, rtol=0, atol=2e-6)
@@ -156,7 +156,6 @@ def test_a_zoomed_view_approximates_the_view_of_the_zoomed_image(tmp_path):
     """Resampling the view is not pooling the resampled image (it cannot be, without reading level 0):
     on tissue-like content the difference is a few grey levels on average, a third or less of what the
     un-augmented view would be off by."""
-    from attention_sampling.application import data
 
     path = str(tmp_path / "tissue.tif")
     image = Tissue(256, 384, seed=2, spots="horizontal", spot_size=24)(1, 0, 0, 256, 384)
@@ -169,7 +168,7 @@ def test_a_zoomed_view_approximates_the_view_of_the_zoomed_image(tmp_path):
             view, unaugmented, mean = batch.view(4)[0], batch.unaugmented_view(4)[0], batch._means[0]
         flip_rows, flip_columns, factor, (top, left, crop_h, crop_w) = draw
         reference = np.empty((256, 384, 3), np.float32)
-        data._augment_into(image, flip_rows, flip_columns, np.float32(factor), mean, top, left, crop_h, crop_w,
+        augmentation._augment_into(image, flip_rows, flip_columns, np.float32(factor), mean, top, left, crop_h, crop_w,
                            reference)
         expected = nn.AvgPool2d(4).infer(reference[None])[0]
         difference = np.abs(view - expected).mean()

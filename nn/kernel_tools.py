@@ -1,0 +1,57 @@
+"""What the Numba kernels of nn/ share: a zeroed stack array the kernel keeps in registers, and a call that
+compiles a kernel with LLVM's SLP vectoriser on (conv_kernels.py says why both)."""
+import contextlib
+import functools
+
+import numba
+from numba import types
+from numba.core import cgutils
+from numba.core.compiler_lock import global_compiler_lock
+from numba.extending import intrinsic
+from numba.np.arrayobj import make_array, populate_array
+
+
+@intrinsic
+def _stack_zeros(typingctx, rows, cols, dtype):
+    """A zeroed (rows, cols) array on the stack of the calling kernel; rows and cols are literal ints."""
+    if not (isinstance(rows, types.IntegerLiteral) and isinstance(cols, types.IntegerLiteral)):
+        return None
+    shape = (rows.literal_value, cols.literal_value)
+    array_type = types.Array(dtype.dtype, 2, "C")
+
+    def codegen(context, builder, signature, args):
+        element = context.get_data_type(dtype.dtype)
+        itemsize = context.get_abi_sizeof(element)
+        # alloca_once places the allocation in the function's entry block, so a call inside a loop
+        # reuses one buffer instead of growing the stack; the memset re-zeroes it on every call.
+        data = cgutils.alloca_once(builder, element, size=shape[0] * shape[1])
+        cgutils.memset(builder, data, context.get_constant(types.intp, shape[0] * shape[1] * itemsize), 0)
+        array = make_array(array_type)(context, builder)
+        intp = functools.partial(context.get_constant, types.intp)
+        populate_array(array, data=data, shape=[intp(shape[0]), intp(shape[1])],
+                       strides=[intp(shape[1] * itemsize), intp(itemsize)], itemsize=intp(itemsize), meminfo=None)
+        return array._getvalue()
+
+    return array_type(rows, cols, dtype), codegen
+
+
+@contextlib.contextmanager
+def _slp_vectorize():
+    """Compile with LLVM's SLP vectoriser on (read by Numba when it builds each module's passes)."""
+    previous = numba.config.SLP_VECTORIZE
+    numba.config.SLP_VECTORIZE = 1
+    try:
+        yield
+    finally:
+        numba.config.SLP_VECTORIZE = previous
+
+
+def vectorised_call(kernel, *args):
+    """kernel(*args), compiled with the SLP vectoriser on if this call compiles it. The switch is
+    process-wide, so it is thrown only for a call with argument types the kernel has not been compiled
+    for, and under Numba's compiler lock: no other thread (the data loader's kernels) compiles while it
+    is on, and an ordinary call leaves it alone."""
+    if tuple(kernel.typeof_pyval(arg) for arg in args) in kernel.overloads:
+        return kernel(*args)
+    with global_compiler_lock, _slp_vectorize():
+        return kernel(*args)
