@@ -16,7 +16,7 @@ from attention_sampling.application.cli import (OneLineParser, fraction, non_neg
 from attention_sampling.application.data import DEFAULT_CACHE_BYTES, DEFAULT_MAX_PIXELS, ImageFolder
 from attention_sampling.application.embedded import ensure_default_dataset
 from attention_sampling.application.errors import AttentionSamplingError
-from attention_sampling.application.settings import ENTROPY_BY_ESTIMATOR, LR_DROP, TRAINING_DEFAULTS, setting
+from attention_sampling.application.settings import ENTROPY_BY_ESTIMATOR, LR_DROP, RECIPES, TRAINING_DEFAULTS, setting
 from attention_sampling.models import AGGREGATES, ATTENTION_PADDINGS
 
 PAPER_EPOCHS = 300
@@ -105,6 +105,10 @@ def parse_args(argv=None):
         help=f"zoom augmentation: a crop of 1 / z of each side resized back, z drawn from [1, 1 + Z] "
              f"(default {TRAINING_DEFAULTS['zoom']}; 0: none)")
     add("--no-augment", action="store_true", help="turn off random flips, contrast and zoom")
+    add("--recipe", choices=tuple(RECIPES), default="default",
+        help="a named set of defaults: localized (--entropy 0.001 --sampling without --no-augment), for evidence "
+             "in a few small objects on a flat background (docs/experiments/megapixel-mnist.md); the flags typed "
+             "override it (default: default)")
     add("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.lr_drops is not None:
@@ -112,6 +116,15 @@ def parse_args(argv=None):
     args.typed = {key: getattr(args, key) for key in DEFAULTS if getattr(args, key) is not None}
     if args.no_augment:
         args.typed["augment"] = False
+    # A recipe's values stand where no flag was typed, and are stored with the run like typed ones.
+    for key, value in RECIPES[args.recipe].items():
+        if key == "augment":
+            if not args.no_augment and not value:
+                args.no_augment = True
+                args.typed["augment"] = False
+        elif key not in args.typed:
+            setattr(args, key, value)
+            args.typed[key] = value
     for key, value in DEFAULTS.items():
         if getattr(args, key) is None:
             setattr(args, key, value)

@@ -28,7 +28,7 @@ TRAIN_FLAGS = ["--data", "--out", "--patches", "--size", "--scale", "--epochs", 
                "--lr-drops",
                "--entropy", "--temperature", "--border", "--floor", "--attention-init", "--seed", "--test-fraction",
                "--val-fraction", "--val-repeats", "--average-from", "--estimator", "--sampling", "--cache-mb", "--resume", "--contrast",
-               "--zoom", "--no-augment", "--quiet"]
+               "--zoom", "--no-augment", "--recipe", "--quiet"]
 EVALUATE_FLAGS = ["--data", "--split", "--json", "--checkpoint", "--examples", "--seed", "--repeats"]
 
 
@@ -342,3 +342,25 @@ def test_the_entropy_default_follows_the_estimator_unless_typed():
     typed = train.parse_args(["--estimator", "expectation", "--entropy", "0.2"])
     assert typed.entropy == 0.2 and typed.typed["entropy"] == 0.2
     assert "entropy" not in train.parse_args(["--estimator", "expectation"]).typed  # a resume keeps the run's
+
+
+def test_a_recipe_sets_its_flags_where_none_is_typed_and_is_stored_with_the_run(data_root, tmp_path):
+    """--recipe localized is --entropy 0.001 --sampling without --no-augment, each still overridable; the
+    run's config holds the values, so a resume needs no recipe."""
+    from attention_sampling.application.settings import RECIPES
+
+    import train
+
+    args = train.parse_args(["--recipe", "localized"])
+    assert (args.entropy, args.sampling, args.no_augment) == (0.001, "without", True)
+    assert RECIPES["localized"] == dict(entropy=0.001, sampling="without", augment=False)
+    typed = train.parse_args(["--recipe", "localized", "--entropy", "0.02", "--sampling", "with"])
+    assert (typed.entropy, typed.sampling, typed.no_augment) == (0.02, "with", True)
+    assert (train.parse_args([]).sampling, train.parse_args([]).no_augment) == ("with", False)
+
+    ok(run(TRAIN, "--data", data_root, "--out", "recipe", "--epochs", 1, "--recipe", "localized", *TINY, cwd=tmp_path))
+    with open(tmp_path / "recipe" / "config.json") as handle:
+        config = json.load(handle)
+    assert (config["entropy"], config["sampling"], config["augment"]) == (0.001, "without", False)
+    ok(run(TRAIN, "--resume", "recipe", "--epochs", 2, "--quiet", cwd=tmp_path))
+    assert len(read_metrics(tmp_path / "recipe")[1]) == 2

@@ -18,8 +18,8 @@ TRAINING_DEFAULTS = dict(
     border="reflect",      # what a patch sees past the image edge: zero, reflect or inside
     floor=0.0,             # eps of the uniform floor mixed into the attention when sampling
     # How the attention starts: drawn at random (the original method), or uniform (its last layer at zero).
-    # Random by default: on the embedded data set a uniform start stayed uniform and at chance for 14 epochs,
-    # where the random start, peaked on the bright spots from the first epoch, learnt by epoch 13 (README).
+    # Random by default: a uniform start on the embedded set stays uniform, and at chance
+    # (docs/experiments/slides.md, docs/results/embedded/S50-P20-seed0-uniform-start.log).
     attention_init="random",
     # How the attention network's convolutions pad the view: reflected, so that a flat view stays flat up to its
     # edge; zeros put a fresh network's weight on the border (docs/results/border/).
@@ -28,8 +28,8 @@ TRAINING_DEFAULTS = dict(
     test_fraction=0.15,    # 70 / 15 / 15, as the reference implementation splits
     val_fraction=0.15,
     # Scorings of the validation split after each epoch (one look of P patches per image each), whose mean
-    # accuracy chooses best.npz. One scoring of a few dozen images moves by several points from draw to draw
-    # and picks the luckiest epoch as much as the best model (README, the lymphoma data set).
+    # accuracy chooses best.npz: one scoring of a few dozen images moves by several points from draw to draw
+    # (docs/experiments/lymphoma.md).
     val_repeats=1,
     # Weight averaging: from this epoch on, average.npz holds the mean of the model's weights (and batch-norm
     # statistics) after each epoch, the stochastic weight averaging of Izmailov et al. (2018). 0: none.
@@ -37,8 +37,8 @@ TRAINING_DEFAULTS = dict(
     estimator="reinforce",
     sampling="with",
     # REINFORCE's classifier: the sampled features' mean, not eq. 1's weights a_i / sum a, which count a cell drawn
-    # k times as k a_i. Chosen on validation: 3 lymphoma seeds (+0.05 to +0.22 over the same epochs) and the
-    # embedded set (docs/results/lymphoma/tuning/README.md, README).
+    # k times as k a_i; chosen on the validation splits of lymphoma and the embedded set
+    # (docs/results/lymphoma/tuning/README.md).
     aggregate="mean",
     # Augmentation strengths (flips are on unless --no-augment): contrast factor from [1 - contrast, 1 + contrast],
     # zoom z from [1, 1 + zoom] (a crop of 1 / z of each side resized back), as the paper's.
@@ -86,10 +86,15 @@ def learning_rate(lr, lr_drops, epoch):
     return lr * LR_DROP ** sum(1 for drop in lr_drops if drop < epoch)
 
 
-# The entropy bonus is weighed against the estimator's own signal, and the two signals differ in size:
-# REINFORCE's standardised advantage makes its attention gradient 2.3 to 2.9 times the exact one (about 7
-# times when the patches look alike, as an untrained feature network makes them), the expectation
-# estimator's is the exact one (docs/results/gradients/). On few-spots (seed 0, validation split), the
-# expectation estimator's attention goes flat at 0.05 and at 0.01 and learns at 0.001
+# The entropy bonus is weighed against the estimator's own signal, and REINFORCE's standardised advantage
+# makes its gradient several times the exact one, which the expectation estimator's is
+# (docs/results/gradients/); the weights were chosen on the few-spots validation split
 # (docs/results/estimators/pilot/).
 ENTROPY_BY_ESTIMATOR = {"reinforce": TRAINING_DEFAULTS["entropy"], "expectation": 0.001}
+
+# Named sets of settings (train.py --recipe), each a set of flags' values that typed flags still override.
+# "localized": evidence in a few small objects on a flat background (Megapixel MNIST). There the default
+# entropy weight flattens the attention before the feature network can read anything, sampling with
+# replacement collapses a look onto one or two cells, and flips change what an object is (a flipped 6 is
+# a 9); docs/experiments/megapixel-mnist.md.
+RECIPES = {"default": {}, "localized": dict(entropy=0.001, sampling="without", augment=False)}
