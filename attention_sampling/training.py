@@ -47,6 +47,11 @@ def look(model, images, rng, n_looks, training, replace=True, lap=_no_lap):
     lap("attention net forward")
     log_sampling = floored_attention(log_attention, model.floor)
     attention = np.exp(log_sampling)
+    if not replace:
+        # A peaked map underflows to zero in float32 outside its few heaviest cells (log a < -104), and P
+        # distinct cells must still be drawable: the smallest normal float stands for those probabilities.
+        # The sum does not move in float32, and the weights below are gathered from this same map.
+        np.maximum(attention, np.finfo(attention.dtype).tiny, out=attention)
     n = images.shape[0]
     if replace:
         cells = sample_cells(attention, n_looks * p, rng)

@@ -470,3 +470,35 @@ def test_an_unknown_estimator_or_sampling_is_refused():
         AttentionSamplingModel(3, estimator="exact")
     with pytest.raises(ValueError, match="sampling"):
         AttentionSamplingModel(3, sampling="sometimes")
+
+
+class PeakedAttention:
+    """A stand-in attention network: all but `heavy` cells at log a = -200, zero once exponentiated in float32."""
+
+    def __init__(self, scale, heavy):
+        self.scale, self.heavy = scale, heavy
+
+    def forward(self, images, training=True):
+        n, h, w = images.shape[0], images.shape[1] // self.scale, images.shape[2] // self.scale
+        log_attention = np.full((n, h, w), -200.0, dtype=images.dtype)
+        log_attention.reshape(n, -1)[:, :self.heavy] = -np.log(self.heavy)
+        return log_attention
+
+    infer = forward
+
+
+def test_sampling_without_replacement_draws_distinct_cells_from_a_map_peaked_past_float32():
+    """A map whose float32 probabilities are zero beyond 3 cells still gives P = 6 distinct cells, the 3
+    heavy ones first in mass; their weights a_i are those of the map, and training steps go on."""
+    images = make_dataset(2, 32, 32, spot_size=4, seed=0)[0].astype(np.float32) / 255
+    model = AttentionSamplingModel(3, scale=4, patch_size=6, n_patches=6, seed=0, sampling="without")
+    model.attention = PeakedAttention(4, heavy=3)
+    assert np.count_nonzero(np.exp(model.attention.forward(images))[0]) == 3
+    sampled = look(model, images, np.random.default_rng(0), 2, training=False, replace=False)
+    for image in range(2):
+        for one_look in sampled.cells[image].reshape(2, 6, 2):
+            codes = one_look[:, 0] * 8 + one_look[:, 1]
+            assert len(set(codes)) == 6
+            assert set(codes[:3]) == {0, 1, 2}  # the heavy cells hold all the mass in float32
+    assert np.allclose(np.sort(sampled.weights, axis=1)[:, -6:], 1 / 3)
+    assert np.all(sampled.weights > 0)
