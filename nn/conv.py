@@ -14,9 +14,8 @@ _CHUNK_BYTES = 64 * 2**20
 # Below this fraction of nonzero positions in dL/dy, backward loops over those positions only
 # (nn/conv_kernels.py, "Sparse gradients"); the crossover: python -m benchmarks.bench_nn --sparse.
 SPARSE_FRACTION = 0.2
-# The same for a layer without dL/dx (a network's first): its dense path is the weight gradient alone, 51-53
-# ms for the feature network's 3->16 at every density, where the sparse one passes it at 3% (1.20x at 6%,
-# 2.8x at 15%: that layer's dL/dy is about 17% nonzero).
+# The same for a layer without dL/dx (a network's first), whose dense path is the weight gradient alone and
+# so much cheaper: the crossover is far lower (python -m benchmarks.bench_nn --sparse; docs/performance.md).
 SPARSE_FRACTION_WEIGHTS_ONLY = 0.03
 
 
@@ -266,9 +265,9 @@ class Conv2d(Layer):
         """backward for a SparseGradient dL/d(activation): the fused leaky ReLU's derivative on its rows, then the
         sparse kernels, no map-sized array on the way."""
         # Past SPARSE_FRACTION the dense kernels are faster, even counting the map the gradient must be spread
-        # into. Not so for the weights alone (a network's first layer): for the feature network's first layer
-        # (31% nonzero) the map spread and then the dense backward took 128-134 ms in the training step, the
-        # sparse backward on the rows 82-90 (so SPARSE_FRACTION_WEIGHTS_ONLY is for a dense dL/dy only).
+        # into. Not so for the weights alone (a network's first layer): spreading compact rows into a map costs
+        # more than the sparse kernel saves there, so SPARSE_FRACTION_WEIGHTS_ONLY is for a dense dL/dy only
+        # (python -m benchmarks.bench_step; docs/performance.md).
         if self.input_gradient and len(grad_out.positions) > SPARSE_FRACTION * np.prod(grad_out.shape[:3]):
             # Conv2d.backward, not self.backward: a benchmark's per-layer clock wraps the latter (counted once).
             return Conv2d._backward(self, grad_out.dense(), keep_sparse)

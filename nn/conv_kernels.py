@@ -2,7 +2,7 @@
 
 Why hand-written loops rather than im2col + BLAS: the convolutions of this project have 3 to 16
 output channels, and a (pixels x kh·kw·C_in) @ (kh·kw·C_in x 16) product is too thin for BLAS
-(measured on a 2-core AVX-512 machine: OpenBLAS 6-17 GFLOP/s on it, these kernels 45-60).
+(docs/performance.md: OpenBLAS reaches a fraction of these kernels' rate on it).
 
 How they are made fast: each kernel keeps a small tile of results in registers, a tile of
 `TILE_PIXELS[block]` output pixels x `block` channels (16 float32 = one AVX-512 register), and streams
@@ -30,16 +30,14 @@ from .numba_cache import variant
 # False: always the direct kernel (tests compare the two; benchmarks can time both).
 WINOGRAD = True
 
-# Output pixels per register tile in the correlation, by channel block: 64 accumulators either way. Eight
-# pixels of an 8-channel (half-register) block measured 3-12% faster than four; wider tiles spill.
+# Output pixels per register tile in the correlation, by channel block: 64 accumulators either way (eight
+# pixels of a half-register block beat four; wider tiles spill; python -m benchmarks.bench_nn).
 TILE_PIXELS = {16: 4, 8: 8}
 
 
 def weight_gradient_channels(c_in):
     """Input channels per register tile in the weight gradient: all of them up to 4 (a 3-channel image: no
-    wasted lane, 25% faster than a tile of 4), else 8 (more FMAs per load of grad_out than 4; 16 spills).
-    Measured on the feature network's 640 x 50 x 50 maps: 3 -> 16 in 37-40 ms against 49-55 with 4;
-    16 -> 16 in 158-191 ms against 195-215 with 4."""
+    wasted lane), else 8 (more FMAs per load of grad_out than 4; 16 spills). python -m benchmarks.bench_nn."""
     return c_in if c_in <= 4 else 8
 
 
