@@ -9,6 +9,7 @@ from .objective import (attention_entropy, entropy_gradient, estimator_weights, 
                         floored_attention, floored_attention_backward, patch_rewards, reinforce_gradient,
                         scatter_to_cells, standardised_advantage)
 from .images import is_lazy
+from .models import ESTIMATORS
 from .patches import extract_patches, outside_image
 from .sampling import sample_cells
 
@@ -181,8 +182,8 @@ def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight
     """
     estimator = model.estimator if estimator is None else estimator
     replace = model.replace if replace is None else replace
-    if estimator not in ("reinforce", "expectation"):
-        raise ValueError(f"estimator must be 'reinforce' or 'expectation', got {estimator!r}")
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     n = images.shape[0]
     p = model.n_patches
     labels = np.asarray(labels, dtype=np.int64)

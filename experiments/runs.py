@@ -123,8 +123,7 @@ def train_one(config, log):
     history = trainer.fit()
     shape = tuple(trainer.config["image_shape"])
     train_probabilities = predict_dataset(trainer.model, dataset, trainer.train_indices, shape,
-                                          config["batch_size"], seed=config["seed"], estimator=trainer.estimator,
-                                          replace=trainer.replace)
+                                          config["batch_size"], seed=config["seed"])
     train_accuracy = float(np.mean(train_probabilities.argmax(1) == dataset.labels[trainer.train_indices]))
     best = history[best_epoch(history) - 1]
     repeated, by_epoch = {}, {}
@@ -133,8 +132,7 @@ def train_one(config, log):
         if epoch not in by_epoch:  # the best epoch may be the last: scored once
             start = scoring_seed(stored["seed"], epoch)
             by_epoch[epoch] = np.mean(repeated_accuracy(model, dataset, trainer.test_indices, shape,
-                                                        config["batch_size"], range(start, start + repeats),
-                                                        estimator=trainer.estimator, replace=trainer.replace))
+                                                        config["batch_size"], range(start, start + repeats)))
         repeated[which] = by_epoch[epoch]
     return {"epochs": len(history), "best_epoch": best["epoch"], "val_accuracy": round(best["val_accuracy"], 4),
             "test_accuracy_best": round(best["test_accuracy"], 4),
@@ -361,7 +359,7 @@ def run_one(config):
     history = trainer.fit()
     shape = tuple(config["image_shape"])
     probabilities = predict_dataset(trainer.model, dataset, trainer.train_indices, shape, config["batch_size"],
-                                    seed=config["seed"], estimator=trainer.estimator, replace=trainer.replace)
+                                    seed=config["seed"])
     # With validation: the test accuracy of the epoch best.npz keeps (as train.py reports); else the last's.
     best = best_epoch(history)
     return {"train_accuracy": float(np.mean(probabilities.argmax(1) == dataset.labels[trainer.train_indices])),

@@ -5,6 +5,7 @@ import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("nn", "attention_sampling", "attention_sampling/application", "experiments")
+PACKAGES_DOTTED = tuple(package.replace("/", ".") for package in PACKAGES)
 
 
 def project_modules():
@@ -81,9 +82,6 @@ def test_no_module_imports_itself_back():
     graph = {module: {other for other in targets if other not in PACKAGES_DOTTED} for module, targets in graph.items()
              if module not in PACKAGES_DOTTED}
     assert cycles(graph) == []
-
-
-PACKAGES_DOTTED = tuple(package.replace("/", ".") for package in PACKAGES)
 
 
 def test_each_layer_imports_only_the_layers_below_it():

@@ -144,8 +144,6 @@ class Trainer:
             self.folder.remove_temporaries()
             self.train_indices, self.val_indices, self.test_indices = run_split(dataset.labels, self.config)
             self.augment = augmentation(self.config)
-            self.estimator = setting(self.config, "estimator")
-            self.replace = setting(self.config, "sampling") == "with"
         except BaseException:
             self.close()  # a run that could not start leaves the folder free
             raise
@@ -412,8 +410,7 @@ class Trainer:
                 with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                     metrics = train_step(self.model, self.optimizer, images, self.dataset.labels[batch],
                                          self.rng, replicas=self.config["replicas"],
-                                         entropy_weight=self.config["entropy"], estimator=self.estimator,
-                                         replace=self.replace)
+                                         entropy_weight=self.config["entropy"])
                 if not all(math.isfinite(v) for v in metrics.values()):
                     raise self._diverged(f"loss {metrics['loss']}")
                 self.totals.add(metrics, len(batch))
@@ -443,7 +440,6 @@ class Trainer:
                 probabilities = predict_dataset(self.model, self.dataset, indices, tuple(self.config["image_shape"]),
                                                 self.config["batch_size"],
                                                 seed=scoring_seed(self.config["seed"], self.epoch + 1, repeat),
-                                                estimator=self.estimator, replace=self.replace,
                                                 on_batch=None if tally is None or repeat else
                                                 lambda start, p: tally.add(indices[start:start + len(p.cells)],
                                                                            p.attention, p.cells))
