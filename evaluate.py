@@ -19,7 +19,7 @@ import numpy as np
 from attention_sampling.application.cli import non_negative_int, OneLineParser, positive_int
 from attention_sampling.application.errors import AttentionSamplingError
 from attention_sampling.application.prediction import CHECKPOINT_FILES
-from attention_sampling.application.settings import scoring_seed, setting
+from attention_sampling.application.settings import Training, scoring_seed
 
 
 
@@ -218,7 +218,7 @@ def draw_pictures(run_dir, pictures):
             path = os.path.join(run_dir, "attention", f"{classes[label]}_{i}.png")
             figures.plot_explanation(image, pictures["kept"][position], classes, label, config["scale"],
                                      config["size"], path, title=os.path.relpath(dataset.paths[index], dataset.root),
-                                     border=setting(config, "border"), image_shape=shape)
+                                     border=Training.from_dict(config).border, image_shape=shape)
             written.append(path)
     except OSError as error:
         raise AttentionSamplingError(

@@ -16,7 +16,7 @@ from attention_sampling.application.cli import (OneLineParser, fraction, non_neg
 from attention_sampling.application.data import DEFAULT_CACHE_BYTES, DEFAULT_MAX_PIXELS, ImageFolder
 from attention_sampling.application.embedded import ensure_default_dataset
 from attention_sampling.application.errors import AttentionSamplingError
-from attention_sampling.application.settings import ENTROPY_BY_ESTIMATOR, LR_DROP, RECIPES, TRAINING_DEFAULTS, setting
+from attention_sampling.application.settings import ENTROPY_BY_ESTIMATOR, LR_DROP, RECIPES, TRAINING_DEFAULTS, Training
 from attention_sampling.models import AGGREGATES, ATTENTION_PADDINGS
 
 PAPER_EPOCHS = 300
@@ -176,7 +176,7 @@ def check_settings(config):
     """Flags that are each fine but impossible together with the data."""
     height, width = config["image_shape"]
     cells = (height // config["scale"]) * (width // config["scale"])
-    if setting(config, "sampling") == "without" and config["patches"] > cells:
+    if Training.from_dict(config).sampling == "without" and config["patches"] > cells:
         raise AttentionSamplingError(
             f"--patches {config['patches']}: sampling without replacement draws distinct cells, and a "
             f"{height}x{width} image at --scale {config['scale']} has only {cells}")

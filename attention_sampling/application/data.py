@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import AttentionSamplingError
-from .settings import setting
+from .settings import Training
 # The data layer's entry points, also reachable from here: decoding one file (decode.py) and augmenting one
 # image (augmentation.py).
 from .augmentation import Augmentation, augment_into, resize_bilinear  # noqa: F401
@@ -255,7 +255,8 @@ class Split(NamedTuple):
 def run_split(labels, config):
     """(N,) labels and a run's config -> the Split the run was trained with. Runs made before validation existed
     have no val_fraction: the same split as then (no validation)."""
-    return stratified_split(labels, config["test_fraction"], config["seed"], setting(config, "val_fraction"))
+    run = Training.from_dict(config)
+    return stratified_split(labels, run.test_fraction, run.seed, run.val_fraction)
 
 
 def stratified_split(labels, test_fraction, seed, val_fraction=0.0):

@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from .errors import AttentionSamplingError
-from .settings import setting
+from .settings import Training
 
 CHECKPOINT_FILES = {"best": "best.npz", "last": "checkpoint.npz", "average": "average.npz"}
 
@@ -108,7 +108,7 @@ def predict_path(model, config, path, seed=0, looks=1, pictures=None):
         # A slide is drawn from its attention view, stretched over the slide's full-resolution extent.
         picture, shape = (images.view(config["scale"])[0], images.shape[1:3]) if is_lazy(images) else (images[0], None)
         figures.plot_explanation(picture, explanation, classes, None, config["scale"], config["size"],
-                                 picture_path(pictures, path), title=path, border=setting(config, "border"),
+                                 picture_path(pictures, path), title=path, border=Training.from_dict(config).border,
                                  image_shape=shape)
     return row
 

@@ -3,59 +3,91 @@
 One place, so that `train.py` and `experiments paper-table` cannot drift apart. Kept free of heavy
 imports: train.py --help reads it before NumPy's kernels are compiled.
 """
+from dataclasses import asdict, dataclass, fields
+
+from .errors import AttentionSamplingError
+
 
 # What a run is made of; all of it is stored in the run's config.json and checked again on --resume.
-TRAINING_DEFAULTS = dict(
-    patches=20,            # P, patches sampled per image
-    size=50,               # S, patch side in full-resolution pixels
-    scale=4,               # c, down-scaling of the attention view
-    batch_size=8,
-    replicas=4,            # fresh looks at each image per step
-    lr=1e-3,               # Adam
-    lr_drops=(),           # epochs after which the learning rate is multiplied by LR_DROP (none: constant, as the paper)
-    entropy=0.05,          # lambda of the attention-entropy bonus, as the reference implementation (REINFORCE)
-    temperature=3.0,       # T of the classifier softmax(T x eq. 1), as the reference implementation
-    border="reflect",      # what a patch sees past the image edge: zero, reflect or inside
-    floor=0.0,             # eps of the uniform floor mixed into the attention when sampling
+@dataclass(frozen=True)
+class Training:
+    """The settings a run is trained with, typed; Training.from_dict(config) reads them from a run's config."""
+    patches: int = 20            # P, patches sampled per image
+    size: int = 50               # S, patch side in full-resolution pixels
+    scale: int = 4               # c, down-scaling of the attention view
+    batch_size: int = 8
+    replicas: int = 4            # fresh looks at each image per step
+    lr: float = 1e-3             # Adam
+    lr_drops: tuple = ()         # epochs after which the learning rate is multiplied by LR_DROP (none: constant, as the paper)
+    entropy: float = 0.05        # lambda of the attention-entropy bonus, as the reference implementation (REINFORCE)
+    temperature: float = 3.0     # T of the classifier softmax(T x eq. 1), as the reference implementation
+    border: str = "reflect"      # what a patch sees past the image edge: zero, reflect or inside
+    floor: float = 0.0           # eps of the uniform floor mixed into the attention when sampling
     # How the attention starts: drawn at random (the original method), or uniform (its last layer at zero).
     # Random by default: a uniform start on the embedded set stays uniform, and at chance
     # (docs/experiments/slides.md, docs/results/embedded/S50-P20-seed0-uniform-start.log).
-    attention_init="random",
+    attention_init: str = "random"
     # How the attention network's convolutions pad the view: reflected, so that a flat view stays flat up to its
     # edge; zeros put a fresh network's weight on the border (docs/results/border/).
-    attention_padding="reflect",
-    seed=0,
-    test_fraction=0.15,    # 70 / 15 / 15, as the reference implementation splits
-    val_fraction=0.15,
+    attention_padding: str = "reflect"
+    seed: int = 0
+    test_fraction: float = 0.15  # 70 / 15 / 15, as the reference implementation splits
+    val_fraction: float = 0.15
     # Scorings of the validation split after each epoch (one look of P patches per image each), whose mean
     # accuracy chooses best.npz: one scoring of a few dozen images moves by several points from draw to draw
     # (docs/experiments/lymphoma.md).
-    val_repeats=1,
+    val_repeats: int = 1
     # Weight averaging: from this epoch on, average.npz holds the mean of the model's weights (and batch-norm
     # statistics) after each epoch, the stochastic weight averaging of Izmailov et al. (2018). 0: none.
-    average_from=0,
-    estimator="reinforce",
-    sampling="with",
+    average_from: int = 0
+    estimator: str = "reinforce"
+    sampling: str = "with"
     # REINFORCE's classifier: the sampled features' mean, not eq. 1's weights a_i / sum a, which count a cell drawn
     # k times as k a_i; chosen on the validation splits of lymphoma and the embedded set
     # (docs/results/lymphoma/tuning/README.md).
-    aggregate="mean",
+    aggregate: str = "mean"
     # Augmentation strengths (flips are on unless --no-augment): contrast factor from [1 - contrast, 1 + contrast],
     # zoom z from [1, 1 + zoom] (a crop of 1 / z of each side resized back), as the paper's.
-    contrast=0.3,
-    zoom=0.2,
-)
+    contrast: float = 0.3
+    zoom: float = 0.2
+
+    @classmethod
+    def from_dict(cls, config, source="the run's config"):
+        """A run's config (a dict, as config.json holds it) -> its Training; a setting the run was made before
+        has what the run was trained with (LEGACY), one that every run stores and a partial config lacks, its
+        default. A mistyped value is a one-line error naming `source`."""
+        values = {field.name: _typed(field.name, config[field.name], field.type, source)
+                  for field in fields(cls) if field.name in config}
+        return cls(**{**{key: value for key, value in LEGACY.items() if key not in values}, **values})
+
+    def to_dict(self):
+        """-> the settings as config.json stores them (lists for tuples)."""
+        return {field.name: list(value) if isinstance(value := getattr(self, field.name), tuple) else value
+                for field in fields(self)}
+
+
+def _typed(name, value, kind, source):
+    """A config value checked against its field's type (an int is a float too; a list is a tuple)."""
+    if kind is tuple and isinstance(value, (list, tuple)) and all(_is_int(v) for v in value):
+        return tuple(value)
+    if kind is float and (_is_int(value) or isinstance(value, float)):
+        return float(value)
+    if (kind is int and _is_int(value)) or (kind is str and isinstance(value, str)):
+        return value
+    raise AttentionSamplingError(f"{source}: {name} = {value!r} is not {'a list of ints' if kind is tuple else 'a ' + kind.__name__}")
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+TRAINING_DEFAULTS = asdict(Training())  # the same as a dict, for argparse defaults and help texts
 
 # What a run made before a setting existed was trained with: it is rebuilt, resumed and evaluated so, whatever
 # today's defaults are, and a flag typed on resuming it is compared with these.
 LEGACY = dict(temperature=1.0, border="zero", floor=0.0, attention_init="random", val_fraction=0.0, val_repeats=1,
               average_from=0, estimator="reinforce", sampling="with", lr_drops=(), contrast=0.3, zoom=0.2,
               aggregate="attention", attention_padding="zero")
-
-
-def setting(config, key):
-    """A run's config[key], or for a run made before that setting existed, what it was trained with (LEGACY)."""
-    return config.get(key, LEGACY[key])
 
 
 def scoring_seed(seed, epoch, repeat=0):

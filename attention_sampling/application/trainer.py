@@ -24,7 +24,7 @@ from .errors import AttentionSamplingError
 from .evaluation import cross_entropy, predict_dataset
 from .objects import OBJECT_COLUMNS, ObjectTally, read_objects
 from .runfolder import RunFolder, read_config_json
-from .settings import LEGACY, average_changed, drops_changed, learning_rate, scoring_seed, setting
+from .settings import LEGACY, Training, average_changed, drops_changed, learning_rate, scoring_seed
 
 METRIC_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
                   "entropy", "distinct_cells", "outside", "reward", "seconds", "waiting")
@@ -36,13 +36,12 @@ RESUMABLE = ("epochs", "bad_images", "max_pixels")
 def build_model(config):
     """The model a run's config describes (a run made before a setting existed is rebuilt as it was trained,
     settings.LEGACY)."""
-    return AttentionSamplingModel(len(config["classes"]), scale=config["scale"], patch_size=config["size"],
-                                  n_patches=config["patches"], seed=config["seed"],
-                                  temperature=setting(config, "temperature"), border=setting(config, "border"),
-                                  floor=setting(config, "floor"), attention_init=setting(config, "attention_init"),
-                                  aggregate=setting(config, "aggregate"),
-                                  attention_padding=setting(config, "attention_padding"),
-                                  estimator=setting(config, "estimator"), sampling=setting(config, "sampling"))
+    run = Training.from_dict(config)
+    return AttentionSamplingModel(len(config["classes"]), scale=run.scale, patch_size=run.size, n_patches=run.patches,
+                                  seed=run.seed, temperature=run.temperature, border=run.border, floor=run.floor,
+                                  attention_init=run.attention_init, aggregate=run.aggregate,
+                                  attention_padding=run.attention_padding, estimator=run.estimator,
+                                  sampling=run.sampling)
 
 
 def augmentation(config):
@@ -50,7 +49,8 @@ def augmentation(config):
     paper's strengths (settings.LEGACY)."""
     if not config["augment"]:
         return None
-    return Augmentation(contrast=setting(config, "contrast"), zoom=setting(config, "zoom"))
+    run = Training.from_dict(config)
+    return Augmentation(contrast=run.contrast, zoom=run.zoom)
 
 
 def saved_config(run_dir):
@@ -142,6 +142,7 @@ class Trainer:
                 self.config = config
                 self._start()
             self.folder.remove_temporaries()
+            self.settings = Training.from_dict(self.config, source=self.folder.config)  # read once, typed
             self.train_indices, self.val_indices, self.test_indices = run_split(dataset.labels, self.config)
             self.augment = augmentation(self.config)
         except BaseException:
@@ -168,7 +169,7 @@ class Trainer:
         the run has done."""
         config = dict(config)
         if "lr_drops" in config:
-            drops, before = list(config["lr_drops"]), list(setting(saved, "lr_drops"))
+            drops, before = list(config["lr_drops"]), list(Training.from_dict(saved).lr_drops)
             if drops_changed(drops, before, started):
                 raise AttentionSamplingError(
                     f"--resume {self.run_dir}: the run has trained {started} epoch(s) with lr drops after "
@@ -176,7 +177,7 @@ class Trainer:
                     f"would change them; only drops from epoch {started} on can be changed")
             saved, config["lr_drops"] = {**saved, "lr_drops": drops}, drops
         if "average_from" in config:
-            start, before = config["average_from"], setting(saved, "average_from")
+            start, before = config["average_from"], Training.from_dict(saved).average_from
             if average_changed(start, before, started):
                 raise AttentionSamplingError(
                     f"--resume {self.run_dir}: the run has trained {started} epoch(s) and averages its weights "
@@ -378,7 +379,7 @@ class Trainer:
         """
         batch_size = self.config["batch_size"]
         started = time.perf_counter()
-        lr = learning_rate(self.config["lr"], setting(self.config, "lr_drops"), self.epoch + 1)
+        lr = learning_rate(self.config["lr"], self.settings.lr_drops, self.epoch + 1)
         if lr != self.optimizer.lr:
             self.log(f"epoch {self.epoch + 1}: learning rate {lr:g}")
         self.optimizer.lr = lr
@@ -456,7 +457,7 @@ class Trainer:
                "outside": totals.mean("outside"), "reward": totals.mean("reward"), "seconds": round(seconds, 3),
                "waiting": round(totals.waiting, 3)}
         tally = None if self.objects is None else ObjectTally(self.objects, self.model.scale, self.model.patch_size)
-        row["val_loss"], row["val_accuracy"] = self._evaluate(self.val_indices, setting(self.config, "val_repeats"),
+        row["val_loss"], row["val_accuracy"] = self._evaluate(self.val_indices, self.settings.val_repeats,
                                                               tally)
         if tally is not None:
             row.update(tally.row())
@@ -468,7 +469,7 @@ class Trainer:
         self.epoch += 1
         self.order = None
         # The checkpoint goes last: a kill before it redoes this epoch, which rewrites the others.
-        start = setting(self.config, "average_from")
+        start = self.settings.average_from
         if start and self.epoch >= start:
             self._update_average()
         if best_epoch(self.history) == row["epoch"]:
