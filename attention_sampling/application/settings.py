@@ -50,7 +50,16 @@ TRAINING_DEFAULTS = dict(
 # today's defaults are, and a flag typed on resuming it is compared with these.
 LEGACY = dict(temperature=1.0, border="zero", floor=0.0, attention_init="random", val_fraction=0.0, val_repeats=1,
               average_from=0, estimator="reinforce", sampling="with", lr_drops=(), contrast=0.3, zoom=0.2,
-              aggregate="attention", attention_padding="zero")
+              aggregate="attention", attention_padding="zero", tissue="none")
+
+
+# --tissue: the attention samples only cells on tissue (auto, application/tissue.py), or every cell (none).
+TISSUE_MODES = ("auto", "none")
+# --tissue's default: the tissue mask on whole-slide images, mostly glass; none on plain images, whose background
+# may be the evidence's (Megapixel MNIST is grey digits on black, which holds no colour to threshold).
+def default_tissue(lazy):
+    """The --tissue mode a run takes when none is typed: "auto" for a data set of slides, else "none"."""
+    return "auto" if lazy else "none"
 
 
 def setting(config, key):

@@ -8,8 +8,7 @@ to the core (training.look), whose softmax then gives the other cells probabilit
 import numpy as np
 
 from .errors import AttentionSamplingError
-
-TISSUE_MODES = ("auto", "none")
+from .settings import TISSUE_MODES
 # Otsu always splits, even a view of glass alone or of tissue alone: its threshold is kept between the
 # saturation of clean glass (below 0.05) and that of faint eosin (above 0.2), so neither is cut in two.
 SATURATION_RANGE = (0.05, 0.2)
@@ -68,13 +67,31 @@ def tissue_mask(images, scale, paths, minimum=1):
     AttentionSamplingError naming the file if an image has fewer than `minimum` cells of tissue (none found;
     or fewer than the P patches drawn without replacement)."""
     mask = np.stack([tissue_cells(view) for view in batch_views(images, scale)])
-    for path, cells in zip(paths, mask.reshape(len(mask), -1).sum(axis=1)):
-        if cells == 0:
-            raise AttentionSamplingError(f"{path}: no tissue found in its attention view (--tissue auto); "
-                                         "--tissue none samples it everywhere")
-        if cells < minimum:
-            raise AttentionSamplingError(f"{path}: {cells} cells of tissue at --scale {scale}, fewer than the "
-                                         f"{minimum} patches drawn without replacement (--tissue none samples "
-                                         "everywhere)")
+    for path, cells in zip(paths, mask):
+        check_tissue(path, cells, scale, minimum)
     return mask
 
+
+def check_tissue(path, mask, scale, minimum=1):
+    """(h, w) bool tissue mask of the image at `path` -> AttentionSamplingError naming it if it holds fewer
+    than `minimum` cells of tissue."""
+    cells = int(np.count_nonzero(mask))
+    if cells == 0:
+        raise AttentionSamplingError(f"{path}: no tissue found in its attention view (--tissue auto); "
+                                     "--tissue none samples it everywhere")
+    if cells < minimum:
+        raise AttentionSamplingError(f"{path}: {cells} cells of tissue at --scale {scale}, fewer than the "
+                                     f"{minimum} patches drawn without replacement (--tissue none samples "
+                                     "everywhere)")
+
+
+
+def batch_mask(tissue, images, model, paths):
+    """--tissue mode, a batch of N images, the model, their N paths -> (N, h, w) bool mask, or None for "none".
+
+    Sampling without replacement needs P tissue cells in every image (tissue_mask's `minimum`)."""
+    if tissue not in TISSUE_MODES:
+        raise AttentionSamplingError(f"--tissue must be one of {', '.join(TISSUE_MODES)}, got {tissue!r}")
+    if tissue == "none":
+        return None
+    return tissue_mask(images, model.scale, paths, 1 if model.replace else model.n_patches)
