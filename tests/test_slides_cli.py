@@ -218,3 +218,19 @@ def test_a_run_made_before_tissue_masks_resumes_and_predicts_without_one(slides,
     assert code == 0 and "on_tissue" not in json.loads(out)
     code, out, lines = call(train.main, ["--resume", run, "--epochs", 2, "--tissue", "auto", "--quiet"], capsys)
     assert code == 2 and "tissue = none" in lines[-1]
+
+
+def test_a_slide_of_glass_in_the_folder_is_a_bad_image_found_before_training(slides, tmp_path, capsys):
+    """--tissue auto checks every slide's view once: glass alone stops the run naming it, or is skipped."""
+    data = shutil.copytree(slides, tmp_path / "data")
+    glass = data / "vertical" / "glass.tif"
+    write_pyramid(str(glass), HEIGHT, WIDTH, Tissue(HEIGHT, WIDTH, blobs=0), (1, 2, 4), tile=32)
+    code, _, lines = call(train.main, ["--data", data, "--out", tmp_path / "run", "--epochs", 1, *TINY], capsys)
+    assert code == 2 and lines[-1].startswith("train.py: error: 1 bad image") and f"{glass}: no tissue found" in lines[-1]
+    code, _, lines = call(train.main, ["--data", data, "--out", tmp_path / "run", "--epochs", 1, "--bad-images", "skip",
+                                       *TINY], capsys)
+    assert code == 0, lines
+    assert any("skipped bad image" in line and str(glass) in line for line in lines)
+    code, _, lines = call(train.main, ["--data", data, "--out", tmp_path / "everywhere", "--epochs", 1,
+                                       "--tissue", "none", *TINY], capsys)
+    assert code == 0, lines

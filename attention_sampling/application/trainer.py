@@ -352,6 +352,8 @@ class Trainer:
         the tissue found on it: only its patches wait for the step."""
         images = load_batch(self.dataset, batch, tuple(self.config["image_shape"]), self.augment,
                             self._augmentation_rng(position, epoch), scale=self.config["scale"])
+        if self.tissue == "none":
+            return images, None
         return images, batch_mask(self.tissue, images, self.model, [self.dataset.paths[i] for i in batch])
 
     def _prefetch_next_epoch(self):
