@@ -23,9 +23,9 @@ class AttentionNetwork(nn.Sequential):
 
     a(x): average-pool by the scale factor c, 3 x [conv 3x3, BN, leaky ReLU], a 1x1 linear conv to one
     logit per cell, and a log-softmax over all cells together (over the cells a `mask` allows, when one is
-    given: the others get probability zero, nn.LogSoftmax). The pooling and the softmax stay outside the
-    layer chain (the softmax so that it can take the mask):
-    nothing is learned below it, so its (image-sized) input gradient is never computed; nor is the first
+    given: the others get probability zero, nn.LogSoftmax), kept outside the layer chain so that it can take
+    the mask. The pooling stays outside the chain too: nothing is learned below it, so its (image-sized) input
+    gradient is never computed; nor is the first
     convolution's (input_gradient=False). The leaky ReLUs work in place on the batch norms' outputs.
 
     padding: how its 3x3 convolutions fill the view's border: "zero" (the original method), or "reflect" /
