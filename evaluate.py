@@ -46,6 +46,9 @@ def parse_args(argv=None):
                              "from one look of P patches every time, and print the accuracy's mean, std and range "
                              "over the K repeats (default 1): the accuracy of a few dozen images moves by several "
                              "points from seed to seed. The tables and pictures are those of the first repeat")
+    parser.add_argument("--tissue", choices=("auto", "none"), default=None,
+                        help="auto: sample each image on its tissue only, found on the attention view; none: "
+                             "everywhere (default: as the run was trained; none for a run made before --tissue)")
     return parser.parse_args(argv)
 
 
@@ -67,7 +70,9 @@ def open_data(data, config):
     if config.get("bad_images") == "skip":
         # Leave out what training left out, or the held-out split would not be the run's.
         print("checking images (the run skipped bad ones) ...", file=sys.stderr)
-        dataset, _ = dataset.validate(config["size"], config["scale"], "skip")
+        auto = Training.from_dict(config).tissue == "auto"
+        minimum = config["patches"] if Training.from_dict(config).sampling == "without" else 1
+        dataset, _ = dataset.validate(config["size"], config["scale"], "skip", tissue_minimum=minimum if auto else 0)
     return dataset
 
 
@@ -89,6 +94,7 @@ def evaluate(args):
     from attention_sampling.application.prediction import load_run
 
     config, model, epoch, checkpoint = load_run(args.run, args.checkpoint)
+    tissue = args.tissue or Training.from_dict(config).tissue
     dataset = open_data(args.data, config)
     classes = list(config["classes"])
     split = run_split(dataset.labels, config)
@@ -102,21 +108,22 @@ def evaluate(args):
     examples = example_positions(labels, len(classes), args.examples)
     shape = tuple(config["image_shape"])
     print(f"predicting {len(indices)} images ...", file=sys.stderr)
-    summaries, map_cells = [], []
+    summaries, map_cells, on_tissue = [], [], []
 
     def summarise(start, prediction):
         summaries.append(attention_summary(prediction.attention, prediction.cells))
         map_cells.append(prediction.attention[0].size)
 
     probabilities, kept = predict_dataset(model, dataset, indices, shape, config["batch_size"], seed=seed,
-                                          keep=set(examples), on_batch=summarise)
+                                          keep=set(examples), on_batch=summarise, tissue=tissue,
+                                          on_tissue=on_tissue)
     looks = {name: np.concatenate([summary[name] for summary in summaries]) for name in summaries[0]}
     predictions = probabilities.argmax(axis=1)
     # The first repeat is the scoring above; the others measure the model rather than one draw's luck.
     if args.repeats > 1:
         print(f"scoring {args.repeats - 1} more times ...", file=sys.stderr)
     accuracies = [float(np.mean(predictions == labels))] + repeated_accuracy(
-        model, dataset, indices, shape, config["batch_size"], range(seed + 1, seed + args.repeats))
+        model, dataset, indices, shape, config["batch_size"], range(seed + 1, seed + args.repeats), tissue=tissue)
     report = classification_report(labels, predictions, len(classes))
     confusion = report["confusion"]
     result = {
@@ -137,7 +144,10 @@ def evaluate(args):
                       "largest_median": float(np.median(looks["largest"])),
                       "largest_above_half": float(np.mean(looks["largest"] > 0.5)),
                       "distinct_cells_mean": float(np.mean(looks["distinct_cells"])), "patches": model.n_patches},
+        "tissue": tissue,
     }
+    if on_tissue:  # --tissue auto: the share of the patches on tissue (1 unless the mask fails)
+        result["on_tissue"] = float(sum(share * count for share, count in on_tissue) / len(indices))
     pictures = {"dataset": dataset, "indices": indices, "examples": examples, "kept": kept, "config": config}
     return result, pictures
 
@@ -163,6 +173,7 @@ def format_report(result):
              f"accuracy {result['accuracy']:.4f}   loss {result['loss']:.4f}",
              *([repeats_line(result["repeats"])] if len(result["repeats"]["accuracies"]) > 1 else []),
              attention_line(result["attention"]),
+             *([f"patches on tissue (--tissue auto): {result['on_tissue']:.1%}"] if "on_tissue" in result else []),
              "",
              f"{'class':<{name_width}}  precision  recall  images  predicted"]
     for name in classes:

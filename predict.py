@@ -31,6 +31,7 @@ import sys
 from attention_sampling.application.cli import OneLineParser, positive_int
 from attention_sampling.application.errors import AttentionSamplingError
 from attention_sampling.application.prediction import CHECKPOINT_FILES
+from attention_sampling.application.settings import Training
 
 
 def parse_args(argv=None):
@@ -53,6 +54,10 @@ def parse_args(argv=None):
                         help="best: best.npz, chosen on validation (default); last: checkpoint.npz; "
                              "average: average.npz, the weight average of a run trained with --average-from")
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the patch sampling (default 0)")
+    parser.add_argument("--tissue", choices=("auto", "none"), default=None,
+                        help="auto: sample each image on its tissue only, found on the attention view (an image "
+                             "without tissue is an error row); none: everywhere (default: as the run was trained; "
+                             "none for a run made before --tissue)")
     cluster = parser.add_mutually_exclusive_group()
     cluster.add_argument("--workers", type=positive_int, default=1, metavar="N",
                          help="processes of a local Dask cluster (default 1: in this process, no Dask)")
@@ -109,13 +114,14 @@ def done_paths(path, kind):
 class Writer:
     """Rows as they come, to stdout or --output: a table, JSON lines, or CSV; flushed row by row."""
 
-    def __init__(self, kind, classes, stream, header=True):
+    def __init__(self, kind, classes, stream, header=True, tissue=False):
         self.kind, self.classes, self.stream = kind, classes, stream
+        self.tissue = tissue  # --tissue auto: each row's share of patches on tissue, a column of its own
         if kind == "csv":
             self.csv = csv.writer(stream, lineterminator="\n")
             if header:
                 self.csv.writerow(["path", "prediction", *[f"p_{name}" for name in classes], "attention_entropy",
-                                   "looks", "spread", "agreement", "error"])
+                                   "looks", "spread", "agreement", *(["on_tissue"] if tissue else []), "error"])
 
     def write(self, row):
         if self.kind == "json":
@@ -125,14 +131,16 @@ class Writer:
             self.csv.writerow([row["path"], row.get("prediction", ""),
                                *[probabilities.get(name, "") for name in self.classes],
                                row.get("attention_entropy", ""), row.get("looks", ""), row.get("spread", ""),
-                               row.get("agreement", ""), row.get("error", "")])
+                               row.get("agreement", ""), *([row.get("on_tissue", "")] if self.tissue else []),
+                               row.get("error", "")])
         elif "error" in row:
             print(f"{row['path']}  ERROR  {row['error']}", file=self.stream)
         else:
             chances = "  ".join(f"{name} {p:.3f}" for name, p in row["probabilities"].items())
             looks = f"  (spread {row['spread']:.3f} over {row['looks']} looks)" if row["looks"] > 1 else ""
+            on_tissue = f"  on tissue {row['on_tissue']:.0%}" if "on_tissue" in row else ""
             print(f"{row['path']}  {row['prediction']}  [{chances}]  attention entropy "
-                  f"{row['attention_entropy']:.2f}{looks}", file=self.stream)
+                  f"{row['attention_entropy']:.2f}{looks}{on_tissue}", file=self.stream)
         self.stream.flush()
 
 
@@ -143,6 +151,7 @@ def run(args):
 
     checkpoint = checkpoint_path(args.run, args.checkpoint)
     config, _, _ = model_from_checkpoint(checkpoint)  # a foreign or broken checkpoint stops here, in one line
+    tissue = args.tissue or Training.from_dict(config).tissue
     paths = find_images(args.inputs)
     kind = "json" if args.json else "csv" if args.csv else "table"
     if args.resume:
@@ -160,14 +169,15 @@ def run(args):
         raise AttentionSamplingError(f"--output {args.output}: {error.strerror or error}") from None
     client = None
     try:
-        writer = Writer(kind, config["classes"], stream, header=not (args.resume and stream.tell() > 0))
+        writer = Writer(kind, config["classes"], stream, header=not (args.resume and stream.tell() > 0),
+                        tissue=tissue == "auto")
         if args.workers > 1 or args.scheduler:
             from attention_sampling.application.cluster import connect, predict_on_cluster
 
             client = connect(args.scheduler, args.workers)
-            rows = predict_on_cluster(client, checkpoint, paths, args.seed, args.looks, args.pictures)
+            rows = predict_on_cluster(client, checkpoint, paths, args.seed, args.looks, args.pictures, tissue=tissue)
         else:
-            rows = predict_in_process(checkpoint, paths, args.seed, args.looks, args.pictures)
+            rows = predict_in_process(checkpoint, paths, args.seed, args.looks, args.pictures, tissue)
         failed = []
         for row in tqdm(rows, total=len(paths), unit="img", disable=args.quiet or len(paths) <= 1, file=sys.stderr):
             if "error" in row:

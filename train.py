@@ -16,7 +16,8 @@ from attention_sampling.application.cli import (OneLineParser, fraction, non_neg
 from attention_sampling.application.data import DEFAULT_CACHE_BYTES, DEFAULT_MAX_PIXELS, ImageFolder
 from attention_sampling.application.embedded import ensure_default_dataset
 from attention_sampling.application.errors import AttentionSamplingError
-from attention_sampling.application.settings import ENTROPY_BY_ESTIMATOR, LR_DROP, RECIPES, TRAINING_DEFAULTS, Training
+from attention_sampling.application.settings import (ENTROPY_BY_ESTIMATOR, LR_DROP, RECIPES, TRAINING_DEFAULTS,
+                                                    TISSUE_MODES, Training, default_tissue)
 from attention_sampling.models import AGGREGATES, ATTENTION_PADDINGS
 
 PAPER_EPOCHS = 300
@@ -105,6 +106,10 @@ def parse_args(argv=None):
         help=f"zoom augmentation: a crop of 1 / z of each side resized back, z drawn from [1, 1 + Z] "
              f"(default {TRAINING_DEFAULTS['zoom']}; 0: none)")
     add("--no-augment", action="store_true", help="turn off random flips, contrast and zoom")
+    add("--tissue", choices=TISSUE_MODES,
+        help="auto: sample patches on tissue only, found on each image's attention view (Otsu on the saturation); "
+             "none: everywhere (default: auto on whole-slide images, none on plain images, whose background may "
+             "hold the evidence)")
     add("--recipe", choices=tuple(RECIPES), default="default",
         help="a named set of defaults: localized (--entropy 0.001 --sampling without --no-augment), for evidence "
              "in a few small objects on a flat background (docs/experiments/megapixel-mnist.md); the flags typed "
@@ -116,6 +121,8 @@ def parse_args(argv=None):
     args.typed = {key: getattr(args, key) for key in DEFAULTS if getattr(args, key) is not None}
     if args.no_augment:
         args.typed["augment"] = False
+    if args.tissue is not None:
+        args.typed["tissue"] = args.tissue
     # A recipe's values stand where no flag was typed, and are stored with the run like typed ones.
     for key, value in RECIPES[args.recipe].items():
         if key == "augment":
@@ -150,9 +157,12 @@ def warn(message):
     print(f"train.py: warning: {message}", file=sys.stderr)
 
 
-def open_dataset(data, size, scale, max_pixels=DEFAULT_MAX_PIXELS, bad_images="stop", progress=False):
+def open_dataset(data, size, scale, max_pixels=DEFAULT_MAX_PIXELS, bad_images="stop", progress=False, tissue=None,
+                 tissue_minimum=1):
     """The user's image folder (or the embedded one, generated on first use), every image decoded once:
-    bad images stop the run here, before anything is written, or are left out with a warning each."""
+    bad images stop the run here, before anything is written, or are left out with a warning each. With
+    --tissue auto (tissue None: the default for the data, settings.default_tissue) an image with fewer than
+    tissue_minimum cells of tissue is a bad one."""
     if data is None:
         print("using the embedded data set (generated once, about a minute the first time)", file=sys.stderr)
         data = ensure_default_dataset()
@@ -162,7 +172,9 @@ def open_dataset(data, size, scale, max_pixels=DEFAULT_MAX_PIXELS, bad_images="s
         shown = ", ".join(dataset.ignored[:5]) + (f" and {len(dataset.ignored) - 5} more" if len(dataset.ignored) > 5
                                                   else "")
         warn(f"ignored {len(dataset.ignored)} file(s) without an image extension: {shown}")
-    dataset, report = dataset.validate(size, scale, bad_images, progress=progress)
+    tissue = tissue or default_tissue(dataset.lazy)
+    dataset, report = dataset.validate(size, scale, bad_images, progress=progress,
+                                       tissue_minimum=tissue_minimum if tissue == "auto" else 0)
     for _, message in report.bad:
         warn(f"skipped bad image {message}")
     if report.resized:
@@ -170,6 +182,11 @@ def open_dataset(data, size, scale, max_pixels=DEFAULT_MAX_PIXELS, bad_images="s
         warn(f"{len(report.resized)} image(s) not of the common size {height}x{width}, resized to it: "
              f"{report.resized_line()}")
     return dataset
+
+
+def tissue_minimum(patches, sampling):
+    """The cells of tissue an image needs: P distinct ones when drawn without replacement, else one."""
+    return patches if sampling == "without" else 1
 
 
 def check_settings(config):
@@ -221,19 +238,22 @@ def train(args):
         # The data checks as the run made them, unless typed again.
         dataset = open_dataset(args.data or saved["data"], saved["size"], saved["scale"],
                                args.typed.get("max_pixels", saved.get("max_pixels", DEFAULT_MAX_PIXELS)),
-                               args.typed.get("bad_images", saved.get("bad_images", "stop")), not args.quiet)
+                               args.typed.get("bad_images", saved.get("bad_images", "stop")), not args.quiet,
+                               Training.from_dict(saved).tissue, tissue_minimum(saved["patches"], Training.from_dict(saved).sampling))
         # Only what was typed is compared with the saved run; the rest comes from it.
         config = {**args.typed, "classes": dataset.classes, "image_shape": list(dataset.image_shape()),
                   "image_list": image_list(dataset)}
         if args.epochs:
             config["epochs"] = args.epochs
     else:
-        dataset = open_dataset(args.data, args.size, args.scale, args.max_pixels, args.bad_images, not args.quiet)
+        dataset = open_dataset(args.data, args.size, args.scale, args.max_pixels, args.bad_images, not args.quiet,
+                               args.tissue, tissue_minimum(args.patches, args.sampling))
         epochs = args.epochs or (PAPER_EPOCHS if args.data else EMBEDDED_EPOCHS)
         run_dir = args.out or os.path.join("runs", f"S{args.size}-P{args.patches}-seed{args.seed}")
         config = dict(data=os.path.abspath(dataset.root), classes=dataset.classes,
                       image_shape=list(dataset.image_shape()), image_list=image_list(dataset), epochs=epochs,
-                      augment=not args.no_augment, **{key: getattr(args, key) for key in DEFAULTS})
+                      augment=not args.no_augment, **{key: getattr(args, key) for key in DEFAULTS},
+                      tissue=args.tissue or default_tissue(dataset.lazy))
         check_settings(config)
     if dataset.keep_decoded(args.cache_mb * 2**20):
         print(f"keeping the {len(dataset)} decoded images in memory ({dataset.cache_bytes / 2**20:.0f} MB)",

@@ -22,8 +22,10 @@ class AttentionNetwork(nn.Sequential):
     """(N, H, W, 3) full-resolution images -> (N, H // c, W // c) log attention, summing to one over h x w.
 
     a(x): average-pool by the scale factor c, 3 x [conv 3x3, BN, leaky ReLU], a 1x1 linear conv to one
-    logit per cell, and a log-softmax over all cells together. The pooling stays outside the layer chain:
-    nothing is learned below it, so its (image-sized) input gradient is never computed; nor is the first
+    logit per cell, and a log-softmax over all cells together (over the cells a `mask` allows, when one is
+    given: the others get probability zero, nn.LogSoftmax), kept outside the layer chain so that it can take
+    the mask. The pooling stays outside the chain too: nothing is learned below it, so its (image-sized) input
+    gradient is never computed; nor is the first
     convolution's (input_gradient=False). The leaky ReLUs work in place on the batch norms' outputs.
 
     padding: how its 3x3 convolutions fill the view's border: "zero" (the original method), or "reflect" /
@@ -59,32 +61,42 @@ class AttentionNetwork(nn.Sequential):
         if init == "uniform":
             for value in last.params.values():
                 value[...] = 0
-        layers += [last, nn.SpatialLogSoftmax()]
+        layers.append(last)
         super().__init__(*layers)
+        self.softmax = nn.SpatialLogSoftmax()
         self.scale = scale
         self.pool = nn.AvgPool2d(scale)
 
-    def forward(self, images, training=True):
-        return self.forward_view(self.pool.forward(images, training), training)
+    def forward(self, images, training=True, mask=None):
+        return self.forward_view(self.pool.forward(images, training), training, mask)
 
-    def infer(self, images):
+    def infer(self, images, mask=None):
         """forward(images, training=False) for inference only, its conv-BN-leaky triples fused (nn.Sequential.infer)."""
-        return self.infer_view(self.pool.infer(images))
+        return self.infer_view(self.pool.infer(images), mask)
 
-    def forward_view(self, view, training=True):
-        """(N, h, w, 3) attention view, the images already pooled by c -> (N, h, w) log attention.
+    def forward_view(self, view, training=True, mask=None):
+        """(N, h, w, 3) attention view, the images already pooled by c; (N, h, w) bool mask or None -> (N, h, w)
+        log attention, -inf on the cells the mask leaves out.
 
         What forward does after its pooling: an image source that reads the view itself (a pyramid level of
         a slide) starts here."""
-        return super().forward(view, training)[..., 0]
+        return self._log_softmax(super().forward(view, training), mask)
 
-    def infer_view(self, view):
+    def infer_view(self, view, mask=None):
         """forward_view(view, training=False), fused for inference."""
-        return super().infer(view)[..., 0]
+        return self._log_softmax(super().infer(view), mask)
+
+    def _log_softmax(self, logits, mask):
+        """(N, h, w, 1) logits -> (N, h, w) log a: the one place the distribution over cells is formed."""
+        if mask is not None:
+            mask = np.asarray(mask, dtype=bool).reshape(logits.shape)
+            if not mask.reshape(len(mask), -1).any(axis=1).all():
+                raise ValueError("a cell mask leaves an image without any cell to sample")
+        return self.softmax.forward(logits, mask=mask)[..., 0]
 
     def backward(self, grad_log_attention):
         """(N, h, w) dL/dlog a -> fills grads; returns nothing (images need no gradient)."""
-        super().backward(grad_log_attention[..., None])
+        super().backward(self.softmax.backward(grad_log_attention[..., None]))
 
 
 class FeatureNetwork(nn.Sequential):

@@ -64,18 +64,27 @@ def reinforce_gradient(advantage, cells, map_shape, draw_weights=None):
 
 
 def attention_entropy(log_attention):
-    """(N, h, w) log a -> (N,) H(a) = -sum a log a, in nats."""
+    """(N, h, w) log a -> (N,) H(a) = -sum a log a, in nats (0 log 0 = 0 on masked cells, log a = -inf)."""
     attention = np.exp(log_attention)
-    return -np.sum(attention * log_attention, axis=(1, 2))
+    return -np.sum(attention * _finite(log_attention), axis=(1, 2))
 
 
 def entropy_gradient(log_attention):
-    """(N, h, w) log a -> (N, h, w) dH/dlog a = -a (log a + 1), with log a taken as the variable.
+    """(N, h, w) log a -> (N, h, w) dH/dlog a = -a (log a + 1), with log a taken as the variable (0 on masked
+    cells, log a = -inf: their a is the constant 0).
 
     The log-softmax's backward then removes the constant part: dH/dlogits = -a (log a + H).
     """
     attention = np.exp(log_attention)
-    return -attention * (log_attention + 1)
+    return -attention * (_finite(log_attention) + 1)
+
+
+def _finite(log_attention):
+    """(N, h, w) log a with the masked cells' -inf read as 0 (where a = 0 multiplies it); the array itself
+    when no cell is masked."""
+    if np.all(log_attention > -np.inf):
+        return log_attention
+    return np.where(log_attention > -np.inf, log_attention, 0).astype(log_attention.dtype)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -148,17 +157,21 @@ def expectation_baseline(features, weights, replicas):
 def floored_attention(log_attention, floor):
     """(N, h, w) log a -> (N, h, w) log a_s of the sampling distribution a_s = (1 - eps) a + eps / K.
 
-    K = h w cells, 0 <= eps < 1. The uniform floor eps keeps every cell drawn with probability at least eps / K, so a
+    K = h w cells, 0 <= eps < 1; with masked cells (log a = -inf) K counts each image's other cells and
+    the masked ones stay at a_s = 0, so the floor never puts a patch where the mask forbids it. The uniform floor eps keeps every cell drawn with probability at least eps / K, so a
     collapsed attention still sees other cells and can get a reward signal from them (the paper's
     library mixes in such a floor when sampling). All estimators then work with a_s, the distribution
     actually sampled: its log-probabilities score REINFORCE and its values weight eq. 1.
     """
     if floor == 0:
         return log_attention
-    cells = log_attention.shape[1] * log_attention.shape[2]
+    allowed = log_attention > -np.inf
+    masked = not allowed.all()
+    cells = allowed.sum(axis=(1, 2), keepdims=True) if masked else log_attention.shape[1] * log_attention.shape[2]
     # log((1 - eps) a + eps / K) = logaddexp(log(1 - eps) + log a, log eps - log K), exact for tiny a too, and
     # for an eps so small that eps / K would underflow to 0.
-    return np.logaddexp(np.log1p(-floor) + log_attention, np.log(floor) - np.log(cells)).astype(log_attention.dtype)
+    mixed = np.logaddexp(np.log1p(-floor) + log_attention, np.log(floor) - np.log(cells)).astype(log_attention.dtype)
+    return np.where(allowed, mixed, mixed.dtype.type(-np.inf)) if masked else mixed
 
 
 def floored_attention_backward(grad_log_sampled, log_attention, log_sampled, floor):
@@ -169,6 +182,10 @@ def floored_attention_backward(grad_log_sampled, log_attention, log_sampled, flo
     """
     if floor == 0:
         return grad_log_sampled
+    allowed = log_sampled > -np.inf
+    if not allowed.all():  # a masked cell is 0 under both: no gradient (and -inf - -inf would be NaN)
+        return np.where(allowed, grad_log_sampled * (1 - floor) * np.exp(np.where(allowed, log_attention - log_sampled, 0)),
+                        0).astype(grad_log_sampled.dtype)
     return grad_log_sampled * (1 - floor) * np.exp(log_attention - log_sampled)
 
 

@@ -29,9 +29,10 @@ def _no_lap(name):
     """The default `lap`: train_step's phases go untimed."""
 
 
-def look(model, images, rng, n_looks, training, replace=True, lap=_no_lap):
-    """(N, H, W, C) images -> Sampled with K = n_looks * P draws per image: the attention net once per
-    image, then n_looks independent looks of P cells each (distinct within a look when replace=False).
+def look(model, images, rng, n_looks, training, replace=True, lap=_no_lap, mask=None):
+    """(N, H, W, C) images, (N, h, w) bool mask or None -> Sampled with K = n_looks * P draws per image: the
+    attention net once per image, then n_looks independent looks of P cells each (distinct within a look
+    when replace=False). Cells the mask leaves out (glass on a slide) have probability zero: never drawn.
 
     `images` is an array, or a LazyImages batch that reads its own attention view and patches (images.py).
     With the model's floor eps > 0 the cells come from a_s = (1 - eps) a + eps / (h w) instead of a; the
@@ -41,18 +42,21 @@ def look(model, images, rng, n_looks, training, replace=True, lap=_no_lap):
     # Inference runs the fused evaluation path: same numbers, fewer passes, nothing cached for a backward.
     if lazy:
         view = images.view(model.scale)
-        log_attention = model.attention.forward_view(view, True) if training else model.attention.infer_view(view)
+        log_attention = model.attention.forward_view(view, True, mask) if training else \
+            model.attention.infer_view(view, mask)
         del view  # the attention network keeps what its backward needs
     else:
-        log_attention = model.attention.forward(images, True) if training else model.attention.infer(images)
+        log_attention = model.attention.forward(images, True, mask) if training else \
+            model.attention.infer(images, mask)
     lap("attention net forward")
     log_sampling = floored_attention(log_attention, model.floor)
     attention = np.exp(log_sampling)
     if not replace:
         # A peaked map underflows to zero in float32 outside its few heaviest cells (log a < -104), and P
         # distinct cells must still be drawable: the smallest normal float stands for those probabilities.
-        # The sum does not move in float32, and the weights below are gathered from this same map.
-        np.maximum(attention, np.finfo(attention.dtype).tiny, out=attention)
+        # The sum does not move in float32, and the weights below are gathered from this same map. Masked
+        # cells (log a = -inf) stay at zero.
+        np.maximum(attention, np.finfo(attention.dtype).tiny, out=attention, where=log_sampling > -np.inf)
     n = images.shape[0]
     if replace:
         cells = sample_cells(attention, n_looks * p, rng)
@@ -151,6 +155,13 @@ def look_statistics(cells, n_looks, patch_size, scale, image_shape):
     return float(distinct.mean()), float(outside.mean())
 
 
+def on_mask(cells, mask):
+    """(N, K, 2) cells, (N, h, w) bool mask or None -> the share of the draws on cells the mask allows."""
+    if mask is None:
+        return 1.0
+    return float(np.asarray(mask)[np.arange(len(cells))[:, None], cells[..., 0], cells[..., 1]].mean())
+
+
 def distinct_cells(looks):
     """(M, P, 2) cells of M looks -> (M,) the number of distinct cells in each (1: P copies of one patch)."""
     codes = np.sort(looks[..., 0] * (looks[..., 1].max(initial=0) + 1) + looks[..., 1], axis=1)
@@ -158,7 +169,7 @@ def distinct_cells(looks):
 
 
 def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight=0.01,
-               estimator=None, replace=None, lap=_no_lap):
+               estimator=None, replace=None, lap=_no_lap, mask=None):
     """One update of both networks on (N, H, W, C) images with (N,) integer labels -> dict of metrics.
 
     Each image is looked at `replicas` times with fresh samples (P each); the attention network runs
@@ -175,7 +186,9 @@ def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight
     outside (share of draws whose patch reaches past the border, patches.outside_image).
 
     estimator and replace default to the model's own (model.estimator, model.replace: the settings it was
-    built with).
+    built with). mask (N, h, w) bool, or None: the cells the attention may choose (look); the estimators are
+    then unbiased for the distribution over those cells alone, and the metric `on_mask` (given with a mask
+    only) is the share of draws on them.
 
     `lap(name)` is called after each phase ("attention net forward", ..., "optimizer"), so that a
     benchmark can time this very function piece by piece (benchmarks/bench_step.py).
@@ -187,7 +200,7 @@ def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight
     n = images.shape[0]
     p = model.n_patches
     labels = np.asarray(labels, dtype=np.int64)
-    sampled = look(model, images, rng, replicas, training=True, replace=replace, lap=lap)
+    sampled = look(model, images, rng, replicas, training=True, replace=replace, lap=lap, mask=mask)
     map_shape = sampled.log_attention.shape[1:]
 
     replica_labels = np.repeat(labels, replicas)
@@ -248,7 +261,7 @@ def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight
     predictions = logits.argmax(axis=1)
     distinct_cells, outside = look_statistics(sampled.cells, replicas, model.patch_size, model.scale,
                                               images.shape[1:3])
-    return {
+    metrics = {
         "loss": loss,
         "accuracy": float(np.mean(predictions == replica_labels)),
         "reward": float(rewards.mean()),
@@ -256,6 +269,9 @@ def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight
         "distinct_cells": distinct_cells,
         "outside": outside,
     }
+    if mask is not None:
+        metrics["on_mask"] = on_mask(sampled.cells, mask)
+    return metrics
 
 
 @dataclass
@@ -270,7 +286,7 @@ class Prediction:
     look_probabilities: np.ndarray  # (N, K, C), each look's own
 
 
-def predict(model, images, rng, n_patches=None, estimator=None, replace=None, looks=1):
+def predict(model, images, rng, n_patches=None, estimator=None, replace=None, looks=1, mask=None):
     """(N, H, W, C) images -> Prediction, with batch-norm running statistics (evaluation mode).
 
     The classification follows the estimator the model was trained with: eq. 1 (weights a_i / sum a, or the
@@ -284,13 +300,15 @@ def predict(model, images, rng, n_patches=None, estimator=None, replace=None, lo
     looks = K > 1 averages the class probabilities of K independent looks of P patches each (the
     attention network still runs once per image): a steadier prediction at K times the feature network's
     cost. The explanation (cells, weights, patches) is the first look's.
+
+    mask (N, h, w) bool, or None: the cells the attention may choose (look); the others get attention 0.
     """
     estimator = model.estimator if estimator is None else estimator
     replace = model.replace if replace is None else replace
     if n_patches is not None and n_patches != model.n_patches:
         model = _with_patches(model, n_patches)
     n, p = images.shape[0], model.n_patches
-    sampled = look(model, images, rng, looks, training=False, replace=replace)
+    sampled = look(model, images, rng, looks, training=False, replace=replace, mask=mask)
     patches = sampled.patches.reshape((n * looks, p) + sampled.patches.shape[2:])
     weights = sampled.weights.reshape(n * looks, p)
     features = patch_features(model, patches, training=False,

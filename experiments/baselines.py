@@ -22,19 +22,22 @@ class UniformAttention:
         self.scale = scale
         self.params, self.grads, self.buffers = {}, {}, {}
 
-    def forward(self, images, training=True):
+    def forward(self, images, training=True, mask=None):
         h, w = images.shape[1] // self.scale, images.shape[2] // self.scale
-        return np.full((images.shape[0], h, w), -np.log(h * w), dtype=images.dtype)
+        return self.forward_view(np.zeros((images.shape[0], h, w, 1), dtype=images.dtype), training, mask)
 
-    def infer(self, images):
-        return self.forward(images, training=False)
+    def infer(self, images, mask=None):
+        return self.forward(images, training=False, mask=mask)
 
-    def forward_view(self, view, training=True):
-        """(N, h, w, C) attention view -> (N, h, w): flat, as forward (a batch that reads its own view)."""
-        return np.full(view.shape[:3], -np.log(view.shape[1] * view.shape[2]), dtype=view.dtype)
+    def forward_view(self, view, training=True, mask=None):
+        """(N, h, w, C) attention view, (N, h, w) bool mask or None -> (N, h, w): flat over the allowed cells,
+        as forward (a batch that reads its own view)."""
+        if mask is None:
+            return np.full(view.shape[:3], -np.log(view.shape[1] * view.shape[2]), dtype=view.dtype)
+        return nn.log_softmax(np.where(mask, 0, -np.inf).astype(view.dtype), axis=(1, 2))
 
-    def infer_view(self, view):
-        return self.forward_view(view, training=False)
+    def infer_view(self, view, mask=None):
+        return self.forward_view(view, training=False, mask=mask)
 
     def backward(self, grad_log_attention):
         """Nothing upstream learns."""

@@ -33,19 +33,31 @@ class Softmax(Layer):
 
 
 class LogSoftmax(Layer):
-    """(..., K) -> (..., K) log-probabilities over `axis`.  dL/dx = g - softmax(x) * sum(g)."""
+    """(..., K) -> (..., K) log-probabilities over `axis`.  dL/dx = g - softmax(x) * sum(g).
+
+    forward's optional `mask` (bool, x's shape) restricts the distribution to its True positions: the others
+    get logit -inf, so probability 0 and log-probability -inf, and gradient 0 (their output is a constant);
+    each distribution needs one True position at least."""
 
     def __init__(self, axis=-1):
         super().__init__()
         self.axis = axis
+        self.mask = None
 
-    def forward(self, x, training=True):
+    def forward(self, x, training=True, mask=None):
+        self.mask = mask
+        if mask is not None:
+            x = np.where(mask, x, np.array(-np.inf, dtype=x.dtype))
         self.output = log_softmax(x, self.axis)
         return self.output
 
     def backward(self, grad_out):
+        if self.mask is not None:
+            # A masked output is constant: whatever gradient reaches it (even NaN from -inf) is no signal.
+            grad_out = np.where(self.mask, grad_out, 0)
         probabilities = np.exp(self.output)
-        return grad_out - probabilities * np.sum(grad_out, axis=self.axis, keepdims=True)
+        grad = grad_out - probabilities * np.sum(grad_out, axis=self.axis, keepdims=True)
+        return grad if self.mask is None else np.where(self.mask, grad, 0)
 
 
 class SpatialSoftmax(Softmax):

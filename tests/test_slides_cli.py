@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 import tifffile
 
@@ -160,3 +161,76 @@ def test_a_tile_that_does_not_decode_stops_training_and_is_an_error_in_predict(s
     code, out, lines = call(predict.main, [trained, data / "vertical", "--json"], capsys)
     rows = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and [row["path"] for row in rows if "error" in row] == [str(broken)]
+
+
+# ----------------------------------------------------------------------------- --tissue
+
+def test_slides_are_sampled_on_their_tissue_by_default_and_the_share_is_logged(slides, trained, tmp_path, capsys):
+    """A run on slides takes --tissue auto: metrics.csv, evaluate and predict report the share of patches on
+    tissue, every one of them."""
+    import csv
+
+    run = trained
+    assert json.loads((run / "config.json").read_text())["tissue"] == "auto"
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert float(rows[-1]["on_tissue"]) == 1.0
+    code, out, lines = call(evaluate.main, [run, "--json", "--examples", 0], capsys)
+    assert code == 0, lines
+    result = json.loads(out)
+    assert result["tissue"] == "auto" and result["on_tissue"] == 1.0
+    slide = slides / "horizontal" / "0.tif"
+    code, out, lines = call(predict.main, [run, slide, "--json", "--looks", 4], capsys)
+    assert code == 0, lines
+    assert json.loads(out)["on_tissue"] == 1.0
+    code, out, lines = call(predict.main, [run, slide], capsys)
+    assert "on tissue 100%" in out
+    code, out, lines = call(predict.main, [run, slide, "--json", "--tissue", "none"], capsys)
+    assert code == 0 and "on_tissue" not in json.loads(out)
+
+
+def test_a_slide_without_tissue_is_one_error_naming_it(trained, tmp_path, capsys):
+    glass = str(tmp_path / "glass.tif")
+    write_pyramid(glass, HEIGHT, WIDTH, Tissue(HEIGHT, WIDTH, blobs=0), (1, 2, 4), tile=32)
+    code, out, lines = call(predict.main, [trained, glass], capsys)
+    assert code == 2 and len(lines) == 1
+    assert lines[0].startswith(f"predict.py: error: {glass}: no tissue found") and "--tissue none" in lines[0]
+    code, out, lines = call(predict.main, [trained, glass, "--tissue", "none", "--json"], capsys)
+    assert code == 0 and "prediction" in json.loads(out)
+
+
+def test_a_run_made_before_tissue_masks_resumes_and_predicts_without_one(slides, tmp_path, capsys):
+    """A config without the key is a run sampled everywhere: resumed so, and --tissue auto on it is refused."""
+    run = tmp_path / "old"
+    assert train.main([str(a) for a in ["--data", slides, "--out", run, "--epochs", 1, "--tissue", "none",
+                                         *TINY]]) == 0
+    import nn
+
+    config = json.loads((run / "config.json").read_text())
+    assert config.pop("tissue") == "none"
+    (run / "config.json").write_text(json.dumps(config))
+    for name in ("checkpoint.npz", "best.npz"):  # the config stored with the model, as an old run holds it
+        arrays = nn.load_arrays(str(run / name))
+        meta = json.loads(str(arrays["meta"]))
+        del meta["config"]["tissue"]
+        arrays["meta"] = np.array(json.dumps(meta))
+        nn.save_arrays(str(run / name), arrays)
+    code, out, lines = call(predict.main, [run, slides / "vertical" / "1.tif", "--json"], capsys)
+    assert code == 0 and "on_tissue" not in json.loads(out)
+    code, out, lines = call(train.main, ["--resume", run, "--epochs", 2, "--tissue", "auto", "--quiet"], capsys)
+    assert code == 2 and "tissue = none" in lines[-1]
+
+
+def test_a_slide_of_glass_in_the_folder_is_a_bad_image_found_before_training(slides, tmp_path, capsys):
+    """--tissue auto checks every slide's view once: glass alone stops the run naming it, or is skipped."""
+    data = shutil.copytree(slides, tmp_path / "data")
+    glass = data / "vertical" / "glass.tif"
+    write_pyramid(str(glass), HEIGHT, WIDTH, Tissue(HEIGHT, WIDTH, blobs=0), (1, 2, 4), tile=32)
+    code, _, lines = call(train.main, ["--data", data, "--out", tmp_path / "run", "--epochs", 1, *TINY], capsys)
+    assert code == 2 and lines[-1].startswith("train.py: error: 1 bad image") and f"{glass}: no tissue found" in lines[-1]
+    code, _, lines = call(train.main, ["--data", data, "--out", tmp_path / "run", "--epochs", 1, "--bad-images", "skip",
+                                       *TINY], capsys)
+    assert code == 0, lines
+    assert any("skipped bad image" in line and str(glass) in line for line in lines)
+    code, _, lines = call(train.main, ["--data", data, "--out", tmp_path / "everywhere", "--epochs", 1,
+                                       "--tissue", "none", *TINY], capsys)
+    assert code == 0, lines

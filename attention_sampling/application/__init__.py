@@ -4,6 +4,7 @@
     decode       one image file to 8-bit RGB, its size checked before decoding
     augmentation flips, zoom and contrast of one image, and the bilinear resize
     augmented    the same augmentation composed into the attention view and the patches
+    tissue       the cells of an attention view that hold tissue (--tissue auto)
     synthetic    generated images whose label lives in a few small textured spots
     embedded     the embedded data set built from them (generated once into the user's cache)
     settings     the training settings and defaults that train.py and the experiments share

@@ -31,7 +31,7 @@ from .settings import Training
 from .augmentation import Augmentation, augment_into, resize_bilinear  # noqa: F401
 from .augmented import AugmentedImages
 from .decode import DEFAULT_MAX_PIXELS, check_pixels, image_size, read_image, to_rgb8  # noqa: F401
-from .slides import SLIDE_EXTENSIONS, check_source, is_slide, load_slides, slide_shape
+from .slides import SLIDE_EXTENSIONS, average_pool, check_source, is_slide, load_slides, slide_shape
 
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp") + SLIDE_EXTENSIONS
 # Decoded images are kept in memory when all of them fit in this (ImageFolder.keep_decoded; train.py --cache-mb).
@@ -173,11 +173,12 @@ class ImageFolder:
         names = "\n".join(os.path.relpath(path, self.root) for path in self.paths)
         return hashlib.sha256(names.encode("utf-8", "surrogateescape")).hexdigest()
 
-    def validate(self, size=1, scale=1, on_bad="stop", progress=False, workers=None):
+    def validate(self, size=1, scale=1, on_bad="stop", progress=False, workers=None, tissue_minimum=0):
         """Decode every image once -> (the data set to train on, Validation).
 
         A file is bad if it cannot be decoded (truncated, corrupt, not an image, empty), has more than
-        max_pixels pixels, NaN pixels, or is smaller than the patch `size` or the `scale` factor.
+        max_pixels pixels, NaN pixels, or is smaller than the patch `size` or the `scale` factor; with
+        tissue_minimum > 0 (--tissue auto), also if its attention view holds fewer cells of tissue.
         on_bad 'stop': AttentionSamplingError naming the bad files (the first LISTED of them); 'skip': they
         are left out (a class left with none is an error). Good images of another size than the most common
         one are kept and listed: load_batch resizes them.
@@ -188,17 +189,26 @@ class ImageFolder:
         def check(path):
             if self.lazy:  # a slide: its header, its tiles' offsets and the view's level, never level 0 whole
                 try:
-                    return check_source(path, size, scale, self.max_pixels), None
+                    return check_source(path, size, scale, self.max_pixels, tissue_minimum), None
                 except AttentionSamplingError as error:
                     return None, str(error)
             try:
-                height, width = read_image(path, self.max_pixels).shape[:2]
+                image = read_image(path, self.max_pixels)
             except AttentionSamplingError as error:
                 return None, str(error)
+            height, width = image.shape[:2]
             side = min(height, width)
             if side < size or side < scale:
                 limits = [f"--size {size}"] * (side < size) + [f"--scale {scale}"] * (side < scale)
                 return None, f"{path}: image of {height}x{width} is smaller than {' and '.join(limits)}"
+            if tissue_minimum:
+                from .tissue import check_tissue, tissue_cells
+
+                try:
+                    view = average_pool(np.clip(image, 0, 255).astype(np.float32) * np.float32(1 / 255), scale)
+                    check_tissue(path, tissue_cells(view), scale, tissue_minimum)
+                except AttentionSamplingError as error:
+                    return None, str(error)
             return (height, width), None
 
         shapes, bad = [], []

@@ -2,13 +2,17 @@
 import numpy as np
 
 from .data import load_batch
+from .tissue import batch_mask
 from ..objective import attention_entropy
-from ..training import distinct_cells, predict
+from ..training import distinct_cells, on_mask, predict
 
 
 def predict_dataset(model, dataset, indices, shape, batch_size=8, seed=0, keep=None, estimator=None,
-                    replace=None, on_batch=None):
+                    replace=None, on_batch=None, tissue="none", on_tissue=None):
     """Predict every image in `indices` with a generator seeded by `seed` (reproducible test numbers).
+
+    tissue "auto" samples each image on its tissue only (tissue.py); `on_tissue`, a list, then receives the
+    share of each batch's patches on tissue and the batch's size.
 
     Returns probabilities (N, C); with `keep` a set of positions, also {position: Prediction of that image}.
     on_batch(start, prediction), if given, sees each batch's training.Prediction (positions start, start + 1, ...).
@@ -19,9 +23,13 @@ def predict_dataset(model, dataset, indices, shape, batch_size=8, seed=0, keep=N
     for start in range(0, len(indices), batch_size):
         # Lazy: the view pooled and the patches cut from the decoded images, no full-size float32 batch.
         # (Reading the next batch in a thread meanwhile measured no faster: 37-39 against 37-41 ms per image.)
-        images = load_batch(dataset, indices[start:start + batch_size], shape, scale=model.scale)
+        batch = indices[start:start + batch_size]
+        images = load_batch(dataset, batch, shape, scale=model.scale)
         try:
-            prediction = predict(model, images, rng, estimator=estimator, replace=replace)
+            mask = None if tissue == "none" else batch_mask(tissue, images, model, [dataset.paths[i] for i in batch])
+            prediction = predict(model, images, rng, estimator=estimator, replace=replace, mask=mask)
+            if mask is not None and on_tissue is not None:
+                on_tissue.append((on_mask(prediction.cells, mask), len(batch)))
         finally:
             _close(images)
         count = prediction.probabilities.shape[0]
@@ -35,7 +43,7 @@ def predict_dataset(model, dataset, indices, shape, batch_size=8, seed=0, keep=N
     return (probabilities, kept) if keep is not None else probabilities
 
 
-def repeated_accuracy(model, dataset, indices, shape, batch_size, seeds, estimator=None, replace=None):
+def repeated_accuracy(model, dataset, indices, shape, batch_size, seeds, estimator=None, replace=None, tissue="none"):
     """The accuracy of scoring `indices` once per seed (each image from one look of P patches every time) -> list.
 
     The model is stochastic (which P patches it sees), and on a few dozen images one scoring moves by several
@@ -44,7 +52,7 @@ def repeated_accuracy(model, dataset, indices, shape, batch_size, seeds, estimat
     """
     labels = dataset.labels[indices]
     return [float(np.mean(predict_dataset(model, dataset, indices, shape, batch_size, seed=seed, estimator=estimator,
-                                          replace=replace).argmax(axis=1) == labels)) for seed in seeds]
+                                          replace=replace, tissue=tissue).argmax(axis=1) == labels)) for seed in seeds]
 
 
 def _close(images):

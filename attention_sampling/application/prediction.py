@@ -77,16 +77,21 @@ def picture_path(directory, path):
     return os.path.join(directory, f"{name}-{digest}.png")  # the digest keeps equal names apart
 
 
-def predict_path(model, config, path, seed=0, looks=1, pictures=None):
+def predict_path(model, config, path, seed=0, looks=1, pictures=None, tissue=None):
     """One image -> its output row: the class, the probabilities, the attention entropy and, over the
     looks, the spread of the chosen class's probability and the share of looks that agree. An image that
-    cannot be read gives an error row. With `pictures` a folder, its explanation is drawn there."""
-    from ..training import predict
+    cannot be read (or, with tissue "auto", holds no tissue) gives an error row. With `pictures` a folder, its
+    explanation is drawn there. tissue: "auto" samples on the tissue only and adds the row's on_tissue (the
+    share of its patches there), "none" everywhere; None: as the run was trained."""
+    from ..training import on_mask, predict
+    from .tissue import batch_mask
 
+    tissue = tissue or Training.from_dict(config).tissue
     try:
         images = read_for_run(path, config)
+        mask = batch_mask(tissue, images, model, [path])
         # A slide's patches are read during the prediction: a corrupt tile there is this image's error too.
-        prediction = predict(model, images, image_rng(seed, path), looks=looks)
+        prediction = predict(model, images, image_rng(seed, path), looks=looks, mask=mask)
     except AttentionSamplingError as error:
         return {"path": path, "error": str(error)}
     classes = config["classes"]
@@ -99,6 +104,8 @@ def predict_path(model, config, path, seed=0, looks=1, pictures=None):
            "attention_entropy": round(float(-np.sum(attention * np.log(attention))), 4), "looks": looks,
            "spread": round(float(per_look[:, chosen].std()), 6),
            "agreement": round(float(np.mean(per_look.argmax(axis=1) == chosen)), 4)}
+    if mask is not None:
+        row["on_tissue"] = round(on_mask(prediction.cells, mask), 4)
     if pictures:
         from . import figures
         from ..images import is_lazy
@@ -113,8 +120,8 @@ def predict_path(model, config, path, seed=0, looks=1, pictures=None):
     return row
 
 
-def predict_in_process(checkpoint, paths, seed=0, looks=1, pictures=None):
+def predict_in_process(checkpoint, paths, seed=0, looks=1, pictures=None, tissue=None):
     """Rows for `paths`, in order, one image at a time in this process."""
     config, model, _ = model_from_checkpoint(checkpoint)
     for path in paths:
-        yield predict_path(model, config, path, seed, looks, pictures)
+        yield predict_path(model, config, path, seed, looks, pictures, tissue)

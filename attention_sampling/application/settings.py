@@ -50,6 +50,9 @@ class Training:
     # zoom z from [1, 1 + zoom] (a crop of 1 / z of each side resized back), as the paper's.
     contrast: float = 0.3
     zoom: float = 0.2
+    # Sample only cells on tissue (auto, application/tissue.py) or every cell (none); a run's default depends on
+    # its data (default_tissue), so TRAINING_DEFAULTS leaves it out.
+    tissue: str = "none"
 
     @classmethod
     def from_dict(cls, config, source="the run's config"):
@@ -81,13 +84,22 @@ def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-TRAINING_DEFAULTS = asdict(Training())  # the same as a dict, for argparse defaults and help texts
+TRAINING_DEFAULTS = {key: value for key, value in asdict(Training()).items() if key != "tissue"}  # for argparse and help
 
 # What a run made before a setting existed was trained with: it is rebuilt, resumed and evaluated so, whatever
 # today's defaults are, and a flag typed on resuming it is compared with these.
 LEGACY = dict(temperature=1.0, border="zero", floor=0.0, attention_init="random", val_fraction=0.0, val_repeats=1,
               average_from=0, estimator="reinforce", sampling="with", lr_drops=(), contrast=0.3, zoom=0.2,
-              aggregate="attention", attention_padding="zero")
+              aggregate="attention", attention_padding="zero", tissue="none")
+
+
+# --tissue: the attention samples only cells on tissue (auto, application/tissue.py), or every cell (none).
+TISSUE_MODES = ("auto", "none")
+# --tissue's default: the tissue mask on whole-slide images, mostly glass; none on plain images, whose background
+# may be the evidence's (Megapixel MNIST is grey digits on black, which holds no colour to threshold).
+def default_tissue(lazy):
+    """The --tissue mode a run takes when none is typed: "auto" for a data set of slides, else "none"."""
+    return "auto" if lazy else "none"
 
 
 def scoring_seed(seed, epoch, repeat=0):

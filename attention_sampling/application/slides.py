@@ -472,10 +472,11 @@ def open_source(path, max_pixels=None):
     return ArraySlide(read_image(path, max_pixels), path)
 
 
-def check_source(path, size, scale, max_pixels=None):
+def check_source(path, size, scale, max_pixels=None, tissue_minimum=0):
     """Open a slide (or a plain image) and make sure training can read it -> (H, W); AttentionSamplingError
     naming the file otherwise: unreadable, truncated, smaller than the patch or the scale, without the
-    pyramid level the scale needs, or whose view does not decode."""
+    pyramid level the scale needs, whose view does not decode, or (tissue_minimum > 0, --tissue auto) whose
+    view holds fewer cells of tissue."""
     source = open_source(path, max_pixels)
     try:
         side = min(source.height, source.width)
@@ -485,7 +486,11 @@ def check_source(path, size, scale, max_pixels=None):
                                          f"{' and '.join(limits)}")
         source.check_tiles([index for _, index, _, _ in source.levels])  # truncation first: it also loses levels
         d, index = view_level(source, scale, max_pixels)
-        read_view(source, scale, max_pixels)  # every tile of the view's level decodes
+        view = read_view(source, scale, max_pixels)  # every tile of the view's level decodes
+        if tissue_minimum:
+            from .tissue import check_tissue, tissue_cells
+
+            check_tissue(path, tissue_cells(view), scale, tissue_minimum)
         return source.height, source.width
     finally:
         source.close()

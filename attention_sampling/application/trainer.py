@@ -25,9 +25,12 @@ from .evaluation import cross_entropy, predict_dataset
 from .objects import OBJECT_COLUMNS, ObjectTally, read_objects
 from .runfolder import RunFolder, read_config_json
 from .settings import LEGACY, Training, average_changed, drops_changed, learning_rate, scoring_seed
+from .tissue import batch_mask
 
 METRIC_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
                   "entropy", "distinct_cells", "outside", "reward", "seconds", "waiting")
+# With --tissue auto: the share of the training draws on tissue (1 by construction, a check that it holds).
+TISSUE_COLUMNS = ("on_tissue",)
 # Settings a resumed run may change: they decide how long it runs and which files are data, not the model.
 # (Which files are data is checked on its own: config['image_list'] must not change.)
 RESUMABLE = ("epochs", "bad_images", "max_pixels")
@@ -86,6 +89,7 @@ class EpochTotals:
     reward: float = 0.0
     distinct_cells: float = 0.0
     outside: float = 0.0
+    on_tissue: float = 0.0  # only with --tissue auto (train_step's on_mask)
     images: int = 0
     seconds: float = 0.0
     waiting: float = 0.0  # seconds the steps waited for their batch to be decoded and augmented
@@ -98,6 +102,7 @@ class EpochTotals:
         self.reward += metrics["reward"] * n_images
         self.distinct_cells += metrics["distinct_cells"] * n_images
         self.outside += metrics["outside"] * n_images
+        self.on_tissue += metrics.get("on_mask", 1.0) * n_images
         self.images += n_images
 
     def mean(self, name):
@@ -145,6 +150,9 @@ class Trainer:
             self.settings = Training.from_dict(self.config, source=self.folder.config)  # read once, typed
             self.train_indices, self.val_indices, self.test_indices = run_split(dataset.labels, self.config)
             self.augment = augmentation(self.config)
+            self.tissue = self.settings.tissue
+            if self.tissue == "auto":
+                self.columns = self.columns + TISSUE_COLUMNS
         except BaseException:
             self.close()  # a run that could not start leaves the folder free
             raise
@@ -341,9 +349,13 @@ class Trainer:
         return np.random.default_rng([self.config["seed"], self.epoch if epoch is None else epoch, int(position), 1])
 
     def _load(self, batch, position, epoch=None):
-        # A slide's view is read here too, in the loader's thread: only its patches wait for the step.
-        return load_batch(self.dataset, batch, tuple(self.config["image_shape"]), self.augment,
-                          self._augmentation_rng(position, epoch), scale=self.config["scale"])
+        """-> (the batch, its tissue mask or None). A slide's view is read here too, in the loader's thread, and
+        the tissue found on it: only its patches wait for the step."""
+        images = load_batch(self.dataset, batch, tuple(self.config["image_shape"]), self.augment,
+                            self._augmentation_rng(position, epoch), scale=self.config["scale"])
+        if self.tissue == "none":
+            return images, None
+        return images, batch_mask(self.tissue, images, self.model, [self.dataset.paths[i] for i in batch])
 
     def _prefetch_next_epoch(self):
         """Start reading the next epoch's first batch (while this epoch is evaluated). Its order is the
@@ -402,7 +414,7 @@ class Trainer:
                 batch = self.order[self.position:self.position + batch_size]
                 waiting = time.perf_counter()
                 try:
-                    images = pending.result()
+                    images, mask = pending.result()
                 except AttentionSamplingError as error:  # a file that went bad since it was checked
                     raise AttentionSamplingError(f"{error}; {self.folder.kept()}") from None
                 self.totals.waiting += time.perf_counter() - waiting
@@ -411,7 +423,7 @@ class Trainer:
                 with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                     metrics = train_step(self.model, self.optimizer, images, self.dataset.labels[batch],
                                          self.rng, replicas=self.config["replicas"],
-                                         entropy_weight=self.config["entropy"])
+                                         entropy_weight=self.config["entropy"], mask=mask)
                 if not all(math.isfinite(v) for v in metrics.values()):
                     raise self._diverged(f"loss {metrics['loss']}")
                 self.totals.add(metrics, len(batch))
@@ -441,6 +453,7 @@ class Trainer:
                 probabilities = predict_dataset(self.model, self.dataset, indices, tuple(self.config["image_shape"]),
                                                 self.config["batch_size"],
                                                 seed=scoring_seed(self.config["seed"], self.epoch + 1, repeat),
+                                                tissue=self.tissue,
                                                 on_batch=None if tally is None or repeat else
                                                 lambda start, p: tally.add(indices[start:start + len(p.cells)],
                                                                            p.attention, p.cells))
@@ -456,6 +469,8 @@ class Trainer:
                "entropy": totals.mean("entropy"), "distinct_cells": totals.mean("distinct_cells"),
                "outside": totals.mean("outside"), "reward": totals.mean("reward"), "seconds": round(seconds, 3),
                "waiting": round(totals.waiting, 3)}
+        if self.tissue == "auto":
+            row["on_tissue"] = totals.mean("on_tissue")
         tally = None if self.objects is None else ObjectTally(self.objects, self.model.scale, self.model.patch_size)
         row["val_loss"], row["val_accuracy"] = self._evaluate(self.val_indices, self.settings.val_repeats,
                                                               tally)
@@ -481,6 +496,7 @@ class Trainer:
                  + f"test loss {row['test_loss']:.4f} acc {row['test_accuracy']:.3f}  "
                  f"entropy {row['entropy']:.2f}  cells/look {row['distinct_cells']:.1f}  "
                  f"outside {row['outside']:.2f}  "
+                 + (f"on tissue {row['on_tissue']:.2f}  " if "on_tissue" in row else "")
                  + (f"on objects: attention {row['object_attention']:.2f} looks {row['object_looks']:.2f}  "
                     if "object_attention" in row else "")
                  + f"{row['seconds']:.1f}s ({row['waiting']:.1f}s waiting for data)")

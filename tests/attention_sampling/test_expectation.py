@@ -216,3 +216,42 @@ def test_with_replacement_weights_are_uniform():
 def test_without_replacement_weights_worked_example():
     """a = (0.5, 0.3) drawn in that order, P = 2: w_0 = (1 + 0.5) / 2, w_1 = (1 - 0.5) / 2."""
     np.testing.assert_allclose(estimator_weights(np.array([[0.5, 0.3]]), replace=False), [[0.75, 0.25]])
+
+
+@settings(max_examples=25)
+@given(problems, st.booleans(), st.sampled_from([0.0, 0.3]))
+def test_on_a_masked_map_estimate_and_gradient_enumerated_are_exact(problem, replace, floor):
+    """Cells a mask leaves out get probability 0 (log a = -inf): drawing from the masked a_s, the estimate of
+    E_{a_s}[f] and its gradient, through the masked log-softmax, are exact over the allowed cells, and no
+    gradient reaches a masked logit."""
+    p, rng, logits, features, grad_logits = gradient_problem(problem)
+    h, w = logits.shape[1:]
+    if h * w < 2:
+        return
+    mask = np.zeros(h * w, dtype=bool)
+    mask[rng.permutation(h * w)[:int(rng.integers(1, h * w))]] = True
+    mask = mask.reshape(1, h, w)
+    p = min(p, int(mask.sum()))
+    layer = nn.SpatialLogSoftmax()
+    log_attention = layer.forward(logits, mask=mask)
+    log_sampled = floored_attention(log_attention, floor)
+    sampled = np.exp(log_sampled)[0]
+    assert np.all(sampled[~mask[0]] == 0)
+    expected_gradient = np.zeros_like(logits)
+    expected_estimate = np.zeros(3)
+    for cells, probability in outcomes(sampled, p, replace):
+        if probability == 0:
+            continue
+        weights = estimator_weights(sampled[cells[:, 0], cells[:, 1]][None], replace)
+        expected_estimate += probability * expectation_logits(features[cells[:, 0], cells[:, 1]][None], weights)[0]
+        _, per_draw = expectation_backward(grad_logits[None], features[cells[:, 0], cells[:, 1]][None], weights)
+        grad_log_sampled = scatter_to_cells(per_draw, cells[None], (h, w))
+        layer.forward(logits, mask=mask)
+        expected_gradient += probability * layer.backward(
+            floored_attention_backward(grad_log_sampled, log_attention, log_sampled, floor))
+    np.testing.assert_allclose(expected_estimate, np.einsum("hw,hwc->c", sampled, features), atol=1e-12)
+    attention = np.exp(log_attention)
+    values = features @ grad_logits
+    exact = (1 - floor) * attention * (values - np.sum(attention[0] * values))
+    np.testing.assert_allclose(expected_gradient, exact, atol=1e-12)
+    assert np.all(expected_gradient[~mask] == 0)

@@ -228,3 +228,111 @@ def test_standardised_advantage_has_zero_mean_unit_std(n, k, seed):
 
 def test_standardised_advantage_is_zero_for_equal_rewards():
     assert np.all(standardised_advantage(np.full((2, 5), 0.3)) == 0)
+
+
+# ----------------------------------------------------------------------------- a masked map
+# Cells a mask leaves out (glass on a slide) get logit -inf: the estimators must stay unbiased for the
+# distribution over the other cells, and give those cells neither probability nor gradient.
+
+def masked_problem(shape, seed, floor=0.0):
+    """-> logits (1, h, w), mask (1, h, w) with at least one cell allowed and one left out, rewards, a_s."""
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    logits = rng.standard_normal((1, h, w)) * 2
+    order = rng.permutation(h * w)
+    mask = np.zeros(h * w, dtype=bool)
+    mask[order[:int(rng.integers(1, h * w))]] = True
+    mask = mask.reshape(1, h, w)
+    layer = nn.SpatialLogSoftmax()
+    sampled = np.exp(floored_attention(layer.forward(logits, mask=mask), floor))[0]
+    return logits, mask, rng.random((1, h, w)), sampled
+
+
+def masked_estimator(logits, mask, cell_rewards, cells, baseline, floor=0.0, replace=True):
+    """estimator() through the masked log-softmax; without replacement the draws are weighted by P times
+    the expectation estimator's weights (train_step's reinforce_gradient(..., draw_weights))."""
+    from attention_sampling.objective import estimator_weights
+
+    layer = nn.SpatialLogSoftmax()
+    log_attention = layer.forward(logits, mask=mask)
+    log_sampled = floored_attention(log_attention, floor)
+    rewards = cell_rewards[0][cells[..., 0], cells[..., 1]]
+    advantage = rewards - rewards.mean(axis=1, keepdims=True) if baseline else rewards
+    values = np.exp(log_sampled)[0][cells[..., 0], cells[..., 1]]
+    draw_weights = None if replace else cells.shape[1] * estimator_weights(values, replace=False)
+    grad_log_sampled = reinforce_gradient(advantage, cells, logits.shape[1:], draw_weights)
+    return -layer.backward(floored_attention_backward(grad_log_sampled, log_attention, log_sampled, floor))
+
+
+def exact_masked_reward_gradient(logits, mask, cell_rewards):
+    """d/dz sum_k a_k r_k with a the softmax over the allowed cells: a_k (r_k - sum_j a_j r_j), 0 off the mask."""
+    attention = np.exp(nn.log_softmax(np.where(mask, logits, -np.inf), axis=(1, 2)))
+    return attention * (cell_rewards - np.sum(attention * cell_rewards))
+
+
+@settings(max_examples=20)
+@given(st.tuples(st.integers(1, 3), st.integers(2, 3)), st.integers(1, 3), st.integers(0, 2**31 - 1),
+       st.booleans(), st.sampled_from([0.0, 0.3]))
+def test_reinforce_on_a_masked_map_enumerated_equals_exact_gradient(shape, k, seed, baseline, floor):
+    """With replacement: every ordered outcome of K draws from the masked a_s (masked cells have probability
+    0, so they never appear) averages to the exact gradient of E_{a_s}[r] over the allowed cells, and no
+    gradient reaches a masked logit."""
+    logits, mask, cell_rewards, sampled = masked_problem(shape, seed, floor)
+    assert np.all(sampled[~mask[0]] == 0)
+    np.testing.assert_allclose(sampled.sum(), 1.0)
+    allowed = [tuple(cell) for cell in np.argwhere(mask[0])]
+    expected = np.zeros_like(logits)
+    for outcome in itertools.product(allowed, repeat=k):
+        probability = np.prod([sampled[cell] for cell in outcome])
+        expected += probability * masked_estimator(logits, mask, cell_rewards, np.array(outcome)[None], baseline,
+                                                   floor)
+    factor = (k - 1) / k if baseline else 1.0
+    exact = factor * (1 - floor) * exact_masked_reward_gradient(logits, mask, cell_rewards)
+    np.testing.assert_allclose(expected, exact, atol=1e-12)
+    assert np.all(expected[~mask] == 0)
+
+
+@settings(max_examples=20)
+@given(st.tuples(st.integers(1, 3), st.integers(2, 3)), st.integers(1, 3), st.integers(0, 2**31 - 1),
+       st.sampled_from([0.0, 0.3]))
+def test_reinforce_without_replacement_on_a_masked_map_enumerated_equals_exact_gradient(shape, k, seed, floor):
+    """Without replacement, P distinct cells drawn in sequence from the masked a_s: the weighted REINFORCE
+    estimate averages to the exact gradient of E_{a_s}[r] over the allowed cells."""
+    logits, mask, cell_rewards, sampled = masked_problem(shape, seed, floor)
+    allowed = [tuple(cell) for cell in np.argwhere(mask[0])]
+    k = min(k, len(allowed))
+    expected = np.zeros_like(logits)
+    for outcome in itertools.permutations(allowed, k):
+        probability, removed = 1.0, 0.0
+        for cell in outcome:
+            probability *= sampled[cell] / (1.0 - removed)
+            removed += sampled[cell]
+        expected += probability * masked_estimator(logits, mask, cell_rewards, np.array(outcome)[None], False,
+                                                   floor, replace=False)
+    exact = (1 - floor) * exact_masked_reward_gradient(logits, mask, cell_rewards)
+    np.testing.assert_allclose(expected, exact, atol=1e-12)
+
+
+@settings(max_examples=30)
+@given(st.tuples(st.integers(1, 3), st.integers(2, 3)), st.integers(0, 2**31 - 1), st.sampled_from([0.0, 0.4]))
+def test_masked_entropy_and_floor_backward_match_finite_differences(shape, seed, floor):
+    """H(a) and sum(G * log a_s) over the allowed cells: their gradients through the masked log-softmax
+    equal central differences in float64, and are 0 at the masked logits."""
+    logits, mask, _, _ = masked_problem(shape, seed)
+    rng = np.random.default_rng(seed + 1)
+    projection = rng.standard_normal(logits.shape)
+    layer = nn.SpatialLogSoftmax()
+    log_attention = layer.forward(logits, mask=mask)
+    log_sampled = floored_attention(log_attention, floor)
+    grad = entropy_gradient(log_attention) + floored_attention_backward(
+        np.where(mask, projection, 0), log_attention, log_sampled, floor)
+    analytic = layer.backward(grad)
+
+    def loss():
+        log_a = nn.SpatialLogSoftmax().forward(logits, mask=mask)
+        log_s = floored_attention(log_a, floor)
+        return float(attention_entropy(log_a).sum() + np.sum(np.where(mask, projection * log_s, 0)))
+
+    assert np.isfinite(attention_entropy(log_attention)).all()
+    assert_gradients_close(analytic, numerical_gradient(loss, logits), rtol=1e-6, atol=1e-8)
+    assert np.all(analytic[~mask] == 0)

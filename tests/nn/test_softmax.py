@@ -90,3 +90,32 @@ def test_log_softmax_is_log_of_a_distribution_at_extremes(x):
     log_total = top[..., 0] + np.log(np.sum(np.exp(log_probabilities - top), axis=-1))
     np.testing.assert_allclose(log_total, 0.0, atol=1e-12)
     np.testing.assert_allclose(np.exp(log_probabilities), softmax(x), rtol=1e-12, atol=1e-300)
+
+
+@settings(max_examples=25)
+@given(data=st.data())
+def test_masked_log_softmax_is_the_distribution_over_the_allowed_positions_and_its_gradient_matches(data):
+    """mask=False positions: log-probability -inf, the rest log softmax over the allowed ones alone; the
+    gradient (whatever reaches the masked outputs, even NaN, ignored) equals central differences in float64
+    and is 0 at the masked inputs."""
+    from tests.gradcheck import assert_gradients_close, numerical_gradient
+
+    shape, seed, scale = data.draw(spatial_shapes()), data.draw(seeds), data.draw(scales)
+    x = normal_array(seed, shape, scale)
+    rng = np.random.default_rng(seed)
+    mask = rng.random(shape) < 0.6
+    flat = mask.reshape(shape[0], shape[1] * shape[2], -1)
+    flat[:, 0] = True  # every distribution keeps a position
+    layer = SpatialLogSoftmax()
+    y = layer.forward(x, mask=mask)
+    assert np.all(y[~mask] == -np.inf)
+    np.testing.assert_allclose(np.exp(y).sum(axis=SPATIAL_AXES), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(y[mask], log_softmax(np.where(mask, x, -np.inf), SPATIAL_AXES)[mask], rtol=1e-12)
+    projection = rng.standard_normal(shape)
+
+    def loss():
+        return float(np.sum(np.where(mask, SpatialLogSoftmax().forward(x, mask=mask) * projection, 0)))
+
+    grad = layer.backward(np.where(mask, projection, np.nan))
+    assert np.all(grad[~mask] == 0)
+    assert_gradients_close(grad, numerical_gradient(loss, x), rtol=1e-5, atol=1e-7)
