@@ -31,6 +31,7 @@ from ..patches import patch_offset
 from .errors import AttentionSamplingError
 from .errors import one_line as _one_line
 from .decode import read_image, to_rgb8
+from .pooling import average_pool
 
 SLIDE_EXTENSIONS = (".svs", ".ndpi", ".scn", ".bif", ".mrxs", ".vms", ".vmu", ".svslide")
 TIFF_EXTENSIONS = (".tif", ".tiff")
@@ -255,16 +256,6 @@ def view_level(slide, scale, max_pixels=None):
             f"{slide.path}: slide of {slide.height}x{slide.width} has no pyramid level whose downsample divides "
             f"--scale {scale} and whose view decodes within --max-pixels {max_pixels:,} (levels' downsamples: {have})")
     return max(within)
-
-
-def average_pool(pixels, k):
-    """(H, W, C) float32 -> (H // k, W // k, C): nn.AvgPool2d's numbers to the last bit (the k rows summed in
-    order, then the k columns, then divided by k^2, all in float32), in NumPy: the view is read in the
-    loader's thread, beside the training step's parallel kernels, and a Numba parallel kernel called from
-    two threads at once is only safe with some threading layers."""
-    h, w = pixels.shape[0] // k, pixels.shape[1] // k
-    blocks = pixels[:h * k, :w * k].reshape(h, k, w, k, pixels.shape[2])
-    return blocks.sum(axis=1).sum(axis=2) / np.float32(k * k)
 
 
 def read_view(slide, scale, max_pixels=None):

@@ -54,7 +54,7 @@ def batch_views(images, scale):
     """A batch (an (N, H, W, 3) array in [0, 1], or LazyImages) -> (N, H // c, W // c, 3) attention views:
     the batch's own view, or the array average-pooled by c as the attention network pools it."""
     from ..images import is_lazy
-    from .slides import average_pool
+    from .pooling import average_pool
 
     if is_lazy(images):
         return images.view(scale)
