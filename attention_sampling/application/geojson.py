@@ -16,6 +16,8 @@ from .errors import AttentionSamplingError
 PATCH_COLOR = [255, 0, 200]
 ATTENTION_COLOR = [255, 160, 0]
 TISSUE_COLOR = [0, 160, 80]
+MASS = 0.5         # by default the most attended cells holding half the attention are written,
+MAX_CELLS = 2000   # and no more than these: a slide's near-flat map would otherwise be 10^5 squares
 
 
 def rectangle(top, left, bottom, right):
@@ -49,7 +51,8 @@ def prediction_features(explanation, classes, scale, patch_size, image_shape, bo
 
     explanation: attention (h, w), cells (P, 2), weights (P,) of the first look, probabilities (C,);
     look_probabilities (K, C) each look's own (look 0 is the one whose patches are drawn); image_shape (H, W)
-    level 0; threshold: the attention cells at or above it are written (default 1 / (h w), above uniform);
+    level 0; threshold: the attention cells at or above it are written (default: the top cells holding MASS
+    of the attention, at most MAX_CELLS);
     tissue: an optional (h, w) bool cell mask whose outline is written as an annotation.
     """
     attention = np.asarray(explanation["attention"], dtype=np.float64)
@@ -66,8 +69,11 @@ def prediction_features(explanation, classes, scale, patch_size, image_shape, bo
                         **{f"probability {name}": p for name, p in zip(classes, look)}}
         features.append(feature({"type": "Polygon", "coordinates": rectangle(top, left, bottom, right)},
                                 "detection", f"patch {k + 1}", predicted, PATCH_COLOR, measurements))
-    level = 1.0 / attention.size if threshold is None else float(threshold)
-    for r, c in zip(*np.nonzero(attention >= level)):
+    if threshold is None:
+        ordered = np.sort(attention.ravel())[::-1]
+        count = min(int(np.searchsorted(np.cumsum(ordered), MASS * ordered.sum())) + 1, MAX_CELLS, ordered.size)
+        threshold = ordered[count - 1]
+    for r, c in zip(*np.nonzero(attention >= threshold)):
         features.append(feature({"type": "Polygon", "coordinates": rectangle(r * scale, c * scale, (r + 1) * scale,
                                                                               (c + 1) * scale)},
                                 "detection", f"attention cell {r},{c}", "attention", ATTENTION_COLOR,

@@ -101,6 +101,7 @@ class Report:
         self.rows = earlier if resume else []
 
     def add(self, row):
-        self.rows = [old for old in self.rows if old["path"] != row["path"]] + [row]
+        # A copy: the caller strips "report" from the row it prints.
+        self.rows = [old for old in self.rows if old["path"] != row["path"]] + [dict(row)]
         write_atomic(os.path.join(self.directory, ROWS_FILE), json.dumps(self.rows))
         write_atomic(os.path.join(self.directory, "index.html"), page_html(self.rows, self.title))

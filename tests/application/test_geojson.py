@@ -25,7 +25,7 @@ def test_patches_and_attention_cells_are_valid_qupath_features(tmp_path):
     assert loaded.is_valid and loaded["type"] == "FeatureCollection"
     patches = [f for f in loaded["features"] if f["properties"]["name"].startswith("patch")]
     cells = [f for f in loaded["features"] if f["properties"]["name"].startswith("attention")]
-    assert len(patches) == 3 and len(cells) == 1  # only the cell above uniform
+    assert len(patches) == 3 and len(cells) == 1  # the one cell holding half the attention
     for feature in loaded["features"]:
         properties = feature["properties"]
         assert properties["objectType"] == "detection" and set(properties["classification"]) == {"name", "color"}
