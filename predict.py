@@ -164,7 +164,7 @@ def run(args):
     if args.report:
         from attention_sampling.application.report import Report
 
-        report = Report(args.report, f"predict.py {args.run}", resume=args.resume)
+        report = Report(args.report, args.run, resume=args.resume)
     try:
         stream = open(args.output, "a" if args.resume else "w", newline="") if args.output else sys.stdout
     except OSError as error:

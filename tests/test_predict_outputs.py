@@ -54,7 +54,9 @@ document.getElementById("f").onload = function () {
   document.getElementById("out").textContent = JSON.stringify({
     rows: Array.prototype.map.call(d.querySelectorAll("tr.image .path"), function (c) { return c.textContent; }),
     scripts: d.querySelectorAll("script").length,
-    widths: images.map(function (i) { return i.naturalWidth; })});
+    widths: images.map(function (i) { return i.naturalWidth; }),
+    byConfidence: (this.contentWindow.sortRows("confidence"), Array.prototype.map.call(
+      d.querySelectorAll("tr.image"), function (r) { return parseFloat(r.dataset.confidence); }))});
 };</script></body></html>""")
     result = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
                              "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
@@ -93,6 +95,12 @@ def test_geojson_and_report_of_a_folder(trained):
     order = {row["path"]: (row["agreement"], max(row["probabilities"].values())) for row in rows}
     shown = [order[path] for path in seen["rows"]]
     assert shown == sorted(shown)  # the least certain first
+    assert seen["byConfidence"] == sorted(seen["byConfidence"])  # the page's own button re-sorts
+    other = run(TRAIN, "--data", data, "--out", "run2", "--epochs", 1, *TINY, cwd=workspace)
+    assert other.returncode == 0, other.stderr
+    refused = run(PREDICT, workspace / "run2", data, "--quiet", "--report", "review", cwd=workspace)
+    assert refused.returncode == 2 and "holds the page of another run" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
 
 
 def test_a_real_jpeg_tiled_svs(trained, tmp_path):

@@ -32,8 +32,9 @@ def doubt_order(row):
     return (0, row["agreement"], max(row["probabilities"].values()), row["path"])
 
 
-def prepare(directory):
-    """Make DIR and DIR/images -> the rows an earlier run of this page holds (for --resume)."""
+def prepare(directory, run):
+    """Make DIR and DIR/images -> the rows an earlier prediction with the same run left there (for --resume);
+    a folder holding another run's page is an error, not overwritten."""
     try:
         os.makedirs(os.path.join(directory, REPORT_IMAGES), exist_ok=True)
     except OSError as error:
@@ -43,9 +44,14 @@ def prepare(directory):
         return []
     try:
         with open(rows_path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except ValueError:
+            stored = json.load(handle)
+        earlier, rows = stored["run"], list(stored["rows"])
+    except (ValueError, KeyError, TypeError):
         raise AttentionSamplingError(f"{rows_path}: not a review page's rows (JSON)") from None
+    if earlier != run:
+        raise AttentionSamplingError(f"--report {directory}: holds the page of another run ({earlier}); "
+                                     "choose another folder")
+    return rows
 
 
 def row_html(row):
@@ -95,13 +101,14 @@ def page_html(rows, title):
 class Report:
     """The page of DIR, rewritten after every row; rows.json keeps them for --resume."""
 
-    def __init__(self, directory, title, resume=False):
-        self.directory, self.title = directory, title
-        earlier = prepare(directory)
+    def __init__(self, directory, run, resume=False):
+        self.directory, self.run = directory, os.path.abspath(run)
+        self.title = f"predict.py {run}"
+        earlier = prepare(directory, self.run)
         self.rows = earlier if resume else []
 
     def add(self, row):
         # A copy: the caller strips "report" from the row it prints.
         self.rows = [old for old in self.rows if old["path"] != row["path"]] + [dict(row)]
-        write_atomic(os.path.join(self.directory, ROWS_FILE), json.dumps(self.rows))
+        write_atomic(os.path.join(self.directory, ROWS_FILE), json.dumps({"run": self.run, "rows": self.rows}))
         write_atomic(os.path.join(self.directory, "index.html"), page_html(self.rows, self.title))
