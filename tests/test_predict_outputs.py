@@ -59,9 +59,11 @@ document.getElementById("f").onload = function () {
       d.querySelectorAll("tr.image"), function (r) { return parseFloat(r.dataset.confidence); }))});
 };</script></body></html>""")
     result = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
-                             "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+                             "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+    console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
+    assert not console, console  # no error, warning or log line from the page
     found = re.search(r'<pre id="out">(.*?)</pre>', result.stdout, re.S)
     assert found and found.group(1), result.stdout[:2000]
     import html
@@ -120,3 +122,15 @@ def test_a_real_jpeg_tiled_svs(trained, tmp_path):
     assert len(collection["features"]) <= 3 + 2000
     seen = rendered_dom(tmp_path / "r" / "index.html")
     assert seen["rows"] == [SLIDE] and seen["widths"][0] > 0
+
+
+def test_resume_continues_the_page(trained):
+    workspace, run_dir, data = trained
+    first = os.path.join(data, "vertical", sorted(os.listdir(os.path.join(data, "vertical")))[0])
+    args = ["--json", "--quiet", "--output", "scores.jsonl", "--report", "continued"]
+    assert run(PREDICT, run_dir, first, *args, cwd=workspace).returncode == 0
+    resumed = run(PREDICT, run_dir, data, *args, "--resume", cwd=workspace)
+    assert resumed.returncode == 0, resumed.stderr
+    stored = json.loads((workspace / "continued" / "rows.json").read_text())
+    assert sorted(row["path"] for row in stored["rows"]).count(first) == 1 and len(stored["rows"]) == 7
+    assert (workspace / "continued" / "index.html").read_text().count('<tr class="image"') == 7
