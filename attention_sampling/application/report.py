@@ -9,6 +9,7 @@ The page is rewritten, atomically, after every image: a stopped run leaves a val
 import html
 import json
 import os
+from urllib.parse import quote
 
 from .errors import AttentionSamplingError
 from .geojson import write_atomic
@@ -64,7 +65,9 @@ def row_html(row):
     report = row.get("report", {})
     weights = " ".join(f"{k + 1}: {w:.3g}" for k, w in enumerate(report.get("weights", [])))
     picture = report.get("picture")
-    image = (f'<a href="{escape(picture)}"><img class="explanation" src="{escape(picture)}" '
+    # Percent-encoded: a "#" or "?" in a file name would otherwise end the path part of the URL.
+    address = escape(quote(picture.replace(os.sep, "/"))) if picture else ""
+    image = (f'<a href="{address}"><img class="explanation" src="{address}" '
              f'alt="{escape(row["path"])}" width="480"></a>' if picture else "")
     return (f'<tr class="image" data-confidence="{chosen:.6f}" data-agreement="{row["agreement"]:.6f}">'
             f'<td>{image}</td><td class="path">{escape(row["path"])}</td>'
