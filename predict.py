@@ -4,6 +4,8 @@
     python predict.py runs/lymphoma archive/ --csv > results.csv  # every image under a folder, recursively
     python predict.py RUN IMAGES... --json --looks 16             # JSON lines; average of 16 looks
     python predict.py RUN IMAGES... --pictures explained/         # the attention picture of each image
+    python predict.py RUN slides/ --geojson annotations/          # patches and attention for QuPath
+    python predict.py RUN archive/ --report review/ --looks 8     # review/index.html, the doubtful first
     python predict.py RUN archive/ --csv --output scores.csv --workers 2     # 2 local processes (Dask)
     python predict.py RUN archive/ --json --output scores.jsonl --scheduler tcp://host:8786 --resume
 
@@ -48,6 +50,9 @@ def parse_args(argv=None):
     parser.add_argument("--resume", action="store_true",
                         help="with --output: skip the images FILE already holds and append the others")
     parser.add_argument("--pictures", metavar="DIR", help="write each image's attention picture into DIR")
+    parser.add_argument("--geojson", metavar="DIR",
+                        help="write each image's patches and attention as a GeoJSON file into DIR (QuPath)")
+    parser.add_argument("--report", metavar="DIR", help="write a review page, DIR/index.html, and its images")
     parser.add_argument("--looks", type=positive_int, default=1, metavar="K",
                         help="average the class probabilities of K independent looks (default 1)")
     parser.add_argument("--checkpoint", choices=tuple(CHECKPOINT_FILES), default="best",
@@ -158,11 +163,17 @@ def run(args):
         done = done_paths(args.output, kind)
         paths = [path for path in paths if path not in done]
         print(f"predict.py: resuming {args.output}: {len(done)} image(s) done, {len(paths)} to go", file=sys.stderr)
-    if args.pictures:
-        try:
-            os.makedirs(args.pictures, exist_ok=True)
-        except OSError as error:
-            raise AttentionSamplingError(f"--pictures {args.pictures}: {error.strerror or error}") from None
+    for flag, directory in (("--pictures", args.pictures), ("--geojson", args.geojson)):
+        if directory:
+            try:
+                os.makedirs(directory, exist_ok=True)
+            except OSError as error:
+                raise AttentionSamplingError(f"{flag} {directory}: {error.strerror or error}") from None
+    report = None
+    if args.report:
+        from attention_sampling.application.report import Report
+
+        report = Report(args.report, args.run, resume=args.resume)
     try:
         stream = open(args.output, "a" if args.resume else "w", newline="") if args.output else sys.stdout
     except OSError as error:
@@ -175,15 +186,20 @@ def run(args):
             from attention_sampling.application.cluster import connect, predict_on_cluster
 
             client = connect(args.scheduler, args.workers)
-            rows = predict_on_cluster(client, checkpoint, paths, args.seed, args.looks, args.pictures, tissue=tissue)
+            rows = predict_on_cluster(client, checkpoint, paths, args.seed, args.looks, args.pictures, tissue=tissue,
+                                      geojson=args.geojson, report=args.report)
         else:
-            rows = predict_in_process(checkpoint, paths, args.seed, args.looks, args.pictures, tissue)
+            rows = predict_in_process(checkpoint, paths, args.seed, args.looks, args.pictures, tissue, args.geojson,
+                                      args.report)
         failed = []
         for row in tqdm(rows, total=len(paths), unit="img", disable=args.quiet or len(paths) <= 1, file=sys.stderr):
             if "error" in row:
                 failed.append(row["error"])
                 if len(paths) == 1:
                     raise AttentionSamplingError(row["error"])
+            if report is not None:
+                report.add(row)
+            row.pop("report", None)
             writer.write(row)
     finally:
         if client is not None:

@@ -43,12 +43,13 @@ class ModelPlugin(WorkerPlugin):
         self.model = None
 
 
-def _predict_on_worker(path, seed, looks, pictures, tissue=None):
+def _predict_on_worker(path, seed, looks, pictures, tissue=None, geojson=None, report=None):
     plugin = get_worker().plugins[PLUGIN_NAME]
-    return predict_path(plugin.model, plugin.config, path, seed, looks, pictures, tissue)
+    return predict_path(plugin.model, plugin.config, path, seed, looks, pictures, tissue, geojson, report)
 
 
-def predict_on_cluster(client, checkpoint, paths, seed=0, looks=1, pictures=None, in_flight=None, tissue=None):
+def predict_on_cluster(client, checkpoint, paths, seed=0, looks=1, pictures=None, in_flight=None, tissue=None,
+                       geojson=None, report=None):
     """Rows for `paths`, in input order, computed by the cluster's workers; at most `in_flight` images
     (default: 4 per worker thread) are submitted ahead of the one being written."""
     with open(checkpoint, "rb") as handle:
@@ -62,8 +63,8 @@ def predict_on_cluster(client, checkpoint, paths, seed=0, looks=1, pictures=None
         for index, path in remaining:
             # pure=False: two calls with the same path are two tasks; the key names the image's place.
             key = f"predict-{index}-{hashlib.sha256(path.encode()).hexdigest()[:12]}"
-            pending.append((path, client.submit(_predict_on_worker, path, seed, looks, pictures, tissue, key=key,
-                                                pure=False, retries=2)))
+            pending.append((path, client.submit(_predict_on_worker, path, seed, looks, pictures, tissue, geojson,
+                                                report, key=key, pure=False, retries=2)))
             return
 
     for _ in range(in_flight):

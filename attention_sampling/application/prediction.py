@@ -71,18 +71,24 @@ def read_for_run(path, config):
     return (np.clip(image, 0, 255) * np.float32(1 / 255))[None]
 
 
-def picture_path(directory, path):
+def picture_path(directory, path, extension=".png"):
     name = os.path.splitext(os.path.basename(path))[0]
     digest = hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:8]
-    return os.path.join(directory, f"{name}-{digest}.png")  # the digest keeps equal names apart
+    return os.path.join(directory, f"{name}-{digest}{extension}")  # the digest keeps equal names apart
 
 
-def predict_path(model, config, path, seed=0, looks=1, pictures=None, tissue=None):
+REPORT_IMAGES = "images"
+
+
+def predict_path(model, config, path, seed=0, looks=1, pictures=None, tissue=None, geojson=None, report=None):
     """One image -> its output row: the class, the probabilities, the attention entropy and, over the
     looks, the spread of the chosen class's probability and the share of looks that agree. An image that
     cannot be read (or, with tissue "auto", holds no tissue) gives an error row. With `pictures` a folder, its
-    explanation is drawn there. tissue: "auto" samples on the tissue only and adds the row's on_tissue (the
-    share of its patches there), "none" everywhere; None: as the run was trained."""
+    explanation is drawn there; with `geojson` a folder, its patches, attention and tissue outline go there as a
+    GeoJSON file (geojson.py); with `report` a folder, the picture goes to its images/ and the row gets a
+    "report" entry (picture, patch weights) for report.py, which the caller removes before writing the row.
+    tissue: "auto" samples on the tissue only and adds the row's on_tissue (the share of its patches there),
+    "none" everywhere; None: as the run was trained."""
     from ..training import on_mask, predict
     from .tissue import batch_mask
 
@@ -106,22 +112,34 @@ def predict_path(model, config, path, seed=0, looks=1, pictures=None, tissue=Non
            "agreement": round(float(np.mean(per_look.argmax(axis=1) == chosen)), 4)}
     if mask is not None:
         row["on_tissue"] = round(on_mask(prediction.cells, mask), 4)
-    if pictures:
+    explanation = {name: getattr(prediction, name)[0] for name in
+                   ("probabilities", "attention", "cells", "weights", "patches")}
+    targets = [picture_path(pictures, path)] if pictures else []
+    if report:
+        targets.append(picture_path(os.path.join(report, REPORT_IMAGES), path))
+        row["report"] = {"picture": os.path.relpath(targets[-1], report),
+                         "weights": [round(float(w), 6) for w in explanation["weights"]]}
+    if targets:
         from . import figures
         from ..images import is_lazy
 
-        explanation = {name: getattr(prediction, name)[0] for name in
-                       ("probabilities", "attention", "cells", "weights", "patches")}
         # A slide is drawn from its attention view, stretched over the slide's full-resolution extent.
         picture, shape = (images.view(config["scale"])[0], images.shape[1:3]) if is_lazy(images) else (images[0], None)
-        figures.plot_explanation(picture, explanation, classes, None, config["scale"], config["size"],
-                                 picture_path(pictures, path), title=path, border=Training.from_dict(config).border,
-                                 image_shape=shape)
+        for target in targets:
+            figures.plot_explanation(picture, explanation, classes, None, config["scale"], config["size"],
+                                     target, title=path, border=Training.from_dict(config).border, image_shape=shape)
+    if geojson:
+        from .geojson import prediction_features, write_geojson
+
+        collection = prediction_features(explanation, classes, config["scale"], config["size"], images.shape[1:3],
+                                         Training.from_dict(config).border, prediction.look_probabilities[0],
+                                         tissue=None if mask is None else mask[0])
+        write_geojson(picture_path(geojson, path, ".geojson"), collection)
     return row
 
 
-def predict_in_process(checkpoint, paths, seed=0, looks=1, pictures=None, tissue=None):
+def predict_in_process(checkpoint, paths, seed=0, looks=1, pictures=None, tissue=None, geojson=None, report=None):
     """Rows for `paths`, in order, one image at a time in this process."""
     config, model, _ = model_from_checkpoint(checkpoint)
     for path in paths:
-        yield predict_path(model, config, path, seed, looks, pictures, tissue)
+        yield predict_path(model, config, path, seed, looks, pictures, tissue, geojson, report)

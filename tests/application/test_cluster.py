@@ -59,6 +59,22 @@ def test_the_cluster_gives_the_in_process_rows_in_order_with_error_rows(archive,
     assert all("error" not in row for index, row in enumerate(rows) if index != 5)
 
 
+def test_the_cluster_writes_the_in_process_geojson_and_report_rows(archive, client, tmp_path):
+    checkpoint, paths = archive
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    for folder in (local, remote):
+        (folder / "report" / "images").mkdir(parents=True)
+        (folder / "geojson").mkdir()
+    expected = list(predict_in_process(checkpoint, paths, 3, 1, None, str(local / "geojson"), str(local / "report")))
+    rows = list(predict_on_cluster(client, checkpoint, paths, seed=3, geojson=str(remote / "geojson"),
+                                   report=str(remote / "report")))
+    assert rows == expected and "report" in rows[0]
+    names = sorted(os.listdir(local / "geojson"))
+    assert len(names) == 11 and names == sorted(os.listdir(remote / "geojson"))
+    for name in names:
+        assert (local / "geojson" / name).read_text() == (remote / "geojson" / name).read_text()
+
+
 def test_a_killed_worker_loses_no_image(archive, client):
     """One worker is killed (SIGKILL) after the first row arrives: its tasks run again on the other worker
     or on its restarted replacement, and every image appears exactly once, with the in-process numbers."""
