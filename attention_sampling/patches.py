@@ -58,15 +58,16 @@ def _extract(rows, cells, patch_size, scale, offset, channels, border, out):
         col0, col1 = max(0, -left), min(patch_size, w - left)
         if border == 1:
             for i in range(patch_size):
-                source = _reflect(top + i, h)
-                for k in range(col0 * channels, col1 * channels):
-                    out[image, draw, i, k] = rows[image, source, left * channels + k]
+                target, source = out[image, draw, i], rows[image, _reflect(top + i, h)]
+                inside, outside = target[col0 * channels:col1 * channels], source[(left + col0) * channels:]
+                for k in range(inside.shape[0]):
+                    inside[k] = outside[k]
                 for j in range(patch_size):
                     if col0 <= j < col1:
                         continue
                     column = _reflect(left + j, w)
                     for channel in range(channels):
-                        out[image, draw, i, j * channels + channel] = rows[image, source, column * channels + channel]
+                        target[j * channels + channel] = source[column * channels + channel]
             continue
         if row0 >= row1 or col0 >= col1:
             continue
