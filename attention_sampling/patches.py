@@ -40,7 +40,8 @@ def _reflect(index, length):
 @njit(cache=True, parallel=True, nogil=True)
 def _extract(rows, cells, patch_size, scale, offset, channels, border, out):
     """rows (N, H, W * C), out (N, P, S, S * C): images and patches seen as rows of W * C values, so each
-    patch row is one contiguous copy (a 2-D slice copy compiles to a slower nested loop).
+    patch row is one contiguous loop (a 2-D slice copy compiles to a slower nested loop; a 1-D slice
+    assignment compiles Numba's shape-error formatting, seconds of cold start: benchmarks/bench_cold.py).
     border: 0 zero, 1 reflect, 2 inside (see the module docstring)."""
     n, h, row_length = rows.shape
     w = row_length // channels
@@ -57,22 +58,22 @@ def _extract(rows, cells, patch_size, scale, offset, channels, border, out):
         col0, col1 = max(0, -left), min(patch_size, w - left)
         if border == 1:
             for i in range(patch_size):
-                source = _reflect(top + i, h)
-                if col0 < col1:
-                    out[image, draw, i, col0 * channels:col1 * channels] = \
-                        rows[image, source, (left + col0) * channels:(left + col1) * channels]
+                target, source = out[image, draw, i], rows[image, _reflect(top + i, h)]
+                inside, outside = target[col0 * channels:col1 * channels], source[(left + col0) * channels:]
+                for k in range(inside.shape[0]):
+                    inside[k] = outside[k]
                 for j in range(patch_size):
                     if col0 <= j < col1:
                         continue
                     column = _reflect(left + j, w)
                     for channel in range(channels):
-                        out[image, draw, i, j * channels + channel] = rows[image, source, column * channels + channel]
+                        target[j * channels + channel] = source[column * channels + channel]
             continue
         if row0 >= row1 or col0 >= col1:
             continue
         for i in range(row0, row1):
-            out[image, draw, i, col0 * channels:col1 * channels] = \
-                rows[image, top + i, (left + col0) * channels:(left + col1) * channels]
+            for k in range(col0 * channels, col1 * channels):
+                out[image, draw, i, k] = rows[image, top + i, left * channels + k]
     return out
 
 

@@ -249,7 +249,9 @@ def _channel_sum_kernel(rows, partial):
         for r in range(part * rows.shape[0] // parts, (part + 1) * rows.shape[0] // parts):
             for c in range(rows.shape[1]):
                 acc[c] += rows[r, c]
-        partial[part] = acc
+        # Element by element: a row assignment compiles Numba's shape-error formatting (benchmarks/bench_cold.py).
+        for c in range(rows.shape[1]):
+            partial[part, c] = acc[c]
     return partial
 
 

@@ -1,0 +1,127 @@
+"""Cold start: the first train_step and the first predict in a fresh process whose Numba cache is empty, and
+where that time goes (each kernel Numba compiles, from its compile events); then the same with the cache warm.
+
+    python -m benchmarks.bench_cold                 # c = 4, the paper's step (8 images, P = 20, S = 50)
+    python -m benchmarks.bench_cold --scales 4 8 --top 25
+
+Each row is a fresh process (`--child`) with NUMBA_CACHE_DIR a new empty folder (cold), then a second fresh
+process on the folder the first filled (warm: the first call loads the cache; "median" is the median of
+--repeat further calls, so the warm first call can be compared with it). The kernel table lists top-level
+compilations only (a kernel's callees are inside its time). Timings on a shared machine are noisy: compare
+within one run. Nothing here asserts on time.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from benchmarks.common import PROJECT_ROOT, print_table, python_environment
+
+
+def record_compilations():
+    """Listen to Numba's compile events -> the list they fill with (depth, kernel name, seconds)."""
+    from numba.core import event
+
+    records = []
+
+    class Listener(event.Listener):
+        def __init__(self):
+            self.stack = []
+
+        def on_start(self, ev):
+            self.stack.append((time.perf_counter(), ev.data))
+
+        def on_end(self, ev):
+            start, data = self.stack.pop()
+            function = getattr(data.get("dispatcher"), "py_func", None)
+            name = function.__qualname__.split("<locals>.")[-1] if function else str(data.get("dispatcher"))
+            records.append((len(self.stack), name, time.perf_counter() - start))
+
+    event.register("numba:compile", Listener())
+    return records
+
+
+def run_child(workload, scale, repeat, seed):
+    """One workload in this process: first call (compile events recorded), then `repeat` calls -> dict."""
+    records = record_compilations()
+    from attention_sampling import predict, train_step
+    from benchmarks.bench_step import ENTROPY_WEIGHT, REPLICAS, numpy_setup
+
+    if workload == "step":
+        model, optimizer, images, labels, rng = numpy_setup(scale, seed)
+
+        def call():
+            train_step(model, optimizer, images, labels, rng, replicas=REPLICAS, entropy_weight=ENTROPY_WEIGHT)
+    else:
+        model, _, images, _, rng = numpy_setup(scale, seed, n=1)
+
+        def call():
+            predict(model, images, rng)
+
+    def timed():
+        start = time.perf_counter()
+        call()
+        return time.perf_counter() - start
+
+    first = timed()
+    top = [(name, seconds) for depth, name, seconds in records if depth == 0]
+    times = [timed() for _ in range(repeat)]
+    return {"first": first, "median": statistics.median(times) if times else None,
+            "compile": sum(seconds for _, seconds in top), "kernels": top}
+
+
+def fresh(workload, scale, repeat, seed, cache):
+    """run_child in a fresh process on Numba cache folder `cache` -> its JSON."""
+    arguments = ["--child", workload, "--scales", str(scale), "--repeat", str(repeat), "--seed", str(seed)]
+    environment = dict(os.environ, NUMBA_CACHE_DIR=cache)
+    print(f"  {workload} c={scale} in a fresh process, cache {cache} ...", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    finished = subprocess.run([sys.executable, "-m", "benchmarks.bench_cold", *arguments], env=environment,
+                              cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True, check=True)
+    result = json.loads(finished.stdout.strip().splitlines()[-1])
+    result["process"] = time.perf_counter() - start
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scales", type=int, nargs="+", default=[4])
+    parser.add_argument("--repeat", type=int, default=5, help="calls after the first in the warm process (default 5)")
+    parser.add_argument("--top", type=int, default=15, help="kernels listed, longest compilation first")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--child", choices=["step", "predict"], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(run_child(args.child, args.scales[0], args.repeat, args.seed)))
+        return 0
+
+    print(python_environment())
+    rows, kernels = [], {}
+    for scale in args.scales:
+        for workload in ("step", "predict"):
+            with tempfile.TemporaryDirectory(prefix="bench_cold_numba_") as cache:
+                cold = fresh(workload, scale, 0, args.seed, cache)
+                warm = fresh(workload, scale, args.repeat, args.seed, cache)
+            label = f"{'train step' if workload == 'step' else 'predict 1 image'}, c = {scale}"
+            rows.append([label, f"{cold['first']:.2f}", f"{cold['compile']:.2f}", len(cold["kernels"]),
+                         f"{cold['process']:.1f}", f"{warm['first']:.3f}", f"{warm['median']:.3f}",
+                         f"{warm['first'] / warm['median']:.2f}"])
+            for name, seconds in cold["kernels"]:
+                kernels.setdefault(name, {})[label] = seconds
+    print("\nFirst call in a fresh process, seconds: cold = empty Numba cache, warm = the cache the cold one wrote")
+    print_table(["", "cold first", "compiling", "kernels", "cold process", "warm first", "warm median",
+                 "warm first/median"], rows)
+    labels = [row[0] for row in rows]
+    ordered = sorted(kernels, key=lambda name: -sum(kernels[name].values()))[:args.top]
+    print(f"\nKernels compiled on the cold first call, seconds (longest {args.top}; '-': not compiled by that call)")
+    print_table(["kernel"] + labels, [[name] + [f"{kernels[name][label]:.2f}" if label in kernels[name] else None
+                                                for label in labels] for name in ordered])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
