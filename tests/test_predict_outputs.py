@@ -134,3 +134,27 @@ def test_resume_continues_the_page(trained):
     stored = json.loads((workspace / "continued" / "rows.json").read_text())
     assert sorted(row["path"] for row in stored["rows"]).count(first) == 1 and len(stored["rows"]) == 7
     assert (workspace / "continued" / "index.html").read_text().count('<tr class="image"') == 7
+
+
+def test_a_real_svs_is_sampled_on_its_tissue_only(trained, tmp_path):
+    """CMU-1-Small-Region is about a third tissue: --tissue auto finds it on the attention view, puts every
+    patch there and writes its outline into the GeoJSON."""
+    if not os.path.isfile(SLIDE):
+        required(SLIDE, f"fetch it with: {FETCH}, or set ATTENTION_SAMPLING_TEST_SLIDE")
+    from attention_sampling.application.slides import open_source, read_view
+    from attention_sampling.application.tissue import tissue_cells
+
+    source = open_source(SLIDE)
+    try:
+        share = tissue_cells(read_view(source, 8)).mean()
+    finally:
+        source.close()
+    assert 0.15 < share < 0.6
+    workspace, run_dir, _ = trained
+    result = run(PREDICT, run_dir, SLIDE, "--json", "--tissue", "auto", "--geojson", tmp_path / "a", cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    row, = [json.loads(line) for line in result.stdout.splitlines()]
+    assert row["on_tissue"] == 1.0
+    collection = geojson.loads(next((tmp_path / "a").iterdir()).read_text())
+    outline, = [f for f in collection["features"] if f["properties"]["name"] == "tissue"]
+    assert shapely.geometry.shape(outline["geometry"]).is_valid
