@@ -65,7 +65,8 @@ def test_the_cluster_writes_the_in_process_geojson_and_report_rows(archive, clie
     for folder in (local, remote):
         (folder / "report" / "images").mkdir(parents=True)
         (folder / "geojson").mkdir()
-    expected = list(predict_in_process(checkpoint, paths, 3, 1, None, str(local / "geojson"), str(local / "report")))
+    expected = list(predict_in_process(checkpoint, paths, 3, 1, None, geojson=str(local / "geojson"),
+                                       report=str(local / "report")))
     rows = list(predict_on_cluster(client, checkpoint, paths, seed=3, geojson=str(remote / "geojson"),
                                    report=str(remote / "report")))
     assert rows == expected and "report" in rows[0]
