@@ -70,8 +70,9 @@ def open_data(data, config):
     if config.get("bad_images") == "skip":
         # Leave out what training left out, or the held-out split would not be the run's.
         print("checking images (the run skipped bad ones) ...", file=sys.stderr)
-        auto = Training.from_dict(config).tissue == "auto"
-        minimum = config["patches"] if Training.from_dict(config).sampling == "without" else 1
+        run = Training.from_dict(config)
+        auto = run.tissue == "auto"
+        minimum = run.patches if run.sampling == "without" else 1
         dataset, _ = dataset.validate(config["size"], config["scale"], "skip", tissue_minimum=minimum if auto else 0)
     return dataset
 

@@ -236,10 +236,11 @@ def train(args):
         run_dir = args.resume
         saved = saved_config(run_dir)
         # The data checks as the run made them, unless typed again.
+        run = Training.from_dict(saved)
         dataset = open_dataset(args.data or saved["data"], saved["size"], saved["scale"],
                                args.typed.get("max_pixels", saved.get("max_pixels", DEFAULT_MAX_PIXELS)),
                                args.typed.get("bad_images", saved.get("bad_images", "stop")), not args.quiet,
-                               Training.from_dict(saved).tissue, tissue_minimum(saved["patches"], Training.from_dict(saved).sampling))
+                               run.tissue, tissue_minimum(run.patches, run.sampling))
         # Only what was typed is compared with the saved run; the rest comes from it.
         config = {**args.typed, "classes": dataset.classes, "image_shape": list(dataset.image_shape()),
                   "image_list": image_list(dataset)}

@@ -92,7 +92,8 @@ def predict_path(model, config, path, seed=0, looks=1, pictures=None, tissue=Non
     from ..training import on_mask, predict
     from .tissue import batch_mask
 
-    tissue = tissue or Training.from_dict(config).tissue
+    run = Training.from_dict(config)
+    tissue = tissue or run.tissue
     try:
         images = read_for_run(path, config)
         mask = batch_mask(tissue, images, model, [path])
@@ -127,12 +128,12 @@ def predict_path(model, config, path, seed=0, looks=1, pictures=None, tissue=Non
         picture, shape = (images.view(config["scale"])[0], images.shape[1:3]) if is_lazy(images) else (images[0], None)
         for target in targets:
             figures.plot_explanation(picture, explanation, classes, None, config["scale"], config["size"],
-                                     target, title=path, border=Training.from_dict(config).border, image_shape=shape)
+                                     target, title=path, border=run.border, image_shape=shape)
     if geojson:
         from .geojson import prediction_features, write_geojson
 
         collection = prediction_features(explanation, classes, config["scale"], config["size"], images.shape[1:3],
-                                         Training.from_dict(config).border, prediction.look_probabilities[0],
+                                         run.border, prediction.look_probabilities[0],
                                          tissue=None if mask is None else mask[0])
         write_geojson(picture_path(geojson, path, ".geojson"), collection)
     return row

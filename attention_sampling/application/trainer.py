@@ -176,8 +176,9 @@ class Trainer:
         trained so far, whole or in part; learning-rate drops after them may change, as they change nothing
         the run has done."""
         config = dict(config)
+        trained = Training.from_dict(saved)
         if "lr_drops" in config:
-            drops, before = list(config["lr_drops"]), list(Training.from_dict(saved).lr_drops)
+            drops, before = list(config["lr_drops"]), list(trained.lr_drops)
             if drops_changed(drops, before, started):
                 raise AttentionSamplingError(
                     f"--resume {self.run_dir}: the run has trained {started} epoch(s) with lr drops after "
@@ -185,7 +186,7 @@ class Trainer:
                     f"would change them; only drops from epoch {started} on can be changed")
             saved, config["lr_drops"] = {**saved, "lr_drops": drops}, drops
         if "average_from" in config:
-            start, before = config["average_from"], Training.from_dict(saved).average_from
+            start, before = config["average_from"], trained.average_from
             if average_changed(start, before, started):
                 raise AttentionSamplingError(
                     f"--resume {self.run_dir}: the run has trained {started} epoch(s) and averages its weights "
