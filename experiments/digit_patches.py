@@ -3,6 +3,11 @@ Megapixel MNIST data set (one digit each, at a random offset), labelled with tha
 accuracy on crops from held-out canvases every 250 steps.
 
     python -m experiments.digit_patches DATA [--hidden 16] [--depth 4] [--temperature 3] [--steps 1000]
+    python -m experiments.digit_patches DATA --run RUN [--checkpoint best]
+
+With --run it trains nothing: it scores the feature network of a run trained on DATA through attention
+sampling on the same test crops, the label's digits apart from the two others, to tell whether what such a run
+lacks is reading digits or finding them.
 
 It separates the two things attention sampling must learn on this data: reading a digit (this script) and
 finding the digits (the attention). The crops come from canvases of the run split's training part and are
@@ -17,11 +22,13 @@ import numpy as np
 
 import nn
 from attention_sampling.application.data import stratified_split
+from attention_sampling.application.prediction import load_run
 from attention_sampling.models import FeatureNetwork
 
 
-def crops(root, names, boxes, size, rng):
-    """-> (M, size, size, 3) float32 crops, one per digit box of the named canvases, and (M,) digits."""
+def crops(root, names, boxes, size, rng, label_digits=None):
+    """-> (M, size, size, 3) float32 crops, one per digit box of the named canvases, and (M,) digits;
+    label_digits True / False: only the digits of the canvas's class / only the others."""
     patches, digits = [], []
     for name in names:
         image = iio.imread(os.path.join(root, name))
@@ -29,6 +36,8 @@ def crops(root, names, boxes, size, rng):
         image = image.astype(np.float32) / 255
         height, width = image.shape[:2]
         for top, left, h, w, digit, _, _ in boxes[name]:
+            if label_digits is not None and (digit == int(name.split("/")[0])) != label_digits:
+                continue
             t = int(np.clip(top - rng.integers(0, size - h + 1), 0, height - size))
             l = int(np.clip(left - rng.integers(0, size - w + 1), 0, width - size))
             patches.append(image[t:t + size, l:l + size])
@@ -46,6 +55,8 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=50)
     parser.add_argument("--test-fraction", type=float, default=0.15)
     parser.add_argument("--val-fraction", type=float, default=0.15)
+    parser.add_argument("--run", help="score this run's feature network instead of training one")
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="best")
     args = parser.parse_args(argv)
     with open(os.path.join(args.data, "objects.json")) as handle:
         boxes = json.load(handle)["objects"]
@@ -53,6 +64,8 @@ def main(argv=None):
     labels = np.array([int(name.split("/")[0]) for name in names])
     split = stratified_split(labels, args.test_fraction, 0, args.val_fraction)
     rng = np.random.default_rng(0)
+    if args.run:
+        return score_run(args, boxes, [names[i] for i in split.test], rng)
     train_x, train_y = crops(args.data, [names[i] for i in split.train], boxes, args.size, rng)
     test_x, test_y = crops(args.data, [names[i] for i in split.test], boxes, args.size, rng)
     network = FeatureNetwork(10, hidden=args.hidden, depth=args.depth, rng=np.random.default_rng(0))
@@ -67,6 +80,15 @@ def main(argv=None):
         if step % 250 == 0:
             predicted = np.concatenate([network.infer(test_x[i:i + 256]).argmax(1) for i in range(0, len(test_x), 256)])
             print(f"step {step}  loss {loss:.3f}  test accuracy {np.mean(predicted == test_y):.3f}", flush=True)
+
+
+def score_run(args, boxes, names, rng):
+    """Print the accuracy of RUN's feature network on one crop per test digit, label digits and others apart."""
+    _, model, epoch, _ = load_run(args.run, args.checkpoint)
+    for label_digits, kind in ((True, "the label's digits"), (False, "the other digits")):
+        x, y = crops(args.data, names, boxes, args.size, rng, label_digits)
+        predicted = np.concatenate([model.features.infer(x[i:i + 256]).argmax(1) for i in range(0, len(x), 256)])
+        print(f"{args.run} epoch {epoch}: {kind}, {len(x)} crops: accuracy {np.mean(predicted == y):.3f}")
 
 
 if __name__ == "__main__":
