@@ -84,9 +84,10 @@ def predict_path(model, config, path, seed=0, looks=1, pictures=None, tissue=Non
     """One image -> its output row: the class, the probabilities, the attention entropy and, over the
     looks, the spread of the chosen class's probability and the share of looks that agree. An image that
     cannot be read (or, with tissue "auto", holds no tissue) gives an error row. With `pictures` a folder, its
-    explanation is drawn there; with `geojson` a folder, its patches, attention and tissue outline go there as a
-    GeoJSON file (geojson.py); with `report` a folder, the picture goes to its images/ and the row gets a
-    "report" entry (picture, patch weights) for report.py, which the caller removes before writing the row.
+    explanation is drawn there; with `geojson` a folder, every look's patches, the attention and the tissue
+    outline go there as a GeoJSON file (geojson.py); with `report` a folder, the picture goes to its images/
+    and the row gets a "report" entry (picture, patch weights) for report.py, which the caller removes before
+    writing the row.
     tissue: "auto" samples on the tissue only and adds the row's on_tissue (the share of its patches there),
     "none" everywhere; None: as the run was trained."""
     from ..training import on_mask, predict
@@ -132,7 +133,9 @@ def predict_path(model, config, path, seed=0, looks=1, pictures=None, tissue=Non
     if geojson:
         from .geojson import prediction_features, write_geojson
 
-        collection = prediction_features(explanation, classes, config["scale"], config["size"], images.shape[1:3],
+        # Every look's patches, each with its own probabilities: the picture shows the first look only.
+        every_look = {**explanation, "look_cells": prediction.look_cells[0], "look_weights": prediction.look_weights[0]}
+        collection = prediction_features(every_look, classes, config["scale"], config["size"], images.shape[1:3],
                                          run.border, prediction.look_probabilities[0],
                                          tissue=None if mask is None else mask[0])
         write_geojson(picture_path(geojson, path, ".geojson"), collection)
