@@ -90,16 +90,20 @@ def predict_path(model, config, path, seed=0, looks=1, pictures=None, tissue=Non
     writing the row.
     tissue: "auto" samples on the tissue only and adds the row's on_tissue (the share of its patches there),
     "none" everywhere; None: as the run was trained."""
+    from ..images import is_lazy
     from ..training import on_mask, predict
+    from .pooling import PooledImages
     from .tissue import batch_mask
 
     run = Training.from_dict(config)
     tissue = tissue or run.tissue
     try:
         images = read_for_run(path, config)
-        mask = batch_mask(tissue, images, model, [path])
+        # One pooled view for the tissue mask and the attention network (a slide's batch keeps its own).
+        batch = images if is_lazy(images) else PooledImages(images)
+        mask = batch_mask(tissue, batch, model, [path])
         # A slide's patches are read during the prediction: a corrupt tile there is this image's error too.
-        prediction = predict(model, images, image_rng(seed, path), looks=looks, mask=mask)
+        prediction = predict(model, batch, image_rng(seed, path), looks=looks, mask=mask)
     except AttentionSamplingError as error:
         return {"path": path, "error": str(error)}
     classes = config["classes"]
@@ -123,7 +127,6 @@ def predict_path(model, config, path, seed=0, looks=1, pictures=None, tissue=Non
                          "weights": [round(float(w), 6) for w in explanation["weights"]]}
     if targets:
         from . import figures
-        from ..images import is_lazy
 
         # A slide is drawn from its attention view, stretched over the slide's full-resolution extent.
         picture, shape = (images.view(config["scale"])[0], images.shape[1:3]) if is_lazy(images) else (images[0], None)
