@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import shapely.geometry
 
-from attention_sampling.application.prediction import picture_path
+from attention_sampling.application.prediction import load_run, picture_path
 from tests.commands import PREDICT, ROOT, TINY, TRAIN, run
 
 SLIDE = os.environ.get("ATTENTION_SAMPLING_TEST_SLIDE", os.path.join(ROOT, "tests", "data", "cmu_small_region.svs"))
@@ -69,10 +69,10 @@ document.getElementById("f").onload = function () {
     return json.loads(html.unescape(found.group(1)))
 
 
-def every_look_is_in_the_geojson(run_dir, row, path, looks=3, patches=3):
+def every_look_is_in_the_geojson(config, model, row, path, looks=3, patches=3):
     """The GeoJSON holds each look's patches, numbered by look, with that look's probabilities: those of
     predict's look_probabilities for the image's own draws, whose mean is the row's."""
-    from attention_sampling.application.prediction import image_rng, load_run, read_for_run
+    from attention_sampling.application.prediction import image_rng, read_for_run
     from attention_sampling.training import predict
 
     with open(path, encoding="utf-8") as handle:
@@ -83,7 +83,6 @@ def every_look_is_in_the_geojson(run_dir, row, path, looks=3, patches=3):
     for feature in features:
         box = shapely.geometry.shape(feature["geometry"])
         assert box.is_valid and box.bounds[2] - box.bounds[0] == 12
-    config, model, _, _ = load_run(str(run_dir), "best")
     prediction = predict(model, read_for_run(row["path"], config), image_rng(0, row["path"]), looks=looks)
     measured = [f["properties"]["measurements"] for f in features]
     assert [m["look"] for m in measured] == [j for j in range(looks) for _ in range(patches)]
@@ -107,8 +106,10 @@ def test_geojson_and_report_of_a_folder(trained):
     assert len(rows) == 7 and all("report" not in row for row in rows)
     files = sorted(os.listdir(workspace / "annotations"))
     assert len(files) == 7 and all(name.endswith(".geojson") for name in files)
+    config, model, _, _ = load_run(str(run_dir), "best")
     for row in rows:
-        every_look_is_in_the_geojson(run_dir, row, picture_path(workspace / "annotations", row["path"], ".geojson"))
+        every_look_is_in_the_geojson(config, model, row,
+                                     picture_path(workspace / "annotations", row["path"], ".geojson"))
     page = workspace / "review" / "index.html"
     text = page.read_text()
     assert "<script>alert" not in text and "&lt;script&gt;alert(&quot;x&quot;)&lt;script&gt; &amp; co #1?" in text
