@@ -109,15 +109,14 @@ def evaluate(args):
     examples = example_positions(labels, len(classes), args.examples)
     shape = tuple(config["image_shape"])
     print(f"predicting {len(indices)} images ...", file=sys.stderr)
-    summaries, map_cells, on_tissue = [], [], []
+    summaries, uniform, on_tissue = [], [], []
 
     def summarise(start, prediction):
         summaries.append(attention_summary(prediction.attention, prediction.cells))
-        map_cells.append(prediction.attention[0].size)
 
     probabilities, kept = predict_dataset(model, dataset, indices, shape, config["batch_size"], seed=seed,
                                           keep=set(examples), on_batch=summarise, tissue=tissue,
-                                          on_tissue=on_tissue)
+                                          on_tissue=on_tissue, uniform=uniform)
     looks = {name: np.concatenate([summary[name] for summary in summaries]) for name in summaries[0]}
     predictions = probabilities.argmax(axis=1)
     # The first repeat is the scoring above; the others measure the model rather than one draw's luck.
@@ -139,9 +138,10 @@ def evaluate(args):
                     "mean": float(np.mean(accuracies)), "std": float(np.std(accuracies)),
                     "min": min(accuracies), "max": max(accuracies)},
         # How concentrated the attention is (what a single accuracy hides: a collapsed attention looks at one
-        # patch P times): per image entropy, largest cell and distinct cells in a look, summarised.
+        # patch P times): per image entropy, largest cell and distinct cells in a look, summarised. The uniform
+        # one is per image too: under --tissue auto the attention spreads over that image's tissue cells only.
         "attention": {"entropy_median": float(np.median(looks["entropy"])),
-                      "uniform_entropy": float(np.log(map_cells[0])),
+                      "uniform_entropy": float(np.median(np.concatenate(uniform))),
                       "largest_median": float(np.median(looks["largest"])),
                       "largest_above_half": float(np.mean(looks["largest"] > 0.5)),
                       "distinct_cells_mean": float(np.mean(looks["distinct_cells"])), "patches": model.n_patches},

@@ -284,6 +284,8 @@ class Prediction:
     weights: np.ndarray             # (N, P)
     patches: np.ndarray             # (N, P, S, S, C)
     look_probabilities: np.ndarray  # (N, K, C), each look's own
+    look_cells: np.ndarray          # (N, K, P, 2) every look's cells; look 0 is `cells`
+    look_weights: np.ndarray        # (N, K, P)
 
 
 def predict(model, images, rng, n_patches=None, estimator=None, replace=None, looks=1, mask=None):
@@ -299,7 +301,8 @@ def predict(model, images, rng, n_patches=None, estimator=None, replace=None, lo
 
     looks = K > 1 averages the class probabilities of K independent looks of P patches each (the
     attention network still runs once per image): a steadier prediction at K times the feature network's
-    cost. The explanation (cells, weights, patches) is the first look's.
+    cost. The explanation (cells, weights, patches) is the first look's; look_cells and look_weights hold
+    every look's, for outputs that show each look (the patches are not kept: K times the memory).
 
     mask (N, h, w) bool, or None: the cells the attention may choose (look); the others get attention 0.
     """
@@ -320,7 +323,8 @@ def predict(model, images, rng, n_patches=None, estimator=None, replace=None, lo
                                  model.temperature)
     per_look = nn.softmax(logits, axis=-1).reshape(n, looks, -1)
     return Prediction(per_look.mean(axis=1), np.exp(sampled.log_attention), sampled.cells[:, :p],
-                      sampled.weights[:, :p], sampled.patches[:, :p], per_look)
+                      sampled.weights[:, :p], sampled.patches[:, :p], per_look,
+                      sampled.cells.reshape(n, looks, p, 2), sampled.weights.reshape(n, looks, p))
 
 
 def _with_patches(model, n_patches):

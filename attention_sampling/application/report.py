@@ -4,7 +4,9 @@ One row per image: its explanation picture (figures.plot_explanation: the view, 
 the sampled patches), the patch weights, the predicted class and probabilities, the attention entropy and
 the looks' agreement. The least certain come first (lowest agreement, then lowest probability of the chosen
 class); buttons re-sort in the page. Everything from the user (file names, class names) is HTML-escaped.
-The page is rewritten, atomically, after every image: a stopped run leaves a valid page.
+The page is rewritten, atomically, after every image: a stopped run leaves a valid page. A fresh page in a
+folder holding an earlier one of the same run (without --resume) first replaces it by an empty page, then
+removes the earlier page's pictures.
 """
 import html
 import json
@@ -53,6 +55,32 @@ def prepare(directory, run):
         raise AttentionSamplingError(f"--report {directory}: holds the page of another run ({earlier}); "
                                      "choose another folder")
     return rows
+
+
+def own_pictures(directory, rows):
+    """-> the paths of DIR/images/ files the rows' pictures name; an entry naming any other file (rows.json
+    edited by hand) is not the page's own and is left out."""
+    paths = []
+    for row in rows:
+        report = row.get("report") if isinstance(row, dict) else None
+        picture = report.get("picture") if isinstance(report, dict) else None
+        if not isinstance(picture, str):
+            continue
+        folder, name = os.path.split(os.path.normpath(picture))
+        if folder == REPORT_IMAGES and name.endswith(".png"):
+            paths.append(os.path.join(directory, REPORT_IMAGES, name))
+    return paths
+
+
+def remove_pictures(directory, rows):
+    """Remove the pictures of an earlier page's rows: a fresh page re-draws those it shows and keeps no other."""
+    for path in own_pictures(directory, rows):
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            raise AttentionSamplingError(f"--report {path}: {error.strerror or error}") from None
 
 
 def row_html(row):
@@ -109,9 +137,16 @@ class Report:
         self.title = f"predict.py {run}"
         earlier = prepare(directory, self.run)
         self.rows = earlier if resume else []
+        if earlier and not resume:
+            # The page without the earlier rows goes first: no moment shows a picture already removed.
+            self.write()
+            remove_pictures(directory, earlier)
 
     def add(self, row):
         # A copy: the caller strips "report" from the row it prints.
         self.rows = [old for old in self.rows if old["path"] != row["path"]] + [dict(row)]
+        self.write()
+
+    def write(self):
         write_atomic(os.path.join(self.directory, ROWS_FILE), json.dumps({"run": self.run, "rows": self.rows}))
         write_atomic(os.path.join(self.directory, "index.html"), page_html(self.rows, self.title))

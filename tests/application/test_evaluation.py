@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from attention_sampling.application.evaluation import (attention_summary, classification_report, confusion_matrix,
-                                                       cross_entropy, predict_dataset)
+                                                       cross_entropy, predict_dataset, uniform_entropy)
 from attention_sampling.models import AttentionSamplingModel
 
 # Ten images of three classes. Counting by hand, (true, predicted):
@@ -115,3 +115,39 @@ def test_attention_summary_tells_a_collapsed_attention_from_a_spread_one():
     np.testing.assert_allclose(summary["entropy"], [0, math.log(20)])
     np.testing.assert_allclose(summary["largest"], [1, 1 / 20])
     np.testing.assert_array_equal(summary["distinct_cells"], [1, 3])
+
+
+def test_uniform_entropy_is_that_of_the_cells_the_attention_may_choose():
+    attention = np.full((2, 4, 5), 1 / 20)
+    np.testing.assert_allclose(uniform_entropy(attention), [math.log(20)] * 2)
+    mask = np.zeros((2, 4, 5), bool)
+    mask[0, :2, :3], mask[1, 3, 4] = True, True
+    np.testing.assert_allclose(uniform_entropy(attention, mask), [math.log(6), 0])
+
+
+def test_under_tissue_auto_the_uniform_entropy_is_per_image_over_its_tissue():
+    """Each image's tissue (tests/application/test_tissue.py's images) bounds its attention's entropy; without
+    a mask the bound is log(h w) for every image."""
+    from attention_sampling.application.tissue import tissue_cells
+    from tests.application.test_tissue import pooled, tissue_image
+
+    images = np.stack([tissue_image(seed)[0] for seed in range(3)])
+    dataset = InMemoryImages(images, np.array([0, 1, 2]))
+    dataset.paths = [f"image{seed}.png" for seed in range(3)]
+    model = AttentionSamplingModel(3, scale=8, patch_size=8, n_patches=3, seed=1)
+    entropies = {}
+    for tissue in ("auto", "none"):
+        uniform, summaries = [], []
+
+        def summarise(start, prediction):
+            summaries.append(attention_summary(prediction.attention, prediction.cells))
+
+        predict_dataset(model, dataset, np.arange(3), (192, 256), batch_size=2, seed=0, tissue=tissue,
+                        uniform=uniform, on_batch=summarise)
+        entropies[tissue] = np.concatenate([summary["entropy"] for summary in summaries])
+        uniform = np.concatenate(uniform)
+        expected = [np.log(tissue_cells(pooled(image)).sum()) for image in images] if tissue == "auto" else \
+            [np.log(24 * 32)] * 3
+        np.testing.assert_allclose(uniform, expected, rtol=1e-12)
+        assert np.all(entropies[tissue] <= uniform + 1e-6)
+    assert np.all(entropies["auto"] < np.log(24 * 32) - 0.5)  # the image-wide bound would hide the spread

@@ -52,3 +52,19 @@ def test_a_tissue_mask_is_written_as_its_outline_with_the_hole():
     assert geojson.loads(json.dumps(collection)).is_valid
     with pytest.raises(ValueError, match="tissue mask"):
         prediction_features(explanation(), ["a", "c"], 8, 12, (32, 40), tissue=mask[:2])
+
+
+def test_every_look_is_written_with_its_index_and_its_own_probabilities():
+    looks = {**explanation(), "look_cells": np.array([[[1, 2], [0, 0], [3, 4]], [[2, 2], [1, 2], [0, 1]]]),
+             "look_weights": np.array([[0.5, 0.3, 0.2], [0.1, 0.6, 0.3]])}
+    per_look = np.array([[0.25, 0.75], [0.15, 0.85]])
+    collection = prediction_features(looks, ["a", "c"], 8, 12, (32, 40), look_probabilities=per_look)
+    assert geojson.loads(json.dumps(collection)).is_valid
+    patches = [f["properties"] for f in collection["features"] if f["properties"]["name"].startswith("patch")]
+    assert [p["measurements"]["look"] for p in patches] == [0, 0, 0, 1, 1, 1]
+    assert len({p["name"] for p in patches}) == 6
+    for p in patches:
+        j, k = int(p["measurements"]["look"]), int(p["measurements"]["patch"]) - 1
+        assert p["measurements"]["probability c"] == per_look[j, 1]
+        assert p["measurements"]["attention weight"] == looks["look_weights"][j, k]
+    assert patches[4]["measurements"]["attention"] == explanation()["attention"][1, 2]

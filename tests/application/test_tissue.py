@@ -125,3 +125,27 @@ def test_fewer_tissue_cells_than_distinct_patches_is_one_error_naming_the_file()
     images = (image.astype(np.float32) / 255)[None]
     with pytest.raises(AttentionSamplingError, match=r"^small\.tif: \d+ cells of tissue .* fewer than the 10000"):
         tissue_mask(images, SCALE, ["small.tif"], minimum=10000)
+
+
+def test_the_trainers_mask_and_attention_net_share_one_pooled_view(monkeypatch):
+    """A loader's batch (augmented.AugmentedImages, what the trainer's _load gets) keeps its view: the tissue
+    mask is found on the very array the attention network reads, pooled once per image, and that mask is the
+    one found on the average-pooled float image."""
+    from attention_sampling.application import augmented
+    from attention_sampling.application.tissue import batch_mask
+
+    image, _ = tissue_image(6)
+    pooled_views = []
+    plain_view = augmented._plain_view
+    monkeypatch.setattr(augmented, "_plain_view", lambda *arguments: pooled_views.append(1) or plain_view(*arguments))
+    batch = augmented.AugmentedImages.plain([image], view_scale=SCALE)
+    trained = model()
+    mask = batch_mask("auto", batch, trained, ["image.png"])
+    seen = []
+    forward_view = trained.attention.forward_view
+    monkeypatch.setattr(trained.attention, "forward_view", lambda view, *rest: seen.append(view) or
+                        forward_view(view, *rest))
+    metrics = train_step(trained, nn.Adam(1e-3), batch, np.array([1]), np.random.default_rng(0), replicas=2, mask=mask)
+    assert len(pooled_views) == 1 and len(seen) == 1 and seen[0] is batch.view(SCALE)
+    np.testing.assert_array_equal(mask, tissue_mask((image.astype(np.float32) / 255)[None], SCALE, ["image.png"]))
+    assert metrics["on_mask"] == 1.0

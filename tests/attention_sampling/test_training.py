@@ -8,6 +8,7 @@ import nn
 from attention_sampling.models import AttentionNetwork, AttentionSamplingModel, FeatureNetwork
 from attention_sampling.application.synthetic import make_dataset
 from attention_sampling.objective import estimator_weights, expected_logits_backward, floored_attention
+from attention_sampling.patches import extract_patches
 from attention_sampling import training
 from attention_sampling.training import (DistinctDraws, classify_patches, look, look_statistics, predict,
                                          train_step)
@@ -338,6 +339,27 @@ def test_predict_returns_probabilities_and_explanation():
     assert prediction.patches.shape == (2, 5, 8, 8, 3)
     expected_weights = prediction.attention[np.arange(2)[:, None], prediction.cells[..., 0], prediction.cells[..., 1]]
     np.testing.assert_array_equal(prediction.weights, expected_weights)
+
+
+def test_predict_keeps_every_look_and_each_look_scores_its_own_patches():
+    """look_cells / look_weights (N, K, P, ...) hold every look; look 0 is the explanation's cells and weights,
+    and look j's probabilities are eq. 1 on the patches at look j's cells alone."""
+    model = AttentionSamplingModel(3, scale=4, patch_size=8, n_patches=5, temperature=3.0)
+    model.params["attention.9.weight"] *= 8  # peaked, so that the looks differ in weights
+    images = np.random.default_rng(0).random((2, 30, 41, 3), dtype=np.float32)
+    prediction = predict(model, images, np.random.default_rng(0), looks=3)
+    assert prediction.look_cells.shape == (2, 3, 5, 2) and prediction.look_weights.shape == (2, 3, 5)
+    np.testing.assert_array_equal(prediction.look_cells[:, 0], prediction.cells)
+    np.testing.assert_array_equal(prediction.look_weights[:, 0], prediction.weights)
+    assert (prediction.look_cells[:, 1:] != prediction.look_cells[:, :1]).any()
+    for j in range(3):
+        cells, weights = prediction.look_cells[:, j], prediction.look_weights[:, j]
+        at_cells = prediction.attention[np.arange(2)[:, None], cells[..., 0], cells[..., 1]]
+        np.testing.assert_array_equal(weights, at_cells)
+        patches = extract_patches(images, cells, 8, 4, model.border)
+        _, logits = classify_patches(model, patches, weights, training=False)
+        np.testing.assert_allclose(prediction.look_probabilities[:, j], nn.softmax(logits, axis=-1), rtol=1e-5,
+                                   atol=1e-6)
 
 
 def test_inference_path_equals_the_layers_in_evaluation_mode():
