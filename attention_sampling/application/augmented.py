@@ -20,7 +20,7 @@ A batch of 8 images of 1388 x 1040 then holds 35 MB of decoded bytes instead of 
 import numpy as np
 from numba import njit, prange
 
-from ..patches import BORDERS, _reflect, patch_offset
+from ..patches import BORDERS, patch_offset, reflect_index
 from .augmentation import augmented_pixel, between_rows, contrast_centre, finish_pixel, source_pixels
 
 
@@ -97,7 +97,7 @@ def _inside(index, length, border):
     """A patch pixel's row (or column) in the augmented image: mirrored back inside with border 1 (reflect),
     -1 where it falls outside and stays zero (zero; inside, whose patch is already shifted)."""
     if border == 1:
-        return _reflect(index, length)
+        return reflect_index(index, length)
     return index if 0 <= index < length else -1
 
 

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from ..patches import patch_offset
+from ..patches import patch_offset, reflect_indices
 from .errors import AttentionSamplingError
 from .errors import one_line as _one_line
 from .decode import read_image, to_rgb8
@@ -276,15 +276,6 @@ def read_view(slide, scale, max_pixels=None):
     return view
 
 
-def _reflect(indices, length):
-    """Mirror indices into [0, length) without repeating the edge, as patches._reflect does."""
-    if length == 1:
-        return np.zeros_like(indices)
-    period = 2 * (length - 1)
-    indices = indices % period
-    return np.where(indices < length, indices, period - indices)
-
-
 def patch_axis(start, patch_size, length, border):
     """A patch's rows (or columns) in the image -> (S,) indices into [0, length), or -1 where the patch sees
     zeros: patches.py's border modes along one axis."""
@@ -292,7 +283,7 @@ def patch_axis(start, patch_size, length, border):
         start = max(0, min(start, length - patch_size))
     indices = start + np.arange(patch_size)
     if border == "reflect":
-        return _reflect(indices, length)
+        return reflect_indices(indices, length)
     return np.where((indices >= 0) & (indices < length), indices, -1)
 
 
