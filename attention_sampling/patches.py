@@ -28,13 +28,28 @@ def patch_offset(patch_size, scale):
 
 
 @njit(cache=True, nogil=True)
-def _reflect(index, length):
+def reflect_index(index, length):
     """Mirror a pixel index into [0, length) without repeating the edge (period 2 (length - 1))."""
     if length == 1:
         return 0
     period = 2 * (length - 1)
     index = index % period  # Python's modulo: non-negative for negative indices too
     return index if index < length else period - index
+
+
+@njit(cache=True, nogil=True)
+def _reflect_each(indices, length, out):
+    """indices (K,) int64 -> out (K,): reflect_index of each, so the rule is written once."""
+    for k in range(indices.shape[0]):
+        out[k] = reflect_index(indices[k], length)
+    return out
+
+
+def reflect_indices(indices, length):
+    """(...) integer pixel indices -> (...) int64 indices mirrored into [0, length), as reflect_index."""
+    indices = np.asarray(indices, dtype=np.int64)
+    flat = np.ascontiguousarray(indices).reshape(-1)
+    return _reflect_each(flat, length, np.empty_like(flat)).reshape(indices.shape)
 
 
 @njit(cache=True, parallel=True, nogil=True)
@@ -58,14 +73,14 @@ def _extract(rows, cells, patch_size, scale, offset, channels, border, out):
         col0, col1 = max(0, -left), min(patch_size, w - left)
         if border == 1:
             for i in range(patch_size):
-                target, source = out[image, draw, i], rows[image, _reflect(top + i, h)]
+                target, source = out[image, draw, i], rows[image, reflect_index(top + i, h)]
                 inside, outside = target[col0 * channels:col1 * channels], source[(left + col0) * channels:]
                 for k in range(inside.shape[0]):
                     inside[k] = outside[k]
                 for j in range(patch_size):
                     if col0 <= j < col1:
                         continue
-                    column = _reflect(left + j, w)
+                    column = reflect_index(left + j, w)
                     for channel in range(channels):
                         target[j * channels + channel] = source[column * channels + channel]
             continue

@@ -32,7 +32,7 @@ from attention_sampling.application.errors import AttentionSamplingError
 from attention_sampling.application.evaluation import predict_dataset
 from attention_sampling.application.memory import keep_freed_memory
 from attention_sampling.application.runfolder import read_config_json
-from attention_sampling.application.settings import ENTROPY_BY_ESTIMATOR, LEGACY, LR_DROP, TRAINING_DEFAULTS, drops_changed, scoring_seed
+from attention_sampling.application.settings import ENTROPY_BY_ESTIMATOR, LR_DROP, TRAINING_DEFAULTS, resumed, scoring_seed
 
 # The checkout holding this package: a run's subprocess imports `experiments` from there, wherever it was started.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -212,39 +212,27 @@ def run_in_subprocess(command, config, threads=None, verbose=False):
 
 
 def check_resumed_settings(config, settings):
-    """A run folder that exists already is continued with its own settings: refuse, naming the folder, when
-    they differ from the ones asked for (a table line must not mix, say, eq. 1 runs with the features' mean)."""
+    """A run folder that exists already is continued with its own settings: refuse, naming the folder, before
+    anything trains, settings the run may not take on resuming (settings.resumed; the trainer refuses them
+    too, but only once the command reaches that run). A table line must not mix, say, eq. 1 runs with the
+    features' mean."""
     if not os.path.exists(os.path.join(config["run_dir"], "config.json")):
         return
-    stored = read_config_json(config["run_dir"])
     if config.get("patches") == 1:
         # One patch: eq. 1 and the features' mean are both softmax(T f_1), in value and gradient.
         settings = {key: value for key, value in settings.items() if key != "aggregate"}
-    differ = [f"--{key.replace('_', '-')} {stored.get(key, LEGACY.get(key))} (asked: {value})"
-              for key, value in settings.items() if stored.get(key, LEGACY.get(key)) != value]
-    if differ:
-        raise AttentionSamplingError(f"{config['run_dir']}: this run was made with " + ", ".join(differ)
-                                     + "; give the run's own flags to continue it, or another --out")
+    metrics = os.path.join(config["run_dir"], "metrics.csv")
+    trained = len(read_results(metrics)) if os.path.exists(metrics) else 0
+    try:
+        resumed(read_config_json(config["run_dir"]), settings, trained)
+    except AttentionSamplingError as error:
+        raise AttentionSamplingError(f"{config['run_dir']}: {error}; give the run's own flags to continue it, "
+                                     "or another --out") from None
 
 
 def drops_text(drops):
     """A learning-rate schedule as results.csv holds it: '300' or '200 300', '' for none."""
     return " ".join(str(int(drop)) for drop in drops)
-
-
-def check_resumed_drops(config, drops):
-    """Refuse, before anything trains, drops that would change epochs a run has already trained (the trainer
-    refuses them too, but only once the command reaches that run). None: the run keeps its own schedule."""
-    path = os.path.join(config["run_dir"], "metrics.csv")
-    if drops is None or not os.path.exists(path):
-        return
-    trained = len(read_results(path))
-    before = list(read_config_json(config["run_dir"]).get("lr_drops", ()))
-    if drops_changed(drops, before, trained):
-        raise AttentionSamplingError(
-            f"{config['run_dir']}: this run has trained {trained} epochs with learning-rate drops after "
-            f"{drops_text([d for d in before if d < trained]) or 'none'}; --lr-drops {drops_text(drops) or '(none)'} "
-            f"would change them (only drops from epoch {trained} on can be); give another --out")
 
 
 def paper_table(args):
@@ -277,8 +265,8 @@ def paper_table(args):
                           image_shape=[height, width], patches=patches, size=size, scale=args.scale,
                           epochs=args.epochs, seed=seed, augment=not args.no_augment,
                           repeats=args.repeats, run_dir=os.path.join(args.out, f"S{size}-P{patches}-seed{seed}"))
-            check_resumed_settings(config, {k: v for k, v in settings.items() if k != "lr_drops"})
-            check_resumed_drops(config, args.lr_drops)
+            # lr_drops None: a run continued keeps its own schedule.
+            check_resumed_settings(config, {k: v for k, v in settings.items() if k != "lr_drops" or v is not None})
             todo.append((paper_size, config))
 
     def run(item):

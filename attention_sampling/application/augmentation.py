@@ -13,16 +13,34 @@ from .settings import TRAINING_DEFAULTS
 def resize_bilinear(image, height, width):
     """(H, W, C) float -> (height, width, C), sampling pixel centres with bilinear interpolation."""
     h, w = image.shape[:2]
-    rows = np.clip((np.arange(height) + 0.5) * (h / height) - 0.5, 0, h - 1)
-    cols = np.clip((np.arange(width) + 0.5) * (w / width) - 0.5, 0, w - 1)
-    r0 = np.floor(rows).astype(np.int64)
-    c0 = np.floor(cols).astype(np.int64)
-    r1, c1 = np.minimum(r0 + 1, h - 1), np.minimum(c0 + 1, w - 1)
-    fr = (rows - r0).astype(image.dtype)[:, None, None]
-    fc = (cols - c0).astype(image.dtype)[None, :, None]
+    r0, r1, fr = _bilinear_table(height, h)
+    c0, c1, fc = _bilinear_table(width, w)
+    fr = fr.astype(image.dtype)[:, None, None]
+    fc = fc.astype(image.dtype)[None, :, None]
     # Separable: interpolate along rows, then along columns.
     vertical = image[r0] * (1 - fr) + image[r1] * fr
     return vertical[:, c0] * (1 - fc) + vertical[:, c1] * fc
+
+
+@njit(cache=True, nogil=True)
+def bilinear_source(index, size, source_size):
+    """Output pixel `index` of `size` resized from `source_size` pixels -> (first, second, fraction): the two
+    source pixels around the output pixel's centre and the weight of the second (float64), clamped at the
+    edges. The one place a bilinear resize decides where it samples."""
+    position = min(max((index + 0.5) * (source_size / size) - 0.5, 0.0), source_size - 1.0)
+    first = int(np.floor(position))
+    return first, min(first + 1, source_size - 1), position - np.floor(position)
+
+
+@njit(cache=True, nogil=True)
+def _bilinear_table(size, source_size):
+    """bilinear_source of output pixels 0 .. size - 1 -> (size,) firsts, seconds and float64 fractions."""
+    firsts = np.empty(size, np.int64)
+    seconds = np.empty(size, np.int64)
+    fractions = np.empty(size, np.float64)
+    for index in range(size):
+        firsts[index], seconds[index], fractions[index] = bilinear_source(index, size, source_size)
+    return firsts, seconds, fractions
 
 
 @dataclass
@@ -86,15 +104,25 @@ def _channel_means(image):
 @njit(cache=True, nogil=True)
 def source_pixels(index, size, crop_start, crop_size, flip):
     """Output row (or column) `index` of `size` -> (source index, next source index, weight of the next):
-    the bilinear sample of the crop's pixel centres, as resize_bilinear takes it, mapped back through the
+    bilinear_source's sample of the crop's pixel centres, as resize_bilinear takes it, mapped back through the
     flip (the flipped image's pixel p is the source's size - 1 - p)."""
-    position = min(max((index + 0.5) * (crop_size / size) - 0.5, 0.0), crop_size - 1.0)
-    first = int(np.floor(position))
-    second = min(first + 1, crop_size - 1)
+    first, second, fraction = bilinear_source(index, size, crop_size)
     first, second = crop_start + first, crop_start + second
     if flip:
         first, second = size - 1 - first, size - 1 - second
-    return first, second, np.float32(position - np.floor(position))
+    return first, second, np.float32(fraction)
+
+
+@njit(cache=True, nogil=True)
+def source_table(indices, size, crop_start, crop_size, flip):
+    """(K,) output indices -> (K,) firsts, (K,) seconds, (K,) float32 weights: source_pixels of each, computed
+    once per axis instead of once per pixel (its float division and floor cost more than the pixel's arithmetic)."""
+    firsts = np.empty(indices.shape[0], np.int64)
+    seconds = np.empty(indices.shape[0], np.int64)
+    weights = np.empty(indices.shape[0], np.float32)
+    for k in range(indices.shape[0]):
+        firsts[k], seconds[k], weights[k] = source_pixels(indices[k], size, crop_start, crop_size, flip)
+    return firsts, seconds, weights
 
 
 @njit(cache=True, nogil=True)

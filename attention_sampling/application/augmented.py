@@ -20,20 +20,8 @@ A batch of 8 images of 1388 x 1040 then holds 35 MB of decoded bytes instead of 
 import numpy as np
 from numba import njit, prange
 
-from ..patches import BORDERS, _reflect, patch_offset
-from .augmentation import augmented_pixel, between_rows, contrast_centre, finish_pixel, source_pixels
-
-
-@njit(cache=True, nogil=True)
-def _source_table(length, size, crop_start, crop_size, flip):
-    """source_pixels of output indices 0 .. length - 1 -> (firsts, seconds, weights), computed once per image
-    instead of once per pixel (its float division and floor cost more than the pixel's arithmetic)."""
-    firsts = np.empty(length, np.int64)
-    seconds = np.empty(length, np.int64)
-    weights = np.empty(length, np.float32)
-    for index in range(length):
-        firsts[index], seconds[index], weights[index] = source_pixels(index, size, crop_start, crop_size, flip)
-    return firsts, seconds, weights
+from ..patches import BORDERS, patch_offset, reflect_index
+from .augmentation import augmented_pixel, between_rows, contrast_centre, finish_pixel, source_pixels, source_table
 
 
 @njit(cache=True, nogil=True)  # runs in the loader thread beside the training step
@@ -46,7 +34,7 @@ def _augmented_view(image, flip_rows, flip_columns, factor, mean, top, left, cro
     so the same numbers, with half the reads and none of the per-pixel index arithmetic."""
     h, w, c = image.shape
     rows, columns = out.shape[0], out.shape[1]
-    t0s, t1s, fcs = _source_table(columns * scale, w, left, crop_w, flip_columns)
+    t0s, t1s, fcs = source_table(np.arange(columns * scale), w, left, crop_w, flip_columns)
     # between_rows's values are float64 (Numba promotes 1 - a float32 weight to float64): kept so. Laid out
     # as the image row is, so that the loop filling them runs over contiguous values.
     between = np.empty((w, c), dtype=np.float64)
@@ -97,7 +85,7 @@ def _inside(index, length, border):
     """A patch pixel's row (or column) in the augmented image: mirrored back inside with border 1 (reflect),
     -1 where it falls outside and stays zero (zero; inside, whose patch is already shifted)."""
     if border == 1:
-        return _reflect(index, length)
+        return reflect_index(index, length)
     return index if 0 <= index < length else -1
 
 

@@ -121,6 +121,63 @@ def drops_changed(drops, before, trained):
     return [d for d in drops if d < trained] != [d for d in before if d < trained]
 
 
+# Settings a resumed run may change: they decide how long it runs and which files are data, not the model.
+# (Which files are data is checked on its own: config['image_list'] must not change.)
+RESUMABLE = ("epochs", "bad_images", "max_pixels")
+
+
+def resumed(saved, asked, started):
+    """A run's saved config (a dict, as config.json holds it), the settings asked for on resuming it and the
+    epochs it has trained, whole or in part -> the config it continues with. Only what changes nothing the
+    run has done may differ: its length (RESUMABLE), learning-rate drops from epoch `started` on and a
+    weight average not yet begun; anything else is a one-line error naming the flag."""
+    asked, trained = dict(asked), Training.from_dict(saved)
+    if "lr_drops" in asked:
+        asked["lr_drops"] = _resumed_drops(list(asked["lr_drops"]), list(trained.lr_drops), started)
+        saved = {**saved, "lr_drops": asked["lr_drops"]}
+    if "average_from" in asked:
+        saved = {**saved, "average_from": _resumed_average(asked["average_from"], trained.average_from, started)}
+    for key, value in asked.items():
+        # A setting the run was made before: compared with what it was trained with (LEGACY).
+        before = saved[key] if key in saved else LEGACY.get(key, value)
+        if key not in RESUMABLE and value != before:
+            raise AttentionSamplingError(_kept_message(key, before, value))
+    return {**saved, **{key: asked[key] for key in RESUMABLE if key in asked}}
+
+
+def _resumed_drops(drops, before, started):
+    """The drops a resumed run takes, if they leave its first `started` epochs' learning rates as they were."""
+    if drops_changed(drops, before, started):
+        raise AttentionSamplingError(
+            f"the run has trained {started} epoch(s) with learning-rate drops after "
+            f"{_epochs_text([d for d in before if d < started]) or 'none'}; --lr-drops {_epochs_text(drops) or '(none)'} "
+            f"would change them; only drops from epoch {started} on can be changed")
+    return drops
+
+
+def _resumed_average(start, before, started):
+    """The weight average's first epoch a resumed run takes, if neither it nor the run's own has begun."""
+    if average_changed(start, before, started):
+        raise AttentionSamplingError(
+            f"the run has trained {started} epoch(s) and averages its weights from epoch {before or start} on; "
+            f"--average-from {start} would change that average; only an average not yet begun can be moved")
+    return start
+
+
+def _kept_message(key, before, value):
+    """Why a setting asked for on resuming cannot be taken, naming the flag (or the data) that sets it."""
+    if key == "image_list":
+        return (f"the data folder holds other images than when the run started ({before.get('count')} then, "
+                f"{value.get('count')} now); a resumed run needs the same images: put them back, or start a new "
+                "run with --out")
+    flag = "--" + key.replace("_", "-") if key not in ("classes", "image_shape") else f"the data's {key}"
+    return f"the run was made with {key} = {before}, not {value} ({flag}); a resumed run keeps its settings"
+
+
+def _epochs_text(epochs):
+    return " ".join(str(epoch) for epoch in epochs)
+
+
 # What each of lr_drops multiplies the learning rate by.
 LR_DROP = 0.1
 

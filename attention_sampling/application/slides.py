@@ -27,7 +27,8 @@ import time
 
 import numpy as np
 
-from ..patches import patch_offset
+from ..patches import patch_offset, reflect_indices
+from .augmentation import source_table
 from .errors import AttentionSamplingError
 from .errors import one_line as _one_line
 from .decode import read_image, to_rgb8
@@ -276,15 +277,6 @@ def read_view(slide, scale, max_pixels=None):
     return view
 
 
-def _reflect(indices, length):
-    """Mirror indices into [0, length) without repeating the edge, as patches._reflect does."""
-    if length == 1:
-        return np.zeros_like(indices)
-    period = 2 * (length - 1)
-    indices = indices % period
-    return np.where(indices < length, indices, period - indices)
-
-
 def patch_axis(start, patch_size, length, border):
     """A patch's rows (or columns) in the image -> (S,) indices into [0, length), or -1 where the patch sees
     zeros: patches.py's border modes along one axis."""
@@ -292,24 +284,18 @@ def patch_axis(start, patch_size, length, border):
         start = max(0, min(start, length - patch_size))
     indices = start + np.arange(patch_size)
     if border == "reflect":
-        return _reflect(indices, length)
+        return reflect_indices(indices, length)
     return np.where((indices >= 0) & (indices < length), indices, -1)
 
 
 def source_axis(indices, length, crop=None, flip=False):
     """Indices into the augmented image's axis -> (first, second, weight): the two source pixels and the
-    bilinear weight of the second, as augmentation.source_pixels maps them (zoom into crop = (start, size), then
+    bilinear weight of the second, augmentation.source_table's (zoom into crop = (start, size), then
     the flip); -1 stays -1. Without augmentation, first = second = index and weight 0."""
     if crop is None and not flip:
         return indices, indices, np.zeros(len(indices), dtype=np.float32)
     start, size = crop if crop is not None else (0, length)
-    position = np.clip((indices + 0.5) * (size / length) - 0.5, 0.0, size - 1.0)
-    first = np.floor(position).astype(np.int64)
-    second = np.minimum(first + 1, size - 1)
-    weight = (position - np.floor(position)).astype(np.float32)
-    first, second = first + start, second + start
-    if flip:
-        first, second = length - 1 - first, length - 1 - second
+    first, second, weight = source_table(np.asarray(indices, dtype=np.int64), length, start, size, flip)
     invalid = indices < 0
     return np.where(invalid, -1, first), np.where(invalid, -1, second), weight
 

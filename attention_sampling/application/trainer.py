@@ -24,16 +24,13 @@ from .errors import AttentionSamplingError
 from .evaluation import cross_entropy, predict_dataset
 from .objects import OBJECT_COLUMNS, ObjectTally, read_objects
 from .runfolder import RunFolder, read_config_json
-from .settings import LEGACY, Training, average_changed, drops_changed, learning_rate, scoring_seed
+from .settings import Training, learning_rate, resumed, scoring_seed
 from .tissue import batch_mask
 
 METRIC_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
                   "entropy", "distinct_cells", "outside", "reward", "seconds", "waiting")
 # With --tissue auto: the share of the training draws on tissue (1 by construction, a check that it holds).
 TISSUE_COLUMNS = ("on_tissue",)
-# Settings a resumed run may change: they decide how long it runs and which files are data, not the model.
-# (Which files are data is checked on its own: config['image_list'] must not change.)
-RESUMABLE = ("epochs", "bad_images", "max_pixels")
 
 
 def build_model(config):
@@ -172,42 +169,12 @@ class Trainer:
         self.folder.write_config(self.config)
 
     def _resumed_config(self, config, saved, started):
-        """The saved config, after checking that nothing typed now contradicts it. `started`: the epochs
-        trained so far, whole or in part; learning-rate drops after them may change, as they change nothing
-        the run has done."""
-        config = dict(config)
-        trained = Training.from_dict(saved)
-        if "lr_drops" in config:
-            drops, before = list(config["lr_drops"]), list(trained.lr_drops)
-            if drops_changed(drops, before, started):
-                raise AttentionSamplingError(
-                    f"--resume {self.run_dir}: the run has trained {started} epoch(s) with lr drops after "
-                    f"{[d for d in before if d < started] or 'none'}; --lr-drops {' '.join(map(str, drops)) or '(none)'} "
-                    f"would change them; only drops from epoch {started} on can be changed")
-            saved, config["lr_drops"] = {**saved, "lr_drops": drops}, drops
-        if "average_from" in config:
-            start, before = config["average_from"], trained.average_from
-            if average_changed(start, before, started):
-                raise AttentionSamplingError(
-                    f"--resume {self.run_dir}: the run has trained {started} epoch(s) and averages its weights "
-                    f"from epoch {before or start} on; --average-from {start} would change that average; only an "
-                    "average not yet begun can be moved")
-            saved = {**saved, "average_from": start}
-        for key, value in config.items():
-            # A setting the run was made before: compared with what it was trained with (settings.LEGACY).
-            before = saved[key] if key in saved else LEGACY.get(key, value)
-            if key in RESUMABLE or value == before:
-                continue
-            if key == "image_list":
-                raise AttentionSamplingError(
-                    f"--resume {self.run_dir}: the data folder holds other images than when the run started "
-                    f"({saved[key].get('count')} then, {value.get('count')} now); a resumed run needs the same "
-                    "images: put them back, or start a new run with --out")
-            flag = "--" + key.replace("_", "-") if key not in ("classes", "image_shape") else f"the data's {key}"
-            raise AttentionSamplingError(
-                f"--resume {self.run_dir}: the run was made with {key} = {before}, not {value} "
-                f"({flag}); a resumed run keeps its settings")
-        return {**saved, **{key: config[key] for key in RESUMABLE if key in config}}
+        """The saved config, after checking that nothing typed now contradicts it (settings.resumed); `started`:
+        the epochs trained so far, whole or in part."""
+        try:
+            return resumed(saved, config, started)
+        except AttentionSamplingError as error:
+            raise AttentionSamplingError(f"--resume {self.run_dir}: {error}") from None
 
     def _resume(self, config):
         state = self.folder.load()

@@ -16,7 +16,9 @@ import attention_sampling.application.data as data
 from attention_sampling.application.data import (LOADER_NICENESS, Augmentation, ImageFolder, augment_into, load_batch,
                                                  lower_thread_priority, read_image, resize_bilinear, stratified_split,
                                                  to_rgb8)
+from attention_sampling.application.augmentation import bilinear_source, source_pixels, source_table
 from attention_sampling.application.errors import AttentionSamplingError
+from attention_sampling.application.slides import source_axis
 
 HEIGHT, WIDTH = 12, 10
 
@@ -249,6 +251,63 @@ def test_resize_interpolates_between_pixel_centres():
     # clamped to the edge pixels -> 0, 0.25, 0.75, 1.
     image = np.array([[[0.0], [1.0]]], dtype=np.float32)
     np.testing.assert_allclose(resize_bilinear(image, 1, 4)[0, :, 0], [0, 0.25, 0.75, 1])
+
+
+sides = st.integers(1, 40)
+
+
+@given(size=sides, source_size=sides)
+def test_bilinear_source_is_the_clamped_centre_of_each_output_pixel(size, source_size):
+    """Output pixel i's centre i + 1/2 lands at (i + 1/2) s / n in the source, whose pixel centres are at
+    j + 1/2: the samples are the two source pixels around it, the edges clamped (bit for bit in float64)."""
+    position = np.clip((np.arange(size) + 0.5) * (source_size / size) - 0.5, 0, source_size - 1)
+    sources = [bilinear_source(index, size, source_size) for index in range(size)]
+    assert [first for first, _, _ in sources] == np.floor(position).astype(int).tolist()
+    assert [second for _, second, _ in sources] == np.minimum(np.floor(position) + 1, source_size - 1).tolist()
+    assert [fraction for _, _, fraction in sources] == (position - np.floor(position)).tolist()
+
+
+@settings(max_examples=40)
+@given(h=sides, w=sides, height=sides, width=sides, dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2**32 - 1))
+def test_resize_is_bilinear_source_pixel_by_pixel(h, w, height, width, dtype, seed):
+    image = (np.random.default_rng(seed).random((h, w, 2)) * 255).astype(dtype)
+    expected = np.empty((height, width, 2), dtype)
+    for i in range(height):
+        r0, r1, fr = bilinear_source(i, height, h)
+        vertical = image[r0] * (1 - dtype(fr)) + image[r1] * dtype(fr)
+        for j in range(width):
+            c0, c1, fc = bilinear_source(j, width, w)
+            expected[i, j] = vertical[c0] * (1 - dtype(fc)) + vertical[c1] * dtype(fc)
+    resized = resize_bilinear(image, height, width)
+    assert resized.dtype == dtype
+    np.testing.assert_array_equal(resized, expected)
+
+
+@st.composite
+def axis_maps(draw):
+    """An axis of `length` pixels, a crop (start, size) inside it, a flip, and indices into it or -1."""
+    length = draw(sides)
+    size = draw(st.integers(1, length))
+    start = draw(st.integers(0, length - size))
+    indices = draw(st.lists(st.integers(-1, length - 1), max_size=12))
+    return length, (start, size), draw(st.booleans()), np.array(indices, dtype=np.int64)
+
+
+@given(case=axis_maps())
+def test_source_table_and_the_slides_axis_map_are_source_pixels_of_each_index(case):
+    length, (start, size), flip, indices = case
+    expected = [source_pixels(int(index), length, start, size, flip) for index in indices]
+    firsts, seconds, weights = source_table(indices, length, start, size, flip)
+    assert list(zip(firsts.tolist(), seconds.tolist(), weights.tolist())) == [
+        (first, second, float(weight)) for first, second, weight in expected]
+    assert weights.dtype == np.float32
+    first, second, weight = source_axis(indices, length, crop=(start, size), flip=flip)
+    valid = indices >= 0
+    assert (first[~valid] == -1).all() and (second[~valid] == -1).all()
+    assert first[valid].tolist() == firsts[valid].tolist() and second[valid].tolist() == seconds[valid].tolist()
+    np.testing.assert_array_equal(weight[valid], weights[valid])
+    assert ((0 <= first[valid]) & (first[valid] < length) & (0 <= second[valid]) & (second[valid] < length)).all()
 
 
 def test_augmentation_with_everything_off_is_the_identity():

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from attention_sampling.application.errors import AttentionSamplingError
-from attention_sampling.application.settings import LEGACY, TRAINING_DEFAULTS, Training
+from attention_sampling.application.settings import LEGACY, RESUMABLE, TRAINING_DEFAULTS, Training, learning_rate, resumed
 
 
 def test_the_defaults_are_the_dataclass_defaults_and_survive_config_json():
@@ -42,3 +42,82 @@ def test_a_mistyped_value_is_a_one_line_error_naming_the_file_and_the_setting(ke
 def test_the_settings_cannot_be_changed_once_read():
     with pytest.raises(AttributeError):
         Training().patches = 3
+
+
+# ----------------------------------------------------------------------------- resuming a run
+
+epoch_counts = st.integers(0, 8)
+schedules = st.lists(st.integers(1, 10), max_size=4).map(sorted)  # train.py and paper-table sort --lr-drops
+average_starts = st.integers(0, 10)  # 0: no average
+# Every setting a resumed run keeps, with a value other than the default.
+kept_settings = st.sampled_from([(key, value) for key, value in
+                                 dict(patches=3, size=7, scale=2, batch_size=2, replicas=1, lr=0.5, entropy=0.2,
+                                      temperature=1.5, border="zero", floor=0.1, attention_init="uniform",
+                                      attention_padding="zero", seed=9, test_fraction=0.3, val_fraction=0.3,
+                                      val_repeats=3, estimator="expectation", sampling="without",
+                                      aggregate="attention", contrast=0.1, zoom=0.0, tissue="auto").items()])
+
+
+def saved_run(**settings):
+    return dict(Training().to_dict(), classes=["a", "b"], epochs=3, augment=True, **settings)
+
+
+def averaged(start, trained):
+    """The epochs among the first `trained` whose weights are in an average begun at epoch `start` (0: none)."""
+    return [epoch for epoch in range(1, trained + 1) if 0 < start <= epoch]
+
+
+@given(before=schedules, drops=schedules, started=epoch_counts)
+def test_resuming_takes_new_drops_exactly_when_the_trained_epochs_keep_their_learning_rates(before, drops, started):
+    kept = all(learning_rate(1.0, drops, epoch) == learning_rate(1.0, before, epoch) for epoch in range(1, started + 1))
+    if kept:
+        assert resumed(saved_run(lr_drops=before), {"lr_drops": drops}, started)["lr_drops"] == drops
+    else:
+        with pytest.raises(AttentionSamplingError, match="--lr-drops .* would change them") as error:
+            resumed(saved_run(lr_drops=before), {"lr_drops": drops}, started)
+        assert "\n" not in str(error.value)
+
+
+@given(before=average_starts, start=average_starts, started=epoch_counts)
+def test_resuming_moves_the_average_exactly_when_no_trained_epoch_is_in_either(before, start, started):
+    if averaged(start, started) == averaged(before, started):
+        assert resumed(saved_run(average_from=before), {"average_from": start}, started)["average_from"] == start
+    else:
+        with pytest.raises(AttentionSamplingError, match=f"--average-from {start} would change"):
+            resumed(saved_run(average_from=before), {"average_from": start}, started)
+
+
+@given(setting=kept_settings, started=epoch_counts, epochs=st.integers(1, 20))
+def test_resuming_keeps_every_other_setting_and_names_its_flag(setting, started, epochs):
+    key, value = setting
+    saved = saved_run()
+    # The run's own value, typed again, changes nothing; its length may change.
+    assert resumed(saved, {key: saved[key], "epochs": epochs}, started) == dict(saved, epochs=epochs)
+    with pytest.raises(AttentionSamplingError, match=f"{key} = .*, not .* \\(--{key.replace('_', '-')}\\)") as error:
+        resumed(saved, {key: value, "epochs": epochs}, started)
+    assert "\n" not in str(error.value)
+
+
+@given(setting=kept_settings, started=epoch_counts)
+def test_a_run_made_before_a_setting_existed_is_compared_with_what_it_was_trained_with(setting, started):
+    key, _ = setting
+    saved = {name: value for name, value in saved_run().items() if name != key}
+    if key in LEGACY:
+        assert resumed(saved, {key: LEGACY[key]}, started) == saved
+    else:  # a setting every run stores: asked of a partial config, nothing to compare it with
+        assert resumed(saved, {key: TRAINING_DEFAULTS[key]}, started) == saved
+
+
+def test_the_settings_a_run_may_always_change_are_its_length_and_what_counts_as_data():
+    saved = saved_run(bad_images="stop", max_pixels=10)
+    asked = {"epochs": 9, "bad_images": "skip", "max_pixels": 20}
+    assert set(asked) == set(RESUMABLE)
+    assert resumed(saved, asked, 3) == dict(saved, **asked)
+
+
+def test_other_images_or_classes_are_refused_naming_the_data():
+    saved = saved_run(image_list={"count": 12, "digest": "x"})
+    with pytest.raises(AttentionSamplingError, match=r"other images .*\(12 then, 11 now\)"):
+        resumed(saved, {"image_list": {"count": 11, "digest": "y"}}, 1)
+    with pytest.raises(AttentionSamplingError, match="the data's classes"):
+        resumed(saved, {"classes": ["a", "c"]}, 1)

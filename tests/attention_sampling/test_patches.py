@@ -13,7 +13,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from attention_sampling.patches import BORDERS, extract_patches, outside_image, patch_boxes, patch_offset
+from attention_sampling.patches import (BORDERS, extract_patches, outside_image, patch_boxes, patch_offset,
+                                       reflect_index, reflect_indices)
 from tests.strategies import seeds
 
 IMAGE_DTYPES = [np.float32, np.uint8]
@@ -64,7 +65,7 @@ def patch_cases(draw, max_scale=5, max_cells_per_side=4, max_patches=4):
 
 # ----------------------------------------------------------------------------- reference
 
-def reflect_index(index, length):
+def reflect_by_walking(index, length):
     """Mirror at the edges without repeating them, as numpy.pad(mode="reflect") does, by walking."""
     if length == 1:
         return 0
@@ -88,7 +89,7 @@ def reference_extract_patches(images, cells, patch_size, scale, border="zero"):
                 for j in range(patch_size):
                     y, x = top + i, left + j
                     if border == "reflect":
-                        y, x = reflect_index(y, height), reflect_index(x, width)
+                        y, x = reflect_by_walking(y, height), reflect_by_walking(x, width)
                     if 0 <= y < height and 0 <= x < width:
                         patches[image, draw, i, j, :] = images[image, y, x, :]
     return patches
@@ -122,8 +123,31 @@ def test_no_zero_pixel_when_the_image_is_at_least_a_patch(border, case):
 def test_reflect_index_matches_numpy_pad():
     row = np.arange(5)
     padded = np.pad(row, 23, mode="reflect")
-    np.testing.assert_array_equal([row[reflect_index(i, 5)] for i in range(-23, 28)], padded)
-    assert reflect_index(-4, 1) == 0
+    for reflect in (reflect_by_walking, reflect_index):
+        np.testing.assert_array_equal([row[reflect(i, 5)] for i in range(-23, 28)], padded)
+        assert reflect(-4, 1) == 0
+
+
+lengths = st.integers(1, 40)
+# As far outside as a patch larger than the image reaches, and much farther.
+indices = st.one_of(st.integers(-200, 240), st.integers(-2**40, 2**40))
+
+
+@given(length=lengths, index=st.integers(-200, 240), folds=st.integers(-2**30, 2**30))
+def test_reflect_index_is_the_walk_back_and_forth_and_repeats_every_two_lengths(length, index, folds):
+    """The mirror folds an index back as many times as it takes: period 2 (length - 1)."""
+    assert reflect_index(index, length) == reflect_by_walking(index, length)
+    assert reflect_index(index + folds * 2 * (length - 1), length) == reflect_index(index, length)
+
+
+@given(length=lengths, values=st.lists(indices, max_size=12), rows=st.sampled_from([1, 2]))
+def test_reflect_indices_is_reflect_index_of_each(length, values, rows):
+    values = values[:len(values) // rows * rows]
+    array = np.array(values, dtype=np.int64).reshape(rows, -1)
+    mirrored = reflect_indices(array, length)
+    assert mirrored.shape == array.shape and mirrored.dtype == np.int64
+    assert mirrored.ravel().tolist() == [reflect_index(value, length) for value in values]
+    assert ((0 <= mirrored) & (mirrored < length)).all()
 
 
 def test_hand_worked_border_examples():

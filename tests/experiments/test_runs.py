@@ -234,9 +234,9 @@ def test_a_run_folder_is_not_continued_with_other_settings(tmp_path):
     (run_dir / "config.json").write_text(json.dumps({"entropy": 0.05, "temperature": 3.0}))  # no 'aggregate'
     config = {"run_dir": str(run_dir)}
     check_resumed_settings(config, {"entropy": 0.05, "aggregate": "attention"})
-    with pytest.raises(AttentionSamplingError, match=r"S15-P5-seed0.*--aggregate attention \(asked: mean\)"):
+    with pytest.raises(AttentionSamplingError, match=r"S15-P5-seed0.*aggregate = attention, not mean \(--aggregate\)"):
         check_resumed_settings(config, {"entropy": 0.05, "aggregate": "mean"})
-    with pytest.raises(AttentionSamplingError, match=r"--entropy 0.05 \(asked: 0.01\)"):
+    with pytest.raises(AttentionSamplingError, match=r"entropy = 0.05, not 0.01 \(--entropy\)"):
         check_resumed_settings(config, {"entropy": 0.01, "aggregate": "attention"})
     check_resumed_settings({"run_dir": str(tmp_path / "new")}, {"aggregate": "mean"})  # nothing there yet
     # One patch per look: the two classifiers are the same, so either may continue the run; other settings not.
