@@ -55,7 +55,9 @@ document.getElementById("f").onload = function () {
     scripts: d.querySelectorAll("script").length,
     widths: images.map(function (i) { return i.naturalWidth; }),
     byConfidence: (this.contentWindow.sortRows("confidence"), Array.prototype.map.call(
-      d.querySelectorAll("tr.image"), function (r) { return parseFloat(r.dataset.confidence); }))});
+      d.querySelectorAll("tr.image"), function (r) { return parseFloat(r.dataset.confidence); })),
+    byAgreement: (this.contentWindow.sortRows("agreement"), Array.prototype.map.call(
+      d.querySelectorAll("tr.image"), function (r) { return parseFloat(r.dataset.agreement); }))});
 };</script></body></html>""")
     result = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
                              "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
@@ -121,6 +123,7 @@ def test_geojson_and_report_of_a_folder(trained):
     shown = [order[path] for path in seen["rows"]]
     assert shown == sorted(shown)  # the least certain first
     assert seen["byConfidence"] == sorted(seen["byConfidence"])  # the page's own button re-sorts
+    assert seen["byAgreement"] == sorted(seen["byAgreement"]) and len(seen["byAgreement"]) == 7
     other = run(TRAIN, "--data", data, "--out", "run2", "--epochs", 1, *TINY, cwd=workspace)
     assert other.returncode == 0, other.stderr
     refused = run(PREDICT, workspace / "run2", data, "--quiet", "--report", "review", cwd=workspace)
