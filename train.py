@@ -11,14 +11,12 @@ import argparse
 import os
 import sys
 
-from attention_sampling.application.cli import (OneLineParser, fraction, non_negative_float, non_negative_fraction,
-                                               non_negative_int, positive_float, positive_int)
+from attention_sampling.application.cli import OneLineParser, add_training_flags, non_negative_int
 from attention_sampling.application.data import DEFAULT_CACHE_BYTES, DEFAULT_MAX_PIXELS, ImageFolder
 from attention_sampling.application.embedded import ensure_default_dataset
 from attention_sampling.application.errors import AttentionSamplingError
-from attention_sampling.application.settings import (ENTROPY_BY_ESTIMATOR, LR_DROP, RECIPES, TRAINING_DEFAULTS,
-                                                    TISSUE_MODES, Training, default_tissue)
-from attention_sampling.models import AGGREGATES, ATTENTION_PADDINGS
+from attention_sampling.application.settings import (ENTROPY_BY_ESTIMATOR, RECIPES, TRAINING_DEFAULTS, Training,
+                                                    default_tissue)
 
 PAPER_EPOCHS = 300
 # The embedded data set is learnt long before 300 epochs; this keeps the default run near 15 minutes.
@@ -28,6 +26,21 @@ EMBEDDED_EPOCHS = 20
 # Flags whose value is stored with the run. They default to None on the command line so that a resumed
 # run can tell a typed value (compared with the saved one) from a default (taken from the run).
 DEFAULTS = dict(TRAINING_DEFAULTS, bad_images="stop", max_pixels=DEFAULT_MAX_PIXELS)
+# The training flags train.py offers, in the order of --help; all default to None (above).
+TRAIN_FLAGS = ("patches", "size", "scale", "epochs", "batch_size", "replicas", "lr", "lr_drops", "entropy",
+               "temperature", "border", "floor", "attention_init", "attention_padding", "seed", "test_fraction",
+               "val_fraction", "val_repeats", "average_from", "estimator", "sampling", "aggregate", "contrast", "zoom",
+               "no_augment", "tissue")
+TRAIN_NOTES = {
+    **{name: f"default {value}" for name, value in TRAINING_DEFAULTS.items()},
+    "lr": "default 1e-3",
+    "epochs": f"default {PAPER_EPOCHS} as the paper, {EMBEDDED_EPOCHS} on the embedded data",
+    "lr_drops": "default: none, constant as the paper; a resumed run may add or move drops that are still ahead of it",
+    "entropy": f"default {ENTROPY_BY_ESTIMATOR['reinforce']} with reinforce, {ENTROPY_BY_ESTIMATOR['expectation']} "
+               "with expectation, whose signal is smaller",
+    "average_from": "default 0; a resumed run may set or move it while the average has not begun",
+    "tissue": "default: auto on whole-slide images, none on plain images, whose background may hold the evidence",
+}
 
 
 def parse_args(argv=None):
@@ -39,55 +52,7 @@ def parse_args(argv=None):
     add = parser.add_argument
     add("--data", metavar="ROOT", help="image folder ROOT/<class>/<images> (default: the embedded data set)")
     add("--out", metavar="RUN", help="run folder (default runs/S<size>-P<patches>-seed<seed>)")
-    add("--patches", type=positive_int, metavar="P", help="patches P sampled per image (default 20)")
-    add("--size", type=positive_int, metavar="S", help="patch side S in full-resolution pixels (default 50)")
-    add("--scale", type=positive_int, metavar="C", help="down-scaling factor c of the attention view (default 4)")
-    add("--epochs", type=positive_int, metavar="N",
-        help=f"epochs (default {PAPER_EPOCHS} as the paper, {EMBEDDED_EPOCHS} on the embedded data)")
-    add("--batch-size", type=positive_int, metavar="N", help="images per training step (default 8)")
-    add("--replicas", type=positive_int, metavar="R", help="fresh samples of each image per step (default 4)")
-    add("--lr", type=positive_float, metavar="LR", help="Adam learning rate (default 1e-3)")
-    add("--lr-drops", type=positive_int, nargs="+", metavar="E",
-        help=f"multiply the learning rate by {LR_DROP} after each epoch E (default: none, constant as the paper); "
-             "a resumed run may add or move drops that are still ahead of it")
-    add("--entropy", type=non_negative_float, metavar="LAMBDA",
-        help=f"weight lambda of the attention-entropy bonus (default {ENTROPY_BY_ESTIMATOR['reinforce']} with "
-             f"reinforce, {ENTROPY_BY_ESTIMATOR['expectation']} with expectation, whose signal is smaller)")
-    add("--temperature", type=positive_float, metavar="T",
-        help=f"classifier temperature: o = softmax(T x eq. 1) (default {TRAINING_DEFAULTS['temperature']})")
-    add("--border", choices=("zero", "reflect", "inside"),
-        help=f"what a patch sees where it leaves the image: zeros, the image mirrored, or the patch shifted "
-             f"inside (default {TRAINING_DEFAULTS['border']})")
-    add("--floor", type=non_negative_fraction, metavar="EPS",
-        help=f"sample cells from (1 - EPS) a + EPS / cells: every cell stays reachable "
-             f"(default {TRAINING_DEFAULTS['floor']})")
-    add("--attention-init", choices=("uniform", "random"),
-        help=f"start the attention uniform (its last layer zeroed) or as drawn (the original method) "
-             f"(default {TRAINING_DEFAULTS['attention_init']})")
-    add("--attention-padding", choices=ATTENTION_PADDINGS,
-        help=f"how the attention network's convolutions fill the view's border: mirrored, repeated, or zeros (the "
-             f"original method, which favours border cells) (default {TRAINING_DEFAULTS['attention_padding']})")
-    add("--seed", type=int, metavar="N", help="seed of the split, the model and the sampling (default 0)")
-    add("--test-fraction", type=fraction, metavar="F",
-        help="share of each class held out for testing, never used to choose anything (default 0.15)")
-    add("--val-fraction", type=non_negative_fraction, metavar="F",
-        help="share of each class held out for validation, on which best.npz is chosen (default 0.15; "
-             "0: none, best.npz is the last epoch)")
-    add("--val-repeats", type=positive_int, metavar="K",
-        help="scorings of the validation split after each epoch, one look of P patches per image each; best.npz "
-             "is chosen on their mean accuracy (default 1; more: a choice less at the mercy of one draw, for K "
-             "times the validation time)")
-    add("--average-from", type=non_negative_int, metavar="E",
-        help="from the end of epoch E on, keep the mean of the weights after each epoch in average.npz, stochastic "
-             "weight averaging (evaluate.py --checkpoint average), meant for the epochs after a learning-rate drop "
-             "(default 0: none); a resumed run may set or move it while the average has not begun")
-    add("--estimator", choices=("reinforce", "expectation"),
-        help="attention gradient: reinforce (the paper, default) or expectation (unbiased, no reward)")
-    add("--sampling", choices=("with", "without"), help="draw patches with (default) or without replacement")
-    add("--aggregate", choices=AGGREGATES,
-        help="REINFORCE's classifier: the mean of the P sampled features, the Monte-Carlo estimate of E_a[f] "
-             "(default), or eq. 1, the features weighted by their attention a_i / sum a (a cell drawn k times "
-             "counts k a_i)")
+    add_training_flags(parser, TRAIN_FLAGS, dict.fromkeys(TRAIN_FLAGS), TRAIN_NOTES)
     add("--bad-images", choices=("stop", "skip"),
         help="an image that cannot be used (unreadable, empty, too small, too large, NaN pixels): stop before "
              "training, naming the files (default), or skip: leave them out with a warning")
@@ -99,17 +64,6 @@ def parse_args(argv=None):
         help=f"keep the decoded images in memory when all of them fit in MB, instead of decoding each one again "
              f"every epoch (default {DEFAULT_CACHE_BYTES // 2**20}; 0: never); the numbers do not change")
     add("--resume", metavar="RUN", help="continue the run in folder RUN where it stopped")
-    add("--contrast", type=non_negative_fraction, metavar="F",
-        help=f"contrast augmentation: pixels scaled about the image's mean by a factor drawn from [1 - F, 1 + F] "
-             f"(default {TRAINING_DEFAULTS['contrast']}; 0: none)")
-    add("--zoom", type=non_negative_float, metavar="Z",
-        help=f"zoom augmentation: a crop of 1 / z of each side resized back, z drawn from [1, 1 + Z] "
-             f"(default {TRAINING_DEFAULTS['zoom']}; 0: none)")
-    add("--no-augment", action="store_true", help="turn off random flips, contrast and zoom")
-    add("--tissue", choices=TISSUE_MODES,
-        help="auto: sample patches on tissue only, found on each image's attention view (Otsu on the saturation); "
-             "none: everywhere (default: auto on whole-slide images, none on plain images, whose background may "
-             "hold the evidence)")
     add("--recipe", choices=tuple(RECIPES), default="default",
         help="a named set of defaults: localized (--entropy 0.001 --sampling without --no-augment), for evidence "
              "in a few small objects on a flat background (docs/experiments/megapixel-mnist.md); the flags typed "

@@ -23,8 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from attention_sampling.models import AGGREGATES
-from attention_sampling.application.cli import non_negative_float, non_negative_fraction, positive_int
+from attention_sampling.application.cli import add_training_flags, positive_int
 from attention_sampling.application.data import DEFAULT_CACHE_BYTES, ImageFolder
 from attention_sampling.application.embedded import FEW_SPOTS, ensure_default_dataset
 from attention_sampling.application.megapixel_mnist import SETTINGS as MNIST_SETTINGS, ensure_dataset as ensure_megapixel_mnist
@@ -451,7 +450,36 @@ def looks_table(args):
             handle.write(f"{checkpoint} (epoch {epoch}), {len(split.test)} test images\n\n{table}\n")
 
 
-def main(argv=None):
+# The training flags of paper-table and compare; each takes train.py's default unless given here.
+TABLE_FLAGS = ("epochs", "scale", "batch_size", "replicas", "lr", "lr_drops", "entropy", "temperature", "border",
+               "floor", "attention_init", "aggregate", "test_fraction", "val_fraction", "val_repeats", "contrast",
+               "zoom", "no_augment")
+TABLE_NOTES = {
+    **{name: f"default {TRAINING_DEFAULTS[name]}, as train.py" for name in TABLE_FLAGS if name in TRAINING_DEFAULTS},
+    "epochs": "default 300, as the paper",
+    "lr": "default 1e-3, as train.py",
+    "scale": f"default {TRAINING_DEFAULTS['scale']}; reduced lymphoma: 2",
+    "lr_drops": "default: none for a new run, as train.py; a run continued keeps its own; runs continued to more "
+                "--epochs may take a drop still ahead of them",
+}
+COMPARE_FLAGS = ("epochs", "patches", "size", "scale", "batch_size", "replicas", "lr", "aggregate", "attention_init",
+                 "test_fraction", "val_fraction", "no_augment", "entropy")
+# Smaller runs than train.py's, so that every method trains on both data sets in an afternoon; entropy None:
+# each estimator's own (settings.ENTROPY_BY_ESTIMATOR).
+COMPARE_DEFAULTS = dict(epochs=20, patches=10, size=50, scale=4, batch_size=8, replicas=2, lr=1e-3,
+                        test_fraction=0.3, val_fraction=0.0, entropy=None)
+COMPARE_NOTES = {
+    "lr": "default 1e-3",
+    "aggregate": f"default {TRAINING_DEFAULTS['aggregate']}, as train.py; the README's table: attention",
+    "attention_init": f"default {TRAINING_DEFAULTS['attention_init']}, as train.py",
+    "test_fraction": "default 0.3, for an image folder or a spots set",
+    "val_fraction": "default 0",
+    "entropy": "default: each estimator's, as train.py: " + ", ".join(f"{k} {v}" for k, v in ENTROPY_BY_ESTIMATOR.items()),
+}
+
+
+def build_parser():
+    """-> the parser of `python -m experiments` and its subcommands."""
     parser = argparse.ArgumentParser(prog="python -m experiments",
                                      description="Experiments over many resumable training runs.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -459,58 +487,22 @@ def main(argv=None):
         "paper-table", help="the paper's grid of patch size x patches, several seeds",
         description="Train the paper's grid (S, P) in (50,1) (50,5) (50,20) (20,5) and tabulate the test accuracy "
                     "at the validation-best and at the last epoch, mean ± std over seeds, beside the paper's.")
-    defaults = TRAINING_DEFAULTS
     table.add_argument("--data", help="image folder ROOT/<class>/<images> (default: the embedded data set)")
     table.add_argument("--out", default="runs/paper-table", help="folder for the runs, results.csv and table.md")
     table.add_argument("--seeds", type=int, default=5, help="random trials per setting: seeds 0..N-1 (default 5)")
-    table.add_argument("--epochs", type=int, default=300, help="epochs per run (default 300, as the paper)")
     table.add_argument("--sizes", type=int, nargs=2, default=[50, 20], metavar=("S50", "S20"),
                        help="patch sizes used for the paper's S = 50 and S = 20 (default 50 20; the lymphoma "
                             "slides reduced to 417 x 312: 15 6)")
-    table.add_argument("--scale", type=int, default=defaults["scale"],
-                       help=f"down-scaling factor c (default {defaults['scale']}; reduced lymphoma: 2)")
     table.add_argument("--grid", nargs="+", default=[f"{s},{p}" for s, p in PAPER_GRID],
                        choices=[f"{s},{p}" for s, p in PAPER_GRID], metavar="S,P",
                        help="which of the paper's settings to run, in the paper's sizes (default: all four)")
     table.add_argument("--jobs", type=int, default=1,
                        help="runs trained at once, each in its own process with cores / jobs threads (default 1)")
-    table.add_argument("--batch-size", type=int, default=defaults["batch_size"], help="images per step (default 8)")
-    table.add_argument("--replicas", type=int, default=defaults["replicas"],
-                       help="samples of each image per step (default 4)")
-    table.add_argument("--lr", type=float, default=defaults["lr"], help="Adam learning rate (default 1e-3)")
-    table.add_argument("--lr-drops", type=positive_int, nargs="+", default=None, metavar="E",
-                       help=f"multiply the learning rate by {LR_DROP} after each epoch E (default: none for a new run, "
-                            "as train.py; a run continued keeps its own); runs continued to more --epochs may take a "
-                            "drop still ahead of them")
     table.add_argument("--repeats", type=positive_int, default=TABLE_REPEATS, metavar="K",
                        help=f"scorings of the test split at the validation-best and the last checkpoint, whose "
                             f"mean the table reports beside the one scoring of training's log (default "
                             f"{TABLE_REPEATS})")
-    table.add_argument("--entropy", type=float, default=defaults["entropy"],
-                       help=f"entropy bonus weight (default {defaults['entropy']}, as train.py)")
-    table.add_argument("--temperature", type=float, default=defaults["temperature"],
-                       help=f"classifier temperature T (default {defaults['temperature']}, as train.py)")
-    table.add_argument("--border", choices=("zero", "reflect", "inside"), default=defaults["border"],
-                       help=f"patch border mode (default {defaults['border']}, as train.py)")
-    table.add_argument("--floor", type=float, default=defaults["floor"],
-                       help=f"uniform floor of the sampling distribution (default {defaults['floor']}, as train.py)")
-    table.add_argument("--attention-init", choices=("uniform", "random"), default=defaults["attention_init"],
-                       help=f"how the attention starts (default {defaults['attention_init']}, as train.py)")
-    table.add_argument("--aggregate", choices=AGGREGATES, default=defaults["aggregate"],
-                       help=f"REINFORCE's classifier: eq. 1's attention weights or the features' mean "
-                            f"(default {defaults['aggregate']}, as train.py)")
-    table.add_argument("--test-fraction", type=float, default=defaults["test_fraction"],
-                       help="held-out test share of each class (default 0.15)")
-    table.add_argument("--val-fraction", type=float, default=defaults["val_fraction"],
-                       help="validation share of each class, on which the best epoch is chosen (default 0.15)")
-    table.add_argument("--val-repeats", type=positive_int, default=defaults["val_repeats"], metavar="K",
-                       help="scorings of the validation split per epoch whose mean accuracy chooses the best "
-                            f"epoch (default {defaults['val_repeats']}, as train.py)")
-    table.add_argument("--contrast", type=non_negative_fraction, default=defaults["contrast"],
-                       help=f"contrast augmentation strength (default {defaults['contrast']}, as train.py)")
-    table.add_argument("--zoom", type=non_negative_float, default=defaults["zoom"],
-                       help=f"zoom augmentation strength (default {defaults['zoom']}, as train.py)")
-    table.add_argument("--no-augment", action="store_true", help="turn off flips, contrast and zoom")
+    add_training_flags(table, TABLE_FLAGS, dict(epochs=300, lr_drops=None), TABLE_NOTES)
     comparison = commands.add_parser("compare", help="estimators x sampling modes against two baselines")
     comparison.add_argument("--out", default="runs/compare", help="folder for the runs and compare.csv")
     comparison.add_argument("--datasets", nargs="+", default=list(DATASETS), metavar="NAME_OR_FOLDER",
@@ -521,33 +513,13 @@ def main(argv=None):
     comparison.add_argument("--methods", nargs="+", choices=tuple(METHODS), default=list(METHODS), metavar="METHOD",
                             help="methods to train (default: all): " + "; ".join(METHODS))
     comparison.add_argument("--seeds", type=int, default=3, help="random trials per setting (default 3)")
-    comparison.add_argument("--epochs", type=int, default=20, help="epochs per run (default 20)")
-    comparison.add_argument("--patches", type=int, default=10, help="patches P (default 10)")
-    comparison.add_argument("--size", type=int, default=50, help="patch size S (default 50)")
-    comparison.add_argument("--scale", type=int, default=4, help="down-scaling factor c (default 4)")
     comparison.add_argument("--downscale", type=int, default=8,
                             help="pooling factor of the downscaled-CNN baseline (default 8)")
-    comparison.add_argument("--batch-size", type=int, default=8, help="images per step (default 8)")
-    comparison.add_argument("--replicas", type=int, default=2, help="samples of each image per step (default 2)")
-    comparison.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    comparison.add_argument("--aggregate", choices=AGGREGATES, default=TRAINING_DEFAULTS["aggregate"],
-                            help=f"REINFORCE's classifier: eq. 1's attention weights or the features' mean (default "
-                                 f"{TRAINING_DEFAULTS['aggregate']}, as train.py; the README's table: attention)")
-    comparison.add_argument("--attention-init", choices=("uniform", "random"), default=TRAINING_DEFAULTS["attention_init"],
-                            help=f"how the attention starts (default {TRAINING_DEFAULTS['attention_init']}, as train.py)")
-    comparison.add_argument("--test-fraction", type=float, default=0.3,
-                            help="test share of each class of an image folder or spots set (default 0.3)")
-    comparison.add_argument("--val-fraction", type=float, default=0.0,
-                            help="validation share; above 0 each run reports the test accuracy of its "
-                                 "validation-best epoch, else of its last (default 0)")
     comparison.add_argument("--mnist-per-class", type=positive_int, default=MNIST_SETTINGS["n_per_class"], metavar="N",
                             help="canvases per class of the megapixel-mnist data set, split "
                                  f"{MNIST_SETTINGS['test_fraction']} test and {MNIST_SETTINGS['val_fraction']} "
                                  f"validation (default {MNIST_SETTINGS['n_per_class']})")
-    comparison.add_argument("--no-augment", action="store_true", help="turn off flips, contrast and zoom")
-    comparison.add_argument("--entropy", type=float, default=None,
-                            help="entropy bonus weight (default: each estimator's, as train.py: " +
-                                 ", ".join(f"{k} {v}" for k, v in ENTROPY_BY_ESTIMATOR.items()) + ")")
+    add_training_flags(comparison, COMPARE_FLAGS, COMPARE_DEFAULTS, COMPARE_NOTES)
     gradients = commands.add_parser(
         "gradients", help="bias, variance, cosine and signal-to-noise of each estimator's gradient",
         description="Each estimator x sampling mode x P, on a fixed problem, against the exact gradient of its "
@@ -574,7 +546,11 @@ def main(argv=None):
     one.add_argument("config", help="JSON of one run's settings")
     table_run = commands.add_parser("table-run", help="one run of paper-table, its settings as JSON (used internally)")
     table_run.add_argument("config", help="JSON of one run's settings")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     try:
         if args.command == "paper-table":
             paper_table(args)

@@ -364,3 +364,61 @@ def test_a_recipe_sets_its_flags_where_none_is_typed_and_is_stored_with_the_run(
     assert (config["entropy"], config["sampling"], config["augment"]) == (0.001, "without", False)
     ok(run(TRAIN, "--resume", "recipe", "--epochs", 2, "--quiet", cwd=tmp_path))
     assert len(read_metrics(tmp_path / "recipe")[1]) == 2
+
+
+# What train.py's flags parsed to before they were declared in application/cli.py: every default, and each
+# sample command line as its difference from them.
+TRAIN_PARSED_DEFAULTS = {
+    "aggregate": "mean", "attention_init": "random", "attention_padding": "reflect", "average_from": 0,
+    "bad_images": "stop", "batch_size": 8, "border": "reflect", "cache_mb": 256, "contrast": 0.3, "data": None,
+    "entropy": 0.05, "epochs": None, "estimator": "reinforce", "floor": 0.0, "lr": 0.001, "lr_drops": [],
+    "max_pixels": 100000000, "no_augment": False, "out": None, "patches": 20, "quiet": False, "recipe": "default",
+    "replicas": 4, "resume": None, "sampling": "with", "scale": 4, "seed": 0, "size": 50, "temperature": 3.0,
+    "test_fraction": 0.15, "tissue": None, "typed": {}, "val_fraction": 0.15, "val_repeats": 1, "zoom": 0.2}
+EVERY_TRAIN_FLAG = dict(
+    patches=7, size=30, scale=3, epochs=9, batch_size=5, replicas=3, lr=0.002, lr_drops=[10, 30], entropy=0.2,
+    temperature=2.0, border="zero", floor=0.1, attention_init="uniform", attention_padding="edge", seed=4,
+    test_fraction=0.2, val_fraction=0.0, val_repeats=3, average_from=5, sampling="without", aggregate="attention",
+    bad_images="skip", max_pixels=1000, contrast=0.1, zoom=0.5, tissue="auto")
+TRAIN_PARSED = [
+    (["--patches", "7", "--size", "30", "--scale", "3", "--epochs", "9", "--batch-size", "5", "--replicas", "3",
+      "--lr", "0.002", "--lr-drops", "30", "10", "30", "--entropy", "0.2", "--temperature", "2", "--border", "zero",
+      "--floor", "0.1", "--attention-init", "uniform", "--attention-padding", "edge", "--seed", "4",
+      "--test-fraction", "0.2", "--val-fraction", "0", "--val-repeats", "3", "--average-from", "5",
+      "--estimator", "reinforce", "--sampling", "without", "--aggregate", "attention", "--bad-images", "skip",
+      "--max-pixels", "1000", "--cache-mb", "10", "--contrast", "0.1", "--zoom", "0.5", "--no-augment",
+      "--tissue", "auto", "--data", "ROOT", "--out", "RUN", "--quiet"],
+     dict(EVERY_TRAIN_FLAG, cache_mb=10, data="ROOT", out="RUN", quiet=True, no_augment=True,
+          typed={**{k: v for k, v in EVERY_TRAIN_FLAG.items() if k != "epochs"}, "estimator": "reinforce",
+                 "augment": False})),
+    (["--recipe", "localized"], dict(entropy=0.001, no_augment=True, recipe="localized", sampling="without",
+                                     typed=dict(augment=False, entropy=0.001, sampling="without"))),
+    (["--recipe", "localized", "--entropy", "0.02", "--sampling", "with"],
+     dict(entropy=0.02, no_augment=True, recipe="localized", typed=dict(augment=False, entropy=0.02, sampling="with"))),
+    (["--estimator", "expectation"], dict(entropy=0.001, estimator="expectation", typed=dict(estimator="expectation"))),
+    (["--estimator", "expectation", "--entropy", "0.3", "--border", "inside"],
+     dict(border="inside", entropy=0.3, estimator="expectation",
+          typed=dict(border="inside", entropy=0.3, estimator="expectation"))),
+    (["--resume", "RUN", "--epochs", "40", "--lr-drops", "20"],
+     dict(epochs=40, lr_drops=[20], resume="RUN", typed=dict(lr_drops=[20]))),
+    (["--tissue", "none", "--attention-padding", "zero"],
+     dict(attention_padding="zero", tissue="none", typed=dict(attention_padding="zero", tissue="none"))),
+]
+
+
+@pytest.mark.parametrize("argv, changed", [([], {})] + TRAIN_PARSED)
+def test_train_flags_parse_as_they_always_have(argv, changed):
+    import train
+
+    assert vars(train.parse_args(argv)) == {**TRAIN_PARSED_DEFAULTS, **changed}
+
+
+def test_train_help_shows_every_flag_once():
+    import train
+    from attention_sampling.application.cli import TRAINING_FLAGS
+
+    result = ok(run(TRAIN, "--help", cwd=ROOT))
+    flags = TRAIN_FLAGS + ["--attention-padding", "--aggregate", "--bad-images", "--max-pixels", "--tissue"]
+    assert set(train.TRAIN_FLAGS) == set(TRAINING_FLAGS)
+    for flag in flags + ["--" + name.replace("_", "-") for name in train.TRAIN_FLAGS]:
+        assert f"  {flag} " in result.stdout, flag

@@ -13,7 +13,7 @@
     checkpoint   checkpoint .npz files: model, Adam state, random state, history (no pickle)
     runlock      one training process per run folder
     errors       AttentionSamplingError: the one-line errors the command lines print
-    cli          what the command lines share: argument types, the one-line parser
+    cli          what the command lines share: argument types, the one-line parser, the training flags
     evaluation   predictions over a data set, accuracy, confusion matrix
     prediction   new images, one at a time: load a run, predict a path (predict.py)
     cluster      the same on a Dask cluster (needs dask.distributed)

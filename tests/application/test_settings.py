@@ -121,3 +121,23 @@ def test_other_images_or_classes_are_refused_naming_the_data():
         resumed(saved, {"image_list": {"count": 11, "digest": "y"}}, 1)
     with pytest.raises(AttentionSamplingError, match="the data's classes"):
         resumed(saved, {"classes": ["a", "c"]}, 1)
+
+
+def test_the_training_flags_are_the_settings_and_take_a_callers_defaults():
+    """application.cli.add_training_flags: one flag per setting (and --epochs, --no-augment), TRAINING_DEFAULTS'
+    default unless the caller gives its own, shown in the help unless the caller words it."""
+    import argparse
+
+    from attention_sampling.application.cli import TRAINING_FLAGS, add_training_flags
+
+    assert set(TRAINING_FLAGS) == {field for field in Training().to_dict()} | {"epochs", "no_augment"}
+    parser = argparse.ArgumentParser()
+    add_training_flags(parser, ("patches", "lr", "entropy", "no_augment"), dict(patches=3), dict(lr="default 1e-3"))
+    assert vars(parser.parse_args([])) == dict(patches=3, lr=TRAINING_DEFAULTS["lr"],
+                                               entropy=TRAINING_DEFAULTS["entropy"], no_augment=False)
+    assert vars(parser.parse_args(["--entropy", "0", "--no-augment"]))["entropy"] == 0.0
+    help_text = " ".join(parser.format_help().split())
+    assert "(default 3)" in help_text and "(default 1e-3)" in help_text
+    assert f"(default {TRAINING_DEFAULTS['entropy']})" in help_text
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--entropy", "-1"])

@@ -284,3 +284,64 @@ def test_compare_on_megapixel_mnist_builds_each_seeds_split_and_reports_the_vali
         row = next(r for r in rows if r["method"] == "reinforce, without replacement" and int(r["seed"]) == seed)
         best = max(history, key=lambda r: (float(r["val_accuracy"]), -float(r["val_loss"])))
         assert float(row["test_accuracy"]) == pytest.approx(float(best["test_accuracy"]), abs=1e-4)
+
+
+# What paper-table's and compare's flags parsed to before they were declared in application/cli.py: every
+# default, and each sample command line as its difference from them.
+TABLE_DEFAULTS = {
+    "aggregate": "mean", "attention_init": "random", "batch_size": 8, "border": "reflect", "command": "paper-table",
+    "contrast": 0.3, "data": None, "entropy": 0.05, "epochs": 300, "floor": 0.0,
+    "grid": ["50,1", "50,5", "50,20", "20,5"], "jobs": 1, "lr": 0.001, "lr_drops": None, "no_augment": False,
+    "out": "runs/paper-table", "repeats": 10, "replicas": 4, "scale": 4, "seeds": 5, "sizes": [50, 20],
+    "temperature": 3.0, "test_fraction": 0.15, "val_fraction": 0.15, "val_repeats": 1, "zoom": 0.2}
+COMPARE_DEFAULTS = {
+    "aggregate": "mean", "attention_init": "random", "batch_size": 8, "command": "compare",
+    "datasets": ["spots", "few-spots"], "downscale": 8, "entropy": None, "epochs": 20, "lr": 0.001,
+    "methods": ["reinforce, with replacement", "reinforce, without replacement", "expectation, with replacement",
+                "expectation, without replacement", "uniform attention (random crops)", "CNN on the downscaled image"],
+    "mnist_per_class": 100, "no_augment": False, "out": "runs/compare", "patches": 10, "replicas": 2, "scale": 4,
+    "seeds": 3, "size": 50, "table_only": False, "test_fraction": 0.3, "val_fraction": 0.0}
+EXPERIMENT_PARSED = [
+    (["paper-table"], TABLE_DEFAULTS, {}),
+    (["paper-table", "--data", "ROOT", "--out", "OUT", "--seeds", "2", "--epochs", "7", "--sizes", "15", "6",
+      "--scale", "2", "--grid", "50,1", "20,5", "--jobs", "2", "--batch-size", "4", "--replicas", "3", "--lr", "0.01",
+      "--lr-drops", "5", "3", "--repeats", "4", "--entropy", "0.01", "--temperature", "1.5", "--border", "inside",
+      "--floor", "0.05", "--attention-init", "uniform", "--aggregate", "attention", "--test-fraction", "0.25",
+      "--val-fraction", "0.1", "--val-repeats", "2", "--contrast", "0", "--zoom", "0", "--no-augment"],
+     TABLE_DEFAULTS,
+     dict(aggregate="attention", attention_init="uniform", batch_size=4, border="inside", contrast=0.0, data="ROOT",
+          entropy=0.01, epochs=7, floor=0.05, grid=["50,1", "20,5"], jobs=2, lr=0.01, lr_drops=[5, 3],
+          no_augment=True, out="OUT", repeats=4, replicas=3, scale=2, seeds=2, sizes=[15, 6], temperature=1.5,
+          test_fraction=0.25, val_fraction=0.1, val_repeats=2, zoom=0.0)),
+    (["paper-table", "--border", "zero", "--lr-drops", "8"], TABLE_DEFAULTS, dict(border="zero", lr_drops=[8])),
+    (["compare"], COMPARE_DEFAULTS, {}),
+    (["compare", "--out", "OUT", "--datasets", "spots", "ROOT", "--table-only", "--methods",
+      "reinforce, with replacement", "--seeds", "1", "--epochs", "2", "--patches", "3", "--size", "12", "--scale", "2",
+      "--downscale", "4", "--batch-size", "2", "--replicas", "1", "--lr", "0.005", "--aggregate", "attention",
+      "--attention-init", "uniform", "--test-fraction", "0.4", "--val-fraction", "0.2", "--mnist-per-class", "6",
+      "--no-augment", "--entropy", "0.02"],
+     COMPARE_DEFAULTS,
+     dict(aggregate="attention", attention_init="uniform", batch_size=2, datasets=["spots", "ROOT"], downscale=4,
+          entropy=0.02, epochs=2, lr=0.005, methods=["reinforce, with replacement"], mnist_per_class=6,
+          no_augment=True, out="OUT", patches=3, replicas=1, scale=2, seeds=1, size=12, table_only=True,
+          test_fraction=0.4, val_fraction=0.2)),
+    (["compare", "--entropy", "0"], COMPARE_DEFAULTS, dict(entropy=0.0)),
+]
+
+
+@pytest.mark.parametrize("argv, defaults, changed", EXPERIMENT_PARSED)
+def test_experiment_flags_parse_as_they_always_have(argv, defaults, changed):
+    assert vars(experiments.build_parser().parse_args(argv)) == {**defaults, **changed}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["paper-table", "--entropy", "-1"], "--entropy: must be a number >= 0, got -1"),
+    (["paper-table", "--border", "mirror"], "--border: invalid choice: 'mirror'"),
+    (["paper-table", "--val-fraction", "1"], "--val-fraction: must be >= 0 and below 1, got 1"),
+    (["compare", "--replicas", "0"], "--replicas: must be a positive integer, got 0"),
+    (["compare", "--test-fraction", "0"], "--test-fraction: must be strictly between 0 and 1, got 0"),
+])
+def test_experiment_flags_are_checked_as_train_checks_them(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        experiments.build_parser().parse_args(argv)
+    assert message in capsys.readouterr().err
