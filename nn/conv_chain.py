@@ -18,11 +18,18 @@ from .numba_cache import variant
 
 
 
+# A task's two maps must stay in a core's cache, and each thread needs an image: larger maps (the feature
+# network over whole images) or fewer images go layer by layer, whose every layer fills both cores.
+MAP_BYTES = 2**20
+
+
 def applies(x_shape, weights):
     """Whether chain_max computes this chain: (N, H, W, C_in) input, weights [(3, 3, C_in, C), (3, 3, C, C), ...]
-    of at least two layers, C a Winograd channel count that is one whole register block."""
+    of at least two layers, C a Winograd channel count that is one whole register block; and whether it is
+    the faster path: N at least the number of threads, an H x W x C float64 map within MAP_BYTES."""
     channels = weights[0].shape[-1]
     return (len(weights) >= 2 and channels in winograd.CHANNELS
+            and x_shape[0] >= numba.get_num_threads() and x_shape[1] * x_shape[2] * channels * 8 <= MAP_BYTES
             and conv_kernels.channel_block(channels) == channels
             and weights[0].shape == (3, 3, x_shape[3], channels)
             and all(weight.shape == (3, 3, channels, channels) for weight in weights[1:]))
@@ -30,17 +37,18 @@ def applies(x_shape, weights):
 
 @functools.lru_cache(maxsize=None)
 def _chain_kernel(channels, middle):
-    """The kernel for `channels` hidden channels and `middle` Winograd layers after the first (the direct kernel).
-    The last map's maxima are read from the map, in cache, not kept by the direct kernel: compiled serial, that
-    kernel with running maxima runs at half its parallel build's speed on one thread, the Winograd kernel at the
-    same (docs/performance.md, "Inference in one pass")."""
+    """The kernel for `channels` hidden channels and `middle` Winograd layers between the first and the last (the
+    direct kernel, as the layer path). The last map's maxima are read from the map, in cache, rather than kept
+    by the direct kernel as it computes: compiled serial, that variant runs at half its parallel build's speed
+    on one thread (docs/performance.md, "Inference in one pass")."""
     pixels = conv_kernels.TILE_PIXELS[channels]
     first = conv_kernels._correlate_kernel(channels, pixels, False, parallel=False)
     inner = winograd._kernel(channels, winograd.TILES, parallel=False)
+    last = first  # the direct kernel, as correlate_max's: the same values, the same maxima
 
     @njit(parallel=True, cache=True, fastmath={"contract"}, nogil=True)
     @variant(channels=channels, middle=middle)
-    def chain_kernel(x, w_first, b_first, u, b_inner, slopes, maxima, tasks):
+    def chain_kernel(x, w_first, b_first, u, b_inner, w_last, b_last, slopes, maxima, tasks):
         n_images, height, width, c_in = x.shape
         per_task = (n_images + tasks - 1) // tasks
         for task in prange(tasks):
@@ -57,7 +65,11 @@ def _chain_kernel(channels, middle):
                         inner(a, u[layer], b_inner[layer], b, slopes[1 + layer])
                     else:
                         inner(b, u[layer], b_inner[layer], a, slopes[1 + layer])
-                top = a if middle % 2 == 0 else b
+                if middle % 2 == 0:
+                    last(a, w_last, b_last, b, row_max, row_arg, 1, 1, height, width, channels, slopes[middle + 1])
+                else:
+                    last(b, w_last, b_last, a, row_max, row_arg, 1, 1, height, width, channels, slopes[middle + 1])
+                top = b if middle % 2 == 0 else a
                 for o in range(channels):
                     maxima[m, o] = -np.inf
                 for p in range(height):
@@ -72,17 +84,19 @@ def _chain_kernel(channels, middle):
 
 def chain_max(x, weights, biases, slopes):
     """(N, H, W, C_in) -> (N, C): the global max pool of the chain of 3x3 "same" convolutions `weights`
-    (applies(...)), each followed by a leaky ReLU of its slope (None: none). The first layer is
-    conv_kernels.correlate's arithmetic, the others winograd.correlate's: the layer path's, but for the last
-    layer, which the layer path computes by the direct kernel (conv_kernels.correlate_max): Winograd's rounding."""
+    (applies(...)), each followed by a leaky ReLU of its slope (None: none), bit for bit what the layers one
+    by one give: conv_kernels.correlate, winograd.correlate for the middle layers, conv_kernels.correlate_max."""
     dtype = np.result_type(x.dtype, *(weight.dtype for weight in weights), np.float32)
     channels = weights[0].shape[-1]
     x = np.ascontiguousarray(x, dtype=dtype)
     biases = [np.zeros(channels, dtype) if bias is None else np.ascontiguousarray(bias, dtype=dtype)
               for bias in biases]
-    u = np.stack([winograd.transform_weight(np.asarray(weight, dtype)) for weight in weights[1:]])
+    middle = len(weights) - 2
+    u = np.stack([winograd.transform_weight(np.asarray(weight, dtype)) for weight in weights[1:-1]]) if middle else \
+        np.zeros((0, 16, channels, channels), dtype)
+    b_inner = np.stack(biases[1:-1]) if middle else np.zeros((0, channels), dtype)
     slopes = np.array([1.0 if slope is None else slope for slope in slopes], dtype=dtype)
     maxima = np.empty((x.shape[0], channels), dtype)
     tasks = max(1, min(numba.get_num_threads(), x.shape[0]))
-    return vectorised_call(_chain_kernel(channels, len(weights) - 1), x, np.ascontiguousarray(weights[0], dtype),
-                           biases[0], u, np.stack(biases[1:]), slopes, maxima, tasks)
+    return vectorised_call(_chain_kernel(channels, middle), x, np.ascontiguousarray(weights[0], dtype), biases[0],
+                           u, b_inner, np.ascontiguousarray(weights[-1], dtype), biases[-1], slopes, maxima, tasks)
