@@ -19,17 +19,19 @@ from .numba_cache import variant
 
 
 # A task's two maps must stay in a core's cache, and each thread needs an image: larger maps (the feature
-# network over whole images) or fewer images go layer by layer, whose every layer fills both cores.
+# network over whole images) or fewer images go layer by layer, whose every layer fills both cores. On one
+# thread there is no meeting of cores to save, and the layer path's parallel builds are the faster code.
 MAP_BYTES = 2**20
 
 
 def applies(x_shape, weights):
     """Whether chain_max computes this chain: (N, H, W, C_in) input, weights [(3, 3, C_in, C), (3, 3, C, C), ...]
     of at least two layers, C a Winograd channel count that is one whole register block; and whether it is
-    the faster path: N at least the number of threads, an H x W x C float64 map within MAP_BYTES."""
+    the faster path: two threads or more, N at least their number, an H x W x C float64 map within MAP_BYTES."""
     channels = weights[0].shape[-1]
-    return (len(weights) >= 2 and channels in winograd.CHANNELS
-            and x_shape[0] >= numba.get_num_threads() and x_shape[1] * x_shape[2] * channels * 8 <= MAP_BYTES
+    threads = numba.get_num_threads()
+    return (len(weights) >= 2 and threads > 1 and channels in winograd.CHANNELS
+            and x_shape[0] >= threads and x_shape[1] * x_shape[2] * channels * 8 <= MAP_BYTES
             and conv_kernels.channel_block(channels) == channels
             and weights[0].shape == (3, 3, x_shape[3], channels)
             and all(weight.shape == (3, 3, channels, channels) for weight in weights[1:]))

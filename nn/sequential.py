@@ -7,8 +7,10 @@ from .layer import Layer
 from .pooling import GlobalMaxPool2d
 
 
-# False: infer runs a chain of convolutions ending in a global max pool layer by layer (tests compare the two).
-FUSED_CHAIN = True
+# True: infer runs a chain of 3x3 convolutions ending in a global max pool as one kernel (nn/conv_chain.py).
+# Off by default: equal bit for bit in tests/nn/test_conv_chain.py, yet a 2-epoch train.py run's validation
+# losses moved in the 7th digit with it on (docs/performance.md, "Inference in one pass").
+FUSED_CHAIN = False
 
 
 class Sequential(Layer):

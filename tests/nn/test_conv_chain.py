@@ -62,7 +62,10 @@ def test_chain_max_matches_the_padded_sums(n, height, width, c_in, channels, dep
 ])
 def test_chain_applies_to_3x3_chains_of_winograd_channels_only(x_shape, weight_shapes, expected, monkeypatch):
     monkeypatch.setattr(conv_chain.numba, "get_num_threads", lambda: 2)
-    assert conv_chain.applies(x_shape, [np.zeros(shape) for shape in weight_shapes]) is expected
+    weights = [np.zeros(shape) for shape in weight_shapes]
+    assert conv_chain.applies(x_shape, weights) is expected
+    monkeypatch.setattr(conv_chain.numba, "get_num_threads", lambda: 1)  # one thread: the layer path
+    assert not conv_chain.applies(x_shape, weights)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -75,6 +78,8 @@ def test_feature_network_infer_matches_infer_layer_by_layer(dtype, monkeypatch):
         if "bias" in layer.params:
             layer.params["bias"][...] = rng.standard_normal(layer.params["bias"].shape) * 0.1
     patches = rng.random((7, 50, 50, 3)).astype(dtype)
+    monkeypatch.setattr(sequential, "FUSED_CHAIN", True)
+    monkeypatch.setattr(conv_chain.numba, "get_num_threads", lambda: 2)
     calls = []
     original = conv_chain.chain_max
     monkeypatch.setattr(conv_chain, "chain_max", lambda *args: calls.append(1) or original(*args))
@@ -91,6 +96,7 @@ def test_attention_network_infer_does_not_take_the_chain(monkeypatch):
     """No global max pool there: the attention network's infer never calls the chain."""
     from attention_sampling.models import AttentionNetwork
 
+    monkeypatch.setattr(sequential, "FUSED_CHAIN", True)
     monkeypatch.setattr(conv_chain, "chain_max", lambda *args: pytest.fail("chain taken"))
     network = AttentionNetwork(4, rng=0)
     network.infer(np.random.default_rng(0).random((1, 40, 48, 3), dtype=np.float32))
