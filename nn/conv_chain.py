@@ -3,7 +3,8 @@
 Why: at inference the feature network sees only the P patches of one image, a few milliseconds of work, and
 layer by layer it is four parallel regions, each waking the other core and writing a map it reads back. Here
 every task takes whole images through all the layers in two buffers of one map each (they stay in cache) and
-the cores meet once (python -m benchmarks --predict-only; docs/performance.md, "Inference in one pass").
+the cores meet once (python -m benchmarks --predict-only --fused-chain; docs/performance.md, "Inference in one
+pass").
 The kernels are the layer path's own, compiled serial: the same arithmetic in the same order per output.
 """
 import functools
