@@ -5,6 +5,8 @@ full-resolution CNN it replaces, each timed and its peak memory measured in the 
     python -m benchmarks --repeat 20 --no-torch
     python -m benchmarks --full-batch 2 --full-repeat 3   # a lighter full-resolution CNN row
     python -m benchmarks --epoch --epoch-data /path/to/lymphoma   # and the epoch row (minutes more)
+    python -m benchmarks --predict-only --predict-repeat 100      # the inference rows alone
+    python -m benchmarks --predict-only --fused-chain             # the feature network as one kernel (nn/conv_chain.py)
 
 Rows (8 images 1040 x 1388 x 3 float32, 3 classes, the paper's P = 20 patches of S = 50, 4 replicas):
   train step c=...     training.train_step on 8 images (the attention net once per image, 640 patches)
@@ -132,6 +134,10 @@ def full_resolution_call(impl, args):
 def run_child_here(args):
     """One measurement, "<impl>:<workload>", in this process -> {"rss_before", "first", "median", "peak_rss"}."""
     impl, workload = args.child.split(":")
+    if args.fused_chain:
+        from nn import sequential
+
+        sequential.FUSED_CHAIN = True
     if workload == "full":
         return measure(full_resolution_call(impl, args), args.full_warmup, args.full_repeat)
     if workload.startswith("predict"):
@@ -165,6 +171,7 @@ def child(spec, args, numba_cache):
                  "--torch-threads", args.torch_threads, "--full-batch", args.full_batch,
                  "--full-repeat", args.full_repeat, "--full-warmup", args.full_warmup,
                  "--predict-repeat", args.predict_repeat, "--predict-warmup", args.predict_warmup]
+    arguments += ["--fused-chain"] if args.fused_chain else []
     return run_fresh("benchmarks.run", arguments, numba_cache, spec)
 
 
@@ -179,6 +186,9 @@ def main(argv=None):
     parser.add_argument("--full-warmup", type=int, default=1, help="untimed full-resolution steps (default 1)")
     parser.add_argument("--predict-repeat", type=int, default=50, help="timed inference calls (default 50)")
     parser.add_argument("--predict-warmup", type=int, default=5, help="untimed inference calls (default 5)")
+    parser.add_argument("--predict-only", action="store_true", help="the inference rows alone")
+    parser.add_argument("--fused-chain", action="store_true",
+                        help="NumPy: nn.sequential.FUSED_CHAIN on (the feature network's inference as one kernel)")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is importable")
     parser.add_argument("--torch-threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument("--epoch", action="store_true",
@@ -215,14 +225,14 @@ def main(argv=None):
         epoch_scale = args.scales[0]
         bench_epoch.image_root(args.epoch_data, args.epoch_images, bench_epoch.CACHE, args.seed)  # made once
     with tempfile.TemporaryDirectory(prefix="benchmarks_numba_") as numba_cache:
-        first_call = child("numpy:first", args, numba_cache)  # compiles into the empty cache
-        for scale in args.scales:
+        first_call = None if args.predict_only else child("numpy:first", args, numba_cache)  # compiles the cache
+        for scale in [] if args.predict_only else args.scales:
             for impl in impls:
                 results[(impl, scale)] = child(f"{impl}:{scale}", args, numba_cache)
         for scale in args.scales:
             for impl in impls:
                 results[(impl, f"predict{scale}")] = child(f"{impl}:predict{scale}", args, numba_cache)
-        if args.full_batch:
+        if args.full_batch and not args.predict_only:
             for impl in impls:
                 results[(impl, "full")] = child(f"{impl}:full", args, numba_cache)
         if args.epoch:
@@ -244,13 +254,13 @@ def main(argv=None):
         cells += [mb(results[(impl, key)]["peak_rss"]) for impl in impls]
         rows.append(cells)
 
-    for scale in args.scales:
+    for scale in [] if args.predict_only else args.scales:
         macs = step_macs(scale)
         add_row(f"train step c={scale}", scale, macs["step"])
     for scale in args.scales:
         macs = step_macs(scale)
         add_row(f"predict 1 image c={scale}", f"predict{scale}", macs["predict"])
-    if args.full_batch:
+    if args.full_batch and not args.predict_only:
         add_row(f"full-res CNN step, {args.full_batch} images", "full", full_resolution_macs(args.full_batch))
     if args.epoch:
         walls = {impl: epochs[impl]["wall"] for impl in impls}
@@ -265,6 +275,8 @@ def main(argv=None):
     headers += [f"GFLOP/s {impl}" for impl in impls] + [f"peak MB {impl}" for impl in impls]
     print()
     print_table(headers, rows)
+    if args.predict_only:
+        return 0
 
     steps_per_run = EPOCHS * math.ceil(DATASET_IMAGES / N_IMAGES)
     print(f"\nProjection: {EPOCHS} epochs x ceil({DATASET_IMAGES}/{N_IMAGES}) = {steps_per_run} train steps "

@@ -53,13 +53,14 @@ def padded_channels(channels):
 
 
 @functools.lru_cache(maxsize=None)
-def _correlate_kernel(block, pixels, maxima):
+def _correlate_kernel(block, pixels, maxima, parallel=True):
     """The correlation kernel for tiles of `pixels` output pixels x `block` output channels (literals,
     so the loops unroll). maxima: instead of storing the output, keep each output row's maximum per
-    channel in row_max and its first column in row_arg (a global max pool fused in: the map is never written)."""
+    channel in row_max and its first column in row_arg (a global max pool fused in: the map is never written).
+    parallel=False: the same loops on the calling thread, for a kernel that runs one image per task (conv_chain)."""
 
-    @njit(parallel=True, cache=True, fastmath={"contract"}, nogil=True)
-    @variant(block=block, pixels=pixels, maxima=maxima)
+    @njit(parallel=parallel, cache=True, fastmath={"contract"}, nogil=True)
+    @variant(block=block, pixels=pixels, maxima=maxima, **({} if parallel else {"serial": True}))
     def correlate_kernel(x, weight, bias, out, row_max, row_arg, top, left, out_h, out_w, c_out, slope):
         n_images, height, width, c_in = x.shape
         kh, kw, _, c_padded = weight.shape

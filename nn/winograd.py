@@ -48,16 +48,17 @@ def transform_weight(weight):
 
 
 @functools.lru_cache(maxsize=None)
-def _kernel(channels, tiles):
+def _kernel(channels, tiles, parallel=True):
     """The kernel for `channels` in and out and `tiles` tiles per task (literals: the loops unroll and the
     lanes vectorise). No fused global max pool: on the feature network's last layer (16 channels) the running
-    maxima took the registers the products need, and it measured no faster than the direct kernel."""
+    maxima took the registers the products need, and it measured no faster than the direct kernel.
+    parallel=False: the same loops on the calling thread (conv_chain runs one image per task)."""
     C = channels
     rows_per_task = 2
     tile_values = tiles * 16  # a literal for _stack_zeros (an expression in the kernel would not be)
 
-    @njit(parallel=True, cache=True, fastmath={"contract"}, nogil=True)
-    @variant(channels=channels, tiles=tiles)
+    @njit(parallel=parallel, cache=True, fastmath={"contract"}, nogil=True)
+    @variant(channels=channels, tiles=tiles, **({} if parallel else {"serial": True}))
     def winograd_kernel(x, u, bias, out, slope):
         n_images, height, width, _ = x.shape
         tile_rows = (height + 1) // 2
