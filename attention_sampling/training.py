@@ -280,12 +280,20 @@ class Prediction:
 
     probabilities: np.ndarray       # (N, C), the mean over the looks
     attention: np.ndarray           # (N, h, w), sums to 1 per image
-    cells: np.ndarray               # (N, P, 2) of the first look
-    weights: np.ndarray             # (N, P)
-    patches: np.ndarray             # (N, P, S, S, C)
+    patches: np.ndarray             # (N, P, S, S, C) of the first look
     look_probabilities: np.ndarray  # (N, K, C), each look's own
-    look_cells: np.ndarray          # (N, K, P, 2) every look's cells; look 0 is `cells`
+    look_cells: np.ndarray          # (N, K, P, 2) every look's cells
     look_weights: np.ndarray        # (N, K, P)
+
+    @property
+    def cells(self):
+        """(N, P, 2) the first look's cells, those of the explanation."""
+        return self.look_cells[:, 0]
+
+    @property
+    def weights(self):
+        """(N, P) the first look's weights."""
+        return self.look_weights[:, 0]
 
 
 def predict(model, images, rng, n_patches=None, estimator=None, replace=None, looks=1, mask=None):
@@ -322,8 +330,7 @@ def predict(model, images, rng, n_patches=None, estimator=None, replace=None, lo
         logits = expected_logits(features, classification_weights(model, weights, estimator_weights(weights, replace)),
                                  model.temperature)
     per_look = nn.softmax(logits, axis=-1).reshape(n, looks, -1)
-    return Prediction(per_look.mean(axis=1), np.exp(sampled.log_attention), sampled.cells[:, :p],
-                      sampled.weights[:, :p], sampled.patches[:, :p], per_look,
+    return Prediction(per_look.mean(axis=1), np.exp(sampled.log_attention), sampled.patches[:, :p], per_look,
                       sampled.cells.reshape(n, looks, p, 2), sampled.weights.reshape(n, looks, p))
 
 
