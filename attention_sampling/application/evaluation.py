@@ -2,7 +2,7 @@
 import numpy as np
 
 from .data import load_batch
-from .tissue import batch_mask
+from .tissue import dataset_mask
 from ..objective import attention_entropy
 from ..training import distinct_cells, on_mask, predict
 
@@ -27,7 +27,7 @@ def predict_dataset(model, dataset, indices, shape, batch_size=8, seed=0, keep=N
         batch = indices[start:start + batch_size]
         images = load_batch(dataset, batch, shape, scale=model.scale)
         try:
-            mask = None if tissue == "none" else batch_mask(tissue, images, model, [dataset.paths[i] for i in batch])
+            mask = dataset_mask(tissue, images, model, dataset, batch)
             prediction = predict(model, images, rng, estimator=estimator, replace=replace, mask=mask)
             if mask is not None and on_tissue is not None:
                 on_tissue.append((on_mask(prediction.cells, mask), len(batch)))

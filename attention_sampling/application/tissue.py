@@ -95,3 +95,9 @@ def batch_mask(tissue, images, model, paths):
     if tissue == "none":
         return None
     return tissue_mask(images, model.scale, paths, 1 if model.replace else model.n_patches)
+
+
+def dataset_mask(tissue, images, model, dataset, batch):
+    """batch_mask for the images at positions `batch` of `dataset`, whose paths (named in its errors) are read
+    only when there is a mask to find: a data set of arrays has none."""
+    return None if tissue == "none" else batch_mask(tissue, images, model, [dataset.paths[i] for i in batch])

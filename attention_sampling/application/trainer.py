@@ -25,7 +25,7 @@ from .evaluation import cross_entropy, predict_dataset
 from .objects import OBJECT_COLUMNS, ObjectTally, read_objects
 from .runfolder import RunFolder, read_config_json
 from .settings import Training, learning_rate, resumed, scoring_seed
-from .tissue import batch_mask
+from .tissue import dataset_mask
 
 METRIC_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
                   "entropy", "distinct_cells", "outside", "reward", "seconds", "waiting")
@@ -321,9 +321,7 @@ class Trainer:
         the tissue found on it: only its patches wait for the step."""
         images = load_batch(self.dataset, batch, tuple(self.config["image_shape"]), self.augment,
                             self._augmentation_rng(position, epoch), scale=self.config["scale"])
-        if self.tissue == "none":
-            return images, None
-        return images, batch_mask(self.tissue, images, self.model, [self.dataset.paths[i] for i in batch])
+        return images, dataset_mask(self.tissue, images, self.model, self.dataset, batch)
 
     def _prefetch_next_epoch(self):
         """Start reading the next epoch's first batch (while this epoch is evaluated). Its order is the
