@@ -6,12 +6,12 @@ feature carries QuPath's properties: "objectType" ("detection" for what the mode
 "measurements" (a flat dict of numbers, shown in QuPath's measurement table).
 """
 import json
-import os
 
 import numpy as np
 
 from ..patches import patch_boxes
 from .errors import AttentionSamplingError
+from .runfolder import write_text
 
 PATCH_COLOR = [255, 0, 200]
 ATTENTION_COLOR = [255, 160, 0]
@@ -104,12 +104,9 @@ def look_features(j, cells, weights, probabilities, attention, classes, predicte
 
 
 def write_atomic(path, text):
-    """Write `text` to `path` through a temporary file and a rename: a reader never sees half a file."""
-    temporary = f"{path}.tmp{os.getpid()}"
+    """runfolder.write_text (a reader never sees half a file), its failure a one-line error naming the file."""
     try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
+        write_text(path, text)
     except OSError as error:
         raise AttentionSamplingError(f"{path}: {error.strerror or error}") from None
 

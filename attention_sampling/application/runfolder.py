@@ -24,7 +24,7 @@ def write_text(path, text):
     (Created by open(), not mkstemp, so it gets the umask's permissions like any file the user makes.)"""
     temporary = os.path.join(os.path.dirname(path), TEMPORARY_PREFIX + os.path.basename(path))
     try:
-        with open(temporary, "w") as handle:
+        with open(temporary, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(temporary, path)
     except BaseException:
