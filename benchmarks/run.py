@@ -6,7 +6,6 @@ full-resolution CNN it replaces, each timed and its peak memory measured in the 
     python -m benchmarks --full-batch 2 --full-repeat 3   # a lighter full-resolution CNN row
     python -m benchmarks --epoch --epoch-data /path/to/lymphoma   # and the epoch row (minutes more)
     python -m benchmarks --predict-only --predict-repeat 100      # the inference rows alone
-    python -m benchmarks --predict-only --fused-chain             # the feature network as one kernel (nn/conv_chain.py)
 
 Rows (8 images 1040 x 1388 x 3 float32, 3 classes, the paper's P = 20 patches of S = 50, 4 replicas):
   train step c=...     training.train_step on 8 images (the attention net once per image, 640 patches)
@@ -134,10 +133,6 @@ def full_resolution_call(impl, args):
 def run_child_here(args):
     """One measurement, "<impl>:<workload>", in this process -> {"rss_before", "first", "median", "peak_rss"}."""
     impl, workload = args.child.split(":")
-    if args.fused_chain:
-        from nn import sequential
-
-        sequential.FUSED_CHAIN = True
     if workload == "full":
         return measure(full_resolution_call(impl, args), args.full_warmup, args.full_repeat)
     if workload.startswith("predict"):
@@ -171,7 +166,6 @@ def child(spec, args, numba_cache):
                  "--torch-threads", args.torch_threads, "--full-batch", args.full_batch,
                  "--full-repeat", args.full_repeat, "--full-warmup", args.full_warmup,
                  "--predict-repeat", args.predict_repeat, "--predict-warmup", args.predict_warmup]
-    arguments += ["--fused-chain"] if args.fused_chain else []
     return run_fresh("benchmarks.run", arguments, numba_cache, spec)
 
 
@@ -187,8 +181,6 @@ def main(argv=None):
     parser.add_argument("--predict-repeat", type=int, default=50, help="timed inference calls (default 50)")
     parser.add_argument("--predict-warmup", type=int, default=5, help="untimed inference calls (default 5)")
     parser.add_argument("--predict-only", action="store_true", help="the inference rows alone")
-    parser.add_argument("--fused-chain", action="store_true",
-                        help="NumPy: nn.sequential.FUSED_CHAIN on (the feature network's inference as one kernel)")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is importable")
     parser.add_argument("--torch-threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument("--epoch", action="store_true",

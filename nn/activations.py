@@ -1,16 +1,16 @@
 """Element-wise activations.
 
-The kernels are memory-bound and most run on one thread: waking Numba's thread pool costs ~0.1 ms on an idle
+The kernels are memory-bound and most run on one thread: waking the kernel threads (nn/threads.py) costs ~0.1 ms on an idle
 machine but 5-15 ms on a loaded shared one (measured on the 2-core benchmark box: 16 ms median for a
 parallel pass over 8M floats, 2 ms on one thread), more than a second core saves on a small pass. The
 exception is the derivative applied from the output, which a training step runs over whole feature maps
 (the feature network's first layer: 25.6M values) between parallel kernels: on both cores that layer's
 backward took 77-83 ms against 100-114 on one (bench_step, two runs each, the training loader niced).
 """
-import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
+from . import threads
 from .layer import Layer
 
 
@@ -39,10 +39,10 @@ def _leaky_relu_inplace(x, slope):
     return x
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def _leaky_relu_backward_from_output(grad, slope, out):
+@njit(cache=True, nogil=True)
+def _leaky_relu_backward_from_output(start, stop, grad, slope, out):
     """grad *= slope where out <= 0, overwriting grad: for slope >= 0, out > 0 exactly where x > 0."""
-    for k in prange(grad.size):
+    for k in range(start, stop):
         if not out[k] > 0:
             grad[k] *= slope
     return grad
@@ -58,12 +58,12 @@ def _leaky_relu_rows_backward(grad_rows, slope, out_rows, rows):
     return grad_rows
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def _leaky_relu_backward_sums(grad, slope, out, partial):
+@njit(cache=True, nogil=True)
+def _leaky_relu_backward_sums(start, stop, grad, slope, out, partial):
     """_leaky_relu_backward_from_output on (M, C) rows, and partial[part] = the part's sums of the result per
     channel, in the same pass."""
     parts, rows, channels = partial.shape[0], grad.shape[0], grad.shape[1]
-    for part in prange(parts):
+    for part in range(start, stop):
         # A local accumulator: adding into partial[part] itself stores at every row (measured 2x slower).
         acc = np.zeros(channels, grad.dtype)
         for r in range(part * rows // parts, (part + 1) * rows // parts):
@@ -83,8 +83,9 @@ def leaky_relu_backward_and_sum(grad_out, negative_slope, output):
     grad = grad_out if grad_out.flags.c_contiguous and grad_out.flags.writeable else grad_out.copy()
     channels = grad.shape[-1]
     rows = grad.reshape(-1, channels)
-    partial = np.zeros((max(1, min(numba.get_num_threads(), rows.shape[0])), channels), dtype=grad.dtype)
-    _leaky_relu_backward_sums(rows, grad.dtype.type(negative_slope), output.reshape(-1, channels), partial)
+    partial = np.zeros((max(1, min(threads.count(), rows.shape[0])), channels), dtype=grad.dtype)
+    threads.run(_leaky_relu_backward_sums, partial.shape[0], rows, grad.dtype.type(negative_slope),
+                output.reshape(-1, channels), partial)
     return grad, partial.sum(axis=0)
 
 
@@ -119,7 +120,7 @@ def leaky_relu_backward_from_output(grad_out, negative_slope, output, rows=None)
     grad = grad_out if grad_out.flags.c_contiguous and grad_out.flags.writeable else grad_out.copy()
     slope = grad.dtype.type(negative_slope)
     if rows is None:
-        _leaky_relu_backward_from_output(grad.reshape(-1), slope, output.reshape(-1))
+        threads.run(_leaky_relu_backward_from_output, grad.size, grad.reshape(-1), slope, output.reshape(-1))
     else:
         channels = grad.shape[-1]
         _leaky_relu_rows_backward(grad.reshape(-1, channels), slope, output.reshape(-1, channels), rows)

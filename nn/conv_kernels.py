@@ -17,11 +17,10 @@ reassociated, so float64 stays as exact as the NumPy reference.
 import functools
 
 import numpy as np
-import numba
-from numba import njit, prange
+from numba import njit
 
-from . import winograd
-from .kernel_tools import _stack_zeros, vectorised_call
+from . import threads, winograd
+from .kernel_tools import _stack_zeros
 from .numba_cache import variant
 
 # 3x3 "same" correlations with as many output as input channels (8 or 16) go through nn/winograd.py:
@@ -53,22 +52,22 @@ def padded_channels(channels):
 
 
 @functools.lru_cache(maxsize=None)
-def _correlate_kernel(block, pixels, maxima, parallel=True):
+def _correlate_kernel(block, pixels, maxima):
     """The correlation kernel for tiles of `pixels` output pixels x `block` output channels (literals,
     so the loops unroll). maxima: instead of storing the output, keep each output row's maximum per
     channel in row_max and its first column in row_arg (a global max pool fused in: the map is never written).
-    parallel=False: the same loops on the calling thread, for a kernel that runs one image per task (conv_chain)."""
+    Its tasks are the output rows of all images (nn/threads.py)."""
 
-    @njit(parallel=parallel, cache=True, fastmath={"contract"}, nogil=True)
-    @variant(block=block, pixels=pixels, maxima=maxima, **({} if parallel else {"serial": True}))
-    def correlate_kernel(x, weight, bias, out, row_max, row_arg, top, left, out_h, out_w, c_out, slope):
+    @njit(cache=True, fastmath={"contract"}, nogil=True)
+    @variant(block=block, pixels=pixels, maxima=maxima)
+    def correlate_kernel(start, stop, x, weight, bias, out, row_max, row_arg, top, left, out_h, out_w, c_out, slope):
         n_images, height, width, c_in = x.shape
         kh, kw, _, c_padded = weight.shape
         # Columns q whose kw taps all land inside the image take the tiled path with no bounds checks.
         fast_lo = left
         fast_hi = min(out_w, width + left - kw + 1)
         # One output row per task, not one image: a single image (inference) still fills every thread.
-        for row in prange(n_images * out_h):
+        for row in range(start, stop):
             n, p = row // out_h, row % out_h
             i_lo = max(0, top - p)
             i_hi = min(kh, height + top - p)
@@ -141,8 +140,8 @@ def _correlate_call(x, weight, bias, top, left, out_h, out_w, negative_slope, ma
     row_max, row_arg = np.empty((rows, c_out), dtype), np.empty((rows, c_out), np.int64)
     out = np.empty((1, 1, 1, 1) if maxima else (x.shape[0], out_h, out_w, c_out), dtype=dtype)
     slope = dtype.type(1.0 if negative_slope is None else negative_slope)
-    vectorised_call(_correlate_kernel(block, TILE_PIXELS[block], maxima), x, weight, bias, out, row_max, row_arg,
-                    top, left, out_h, out_w, c_out, slope)
+    threads.run(_correlate_kernel(block, TILE_PIXELS[block], maxima), x.shape[0] * out_h, x, weight, bias, out,
+                row_max, row_arg, top, left, out_h, out_w, c_out, slope, vectorise=True)
     return (row_max, row_arg) if maxima else out
 
 
@@ -175,13 +174,13 @@ def correlate_max(x, weight, bias, top, left, out_h, out_w, negative_slope=None)
 def _weight_gradient_kernel(block, channels):
     """The dL/dw kernel for tiles of `channels` input x `block` output channels (literals: the loops unroll)."""
 
-    @njit(parallel=True, cache=True, fastmath={"contract"}, nogil=True)
+    @njit(cache=True, fastmath={"contract"}, nogil=True)
     @variant(block=block, channels=channels)
-    def weight_gradient_kernel(x, grad_out, partial, top, left):
+    def weight_gradient_kernel(start, stop, x, grad_out, partial, top, left):
         n_images, height, width, c_in = x.shape
         _, out_h, out_w, c_out = grad_out.shape
         parts, kh, kw, _, _ = partial.shape
-        for part in prange(parts):
+        for part in range(start, stop):
             # Each part sums its own images into its own slice: no two threads write the same memory.
             for n in range(part * n_images // parts, (part + 1) * n_images // parts):
                 for i in range(kh):
@@ -218,15 +217,16 @@ def weight_gradient(x, grad_out, kh, kw, top, left):
     if padded != c_out:  # the kernel reads whole tiles of channels: give it zero lanes to read
         grad_out = np.concatenate([grad_out, np.zeros(grad_out.shape[:-1] + (padded - c_out,), grad_out.dtype)],
                                   axis=-1)
-    parts = max(1, min(numba.get_num_threads(), x.shape[0]))
+    parts = max(1, min(threads.count(), x.shape[0]))
     partial = np.zeros((parts, kh, kw, c_in, padded), dtype=dtype)
-    vectorised_call(_weight_gradient_kernel(block, weight_gradient_channels(c_in)), x, grad_out, partial, top, left)
+    threads.run(_weight_gradient_kernel(block, weight_gradient_channels(c_in)), parts, x, grad_out, partial, top, left,
+                vectorise=True)
     return partial.sum(axis=0)[..., :c_out]
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def _outer_kernel(column, vector, out):
-    for r in prange(column.shape[0]):
+@njit(cache=True, nogil=True)
+def _outer_kernel(start, stop, column, vector, out):
+    for r in range(start, stop):
         for c in range(vector.shape[0]):
             out[r, c] = column[r] * vector[c]
     return out
@@ -238,13 +238,15 @@ def outer(column, vector):
     against 1.8 (README, Performance); the products are the same single roundings."""
     dtype = np.result_type(column.dtype, vector.dtype)
     out = np.empty((column.shape[0], vector.shape[0]), dtype=dtype)
-    return _outer_kernel(np.ascontiguousarray(column, dtype=dtype), np.ascontiguousarray(vector, dtype=dtype), out)
+    threads.run(_outer_kernel, column.shape[0], np.ascontiguousarray(column, dtype=dtype),
+                np.ascontiguousarray(vector, dtype=dtype), out)
+    return out
 
 
-@njit(cache=True, nogil=True, parallel=True)  # per part, as many as threads: the same sums either way
-def _channel_sum_kernel(rows, partial):
+@njit(cache=True, nogil=True)  # per part, as many as threads: the same sums either way
+def _channel_sum_kernel(start, stop, rows, partial):
     parts = partial.shape[0]
-    for part in prange(parts):
+    for part in range(start, stop):
         # A local accumulator: adding into partial[part] itself stores at every row (measured 2x slower).
         acc = np.zeros(rows.shape[1], partial.dtype)
         for r in range(part * rows.shape[0] // parts, (part + 1) * rows.shape[0] // parts):
@@ -259,9 +261,10 @@ def _channel_sum_kernel(rows, partial):
 def channel_sum(grad_out):
     """(N, H, W, C) -> (C,): the bias gradient, in one pass over the rows (NumPy's reduction over axis 0 is slower)."""
     rows = np.ascontiguousarray(grad_out).reshape(-1, grad_out.shape[-1])
-    parts = max(1, min(numba.get_num_threads(), rows.shape[0]))
+    parts = max(1, min(threads.count(), rows.shape[0]))
     partial = np.zeros((parts, rows.shape[1]), dtype=grad_out.dtype)
-    return _channel_sum_kernel(rows, partial).sum(axis=0)
+    threads.run(_channel_sum_kernel, parts, rows, partial)
+    return partial.sum(axis=0)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -303,13 +306,13 @@ def _sparse_backward_kernel(block, channels, in_blocks):
     in the dense kernels). Each part takes its images one at a time, so the image's active positions and
     pixels stay in cache across the kh x kw taps."""
 
-    @njit(parallel=True, cache=True, fastmath={"contract"}, nogil=True)
+    @njit(cache=True, fastmath={"contract"}, nogil=True)
     @variant(block=block, channels=channels, in_blocks=in_blocks)
-    def sparse_backward_kernel(x, grad_rows, row_of, rows, columns, image_bounds, weight_t, partial, grad_in, slot,
+    def sparse_backward_kernel(start, stop, x, grad_rows, row_of, rows, columns, image_bounds, weight_t, partial, grad_in, slot,
                                top, left, input_gradient):
         n_images, height, width, c_in = x.shape
         parts, kh, kw, _, c_padded = partial.shape
-        for part in prange(parts):
+        for part in range(start, stop):
             # Each part owns whole images: its own slice of `partial`, and no two threads add to one row
             # of grad_in.
             for n in range(part * n_images // parts, (part + 1) * n_images // parts):
@@ -440,7 +443,7 @@ def sparse_backward(x, grad_rows, row_of, active, out_hw, weight, top, left, inp
     # Each active position's row and column, once: integer divisions in the kernel's inner loops cost more than
     # its multiply-adds.
     rows, columns = np.divmod(active % (out_h * out_w), out_w)
-    parts = max(1, min(numba.get_num_threads(), n))
+    parts = max(1, min(threads.count(), n))
     partial = np.zeros((parts, kh, kw, c_in, padded), dtype=dtype)
     if input_gradient:
         positions, slot = input_support(active, out_hw, x.shape[:3], kh, kw, top, left)
@@ -450,8 +453,8 @@ def sparse_backward(x, grad_rows, row_of, active, out_hw, weight, top, left, inp
     # Few tile shapes, so few compiled kernels: the dense kernels' exact 1 to 4 input channels are rounded up
     # to 4 here (a spare lane repeats the last channel and is never stored) and dL/dx takes 16 at a time.
     kernel = _sparse_backward_kernel(block, 4 if c_in <= 4 else 8, in_padded // 16)
-    vectorised_call(kernel, x, grad_rows, np.asarray(row_of, np.int64), rows, columns, image_bounds, weight_t,
-                    partial, grad_in, slot, top, left, input_gradient)
+    threads.run(kernel, parts, x, grad_rows, np.asarray(row_of, np.int64), rows, columns, image_bounds, weight_t,
+                partial, grad_in, slot, top, left, input_gradient, vectorise=True)
     grad_weight = partial.sum(axis=0)[..., :c_out]
     if not input_gradient:
         return grad_weight, None

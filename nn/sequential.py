@@ -1,16 +1,9 @@
 """A chain of layers."""
-from . import conv_chain, conv_kernels
 from .activations import LeakyReLU
 from .batchnorm import BatchNorm2d
 from .conv import Conv2d, SparseGradient
 from .layer import Layer
 from .pooling import GlobalMaxPool2d
-
-
-# True: infer runs a chain of 3x3 convolutions ending in a global max pool as one kernel (nn/conv_chain.py).
-# Off by default: equal bit for bit in tests/nn/test_conv_chain.py, yet a 2-epoch train.py run's validation
-# losses moved in the 7th digit with it on (docs/performance.md, "Inference in one pass").
-FUSED_CHAIN = False
 
 
 class Sequential(Layer):
@@ -52,17 +45,10 @@ class Sequential(Layer):
         [GlobalMaxPool2d] run runs as one convolution: the batch norm's evaluation-mode affine is folded into
         the weights, the leaky ReLU applied as the outputs are stored and a global max pool kept as they are
         computed, so none makes a pass of its own over the activations. The fused convolutions cache nothing,
-        so no backward may follow. A chain of 3x3 "same" Conv2d -> [LeakyReLU] ending in a GlobalMaxPool2d (the
-        feature network) runs as one kernel that takes each image through every layer (nn/conv_chain.py)."""
+        so no backward may follow."""
         i = 0
         while i < len(self.layers):
             layer = self.layers[i]
-            chain = self._conv_chain(i, x.shape) if FUSED_CHAIN else None
-            if chain is not None:
-                end, weights, biases, slopes = chain
-                x = conv_chain.chain_max(x, weights, biases, slopes)
-                i = end
-                continue
             if not isinstance(layer, Conv2d):
                 x = layer.infer(x)
                 i += 1
@@ -79,28 +65,6 @@ class Sequential(Layer):
             x = layer.infer(x, scale, shift, slope, global_max)
             i += global_max
         return x
-
-    def _conv_chain(self, start, x_shape):
-        """The run of layers from `start` that conv_chain.chain_max computes -> (index after its GlobalMaxPool2d,
-        weights, biases, slopes), or None."""
-        weights, biases, slopes = [], [], []
-        i = start
-        while i < len(self.layers) and isinstance(self.layers[i], Conv2d):
-            layer = self.layers[i]
-            if layer.padding != "same" or layer.kernel_size != (3, 3):
-                return None
-            weights.append(layer.params["weight"])
-            biases.append(layer.params.get("bias"))
-            i += 1
-            slope = None
-            if i < len(self.layers) and isinstance(self.layers[i], LeakyReLU):
-                slope = self.layers[i].negative_slope
-                i += 1
-            slopes.append(slope)
-        ends_in_max = i < len(self.layers) and isinstance(self.layers[i], GlobalMaxPool2d)
-        if not (ends_in_max and conv_kernels.WINOGRAD and weights and conv_chain.applies(x_shape, weights)):
-            return None
-        return i + 1, weights, biases, slopes
 
     def backward(self, grad_out):
         """Each layer backwards, the LeakyReLUs and GlobalMaxPool2ds fused by the last forward skipped. Those

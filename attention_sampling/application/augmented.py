@@ -18,7 +18,9 @@ the average pool of that image up to the order of a float32 sum. Images that are
 A batch of 8 images of 1388 x 1040 then holds 35 MB of decoded bytes instead of 138 MB of float32 pixels.
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
+
+from nn import threads
 
 from ..patches import BORDERS, patch_offset, reflect_index
 from .augmentation import augmented_pixel, between_rows, contrast_centre, finish_pixel, source_pixels, source_table
@@ -89,13 +91,13 @@ def _inside(index, length, border):
     return index if 0 <= index < length else -1
 
 
-@njit(cache=True, parallel=True, nogil=True)
-def _augmented_patches(image, flip_rows, flip_columns, factor, mean, top, left, crop_h, crop_w,
+@njit(cache=True, nogil=True)
+def _augmented_patches(start, stop, image, flip_rows, flip_columns, factor, mean, top, left, crop_h, crop_w,
                        cells, patch_size, scale, offset, border, out):
     """cells (K, 2) -> out (K, S, S, C) float32: extract_patches of the augmented image, pixel by pixel.
     border: 0 zero, 1 reflect, 2 inside (patches.py); out is zeroed by the caller."""
     h, w, c = image.shape
-    for draw in prange(cells.shape[0]):
+    for draw in range(start, stop):
         row0 = cells[draw, 0] * scale + offset
         col0 = cells[draw, 1] * scale + offset
         if border == 2:
@@ -169,6 +171,6 @@ class AugmentedImages:
         out = np.zeros((n, k, patch_size, patch_size, self.shape[3]), dtype=np.float32)
         cells = np.ascontiguousarray(cells, dtype=np.int64)
         for index in range(n):
-            _augmented_patches(*self._arguments(index), cells[index], patch_size, scale,
-                               patch_offset(patch_size, scale), BORDERS.index(border), out[index])
+            threads.run(_augmented_patches, k, *self._arguments(index), cells[index], patch_size, scale,
+                        patch_offset(patch_size, scale), BORDERS.index(border), out[index])
         return out

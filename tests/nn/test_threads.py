@@ -1,0 +1,107 @@
+"""nn/threads.py: a serial kernel's tasks split over threads give the serial run's numbers, whatever the split."""
+import threading
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from nn import threads
+from nn.conv_kernels import channel_sum, correlate
+
+
+@numba.njit(cache=True, nogil=True)
+def _square_each(start, stop, x, out):
+    for k in range(start, stop):
+        out[k] = x[k] * x[k] + k
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _fail_past(start, stop, limit):
+    for k in range(start, stop):
+        if k >= limit:
+            raise ValueError("task past the limit")
+
+
+@settings(max_examples=60)
+@given(tasks=st.integers(1, 500), parts=st.integers(1, 12))
+def test_slices_cover_the_tasks_in_order_and_evenly(tasks, parts):
+    """Contiguous, non-empty, in order, covering range(tasks) once; sizes differ by at most one."""
+    pieces = threads.slices(tasks, parts)
+    assert len(pieces) == min(tasks, parts)
+    assert pieces[0][0] == 0 and pieces[-1][1] == tasks
+    assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:]))
+    sizes = [stop - start for start, stop in pieces]
+    assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 7])
+def test_run_gives_every_task_once_on_any_number_of_threads(monkeypatch, count):
+    monkeypatch.setattr(threads, "count", lambda: count)
+    x = np.random.default_rng(count).standard_normal(1001)
+    out = np.full_like(x, np.nan)
+    threads.run(_square_each, x.size, x, out)
+    np.testing.assert_array_equal(out, x * x + np.arange(x.size))
+
+
+def test_run_uses_other_threads_and_the_callers(monkeypatch):
+    """With 3 threads the first slice runs on the calling thread and the others on the pool's workers."""
+    monkeypatch.setattr(threads, "count", lambda: 3)
+    seen = []
+
+    class Compiled(dict):  # holds every signature: no first slice run alone
+        def __contains__(self, key):
+            return True
+
+    class Recorder:
+        overloads = Compiled(any=None)
+
+        def typeof_pyval(self, value):
+            return None
+
+        def __call__(self, start, stop):
+            seen.append((start, stop, threading.current_thread().name))
+
+    threads.run(Recorder(), 9)
+    assert sorted((start, stop) for start, stop, _ in seen) == [(0, 3), (3, 6), (6, 9)]
+    where = {(start, stop): name for start, stop, name in seen}
+    assert where[0, 3] == threading.current_thread().name
+    assert where[3, 6].startswith("nn-kernel") and where[6, 9].startswith("nn-kernel")
+
+
+def test_an_error_in_any_slice_reaches_the_caller(monkeypatch):
+    monkeypatch.setattr(threads, "count", lambda: 2)
+    threads.run(_fail_past, 10, 10)  # compiled, and no task fails
+    with pytest.raises(ValueError, match="past the limit"):
+        threads.run(_fail_past, 10, 7)  # only the second slice (5..9) fails: it runs on the worker
+
+
+def test_no_tasks_runs_nothing():
+    out = np.zeros(3)
+    threads.run(_square_each, 0, np.ones(3), out)
+    np.testing.assert_array_equal(out, 0)
+
+
+def test_count_is_numba_num_threads(monkeypatch):
+    monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 5)
+    assert threads.count() == 5
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_kernels_give_the_one_thread_numbers_split_over_threads(monkeypatch, count):
+    """A correlation (tasks: output rows) is bit for bit the one-thread result on any split; a reduction
+    (channel_sum: one part per thread) is too once its parts are fixed, however they are spread."""
+    rng = np.random.default_rng(count)
+    x = rng.standard_normal((3, 9, 11, 5)).astype(np.float32)
+    weight = rng.standard_normal((3, 3, 5, 7)).astype(np.float32)
+    bias = rng.standard_normal(7).astype(np.float32)
+    monkeypatch.setattr(threads, "count", lambda: 1)
+    alone = correlate(x, weight, bias, 1, 1, 9, 11, 0.01)
+    monkeypatch.setattr(threads, "count", lambda: count)
+    np.testing.assert_array_equal(correlate(x, weight, bias, 1, 1, 9, 11, 0.01), alone)
+    # channel_sum with `count` parts, computed on `count` threads and on one thread running every part.
+    grad = rng.standard_normal((4, 6, 6, 16)).astype(np.float32)
+    spread = channel_sum(grad)
+    monkeypatch.setattr(threads, "slices", lambda tasks, parts: [(0, tasks)])
+    np.testing.assert_array_equal(channel_sum(grad), spread)
