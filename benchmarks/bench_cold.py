@@ -3,6 +3,10 @@ where that time goes (each kernel Numba compiles, from its compile events); then
 
     python -m benchmarks.bench_cold                 # c = 4, the paper's step (8 images, P = 20, S = 50)
     python -m benchmarks.bench_cold --scales 4 8 --top 25
+    python -m benchmarks.bench_cold --alone         # and each call compiling everything in its own process
+
+The first call starts application/compile_ahead.py as train.py and predict.py do: the feature network's
+kernels compile in a second process meanwhile; --alone adds rows without it.
 
 Each row is a fresh process (`--child`) with NUMBA_CACHE_DIR a new empty folder (cold), then a second fresh
 process on the folder the first filled (warm: the first call loads the cache; "median" is the median of
@@ -45,10 +49,13 @@ def record_compilations():
     return records
 
 
-def run_child(workload, scale, repeat, seed):
-    """One workload in this process: first call (compile events recorded), then `repeat` calls -> dict."""
+def run_child(workload, scale, repeat, seed, ahead=True):
+    """One workload in this process: first call (compile events recorded), then `repeat` calls -> dict.
+    ahead: the feature network's kernels compiled in a second process meanwhile, as train.py and predict.py do
+    (application/compile_ahead.py); otherwise all in this one."""
     records = record_compilations()
     from attention_sampling import predict, train_step
+    from attention_sampling.application import compile_ahead
     from benchmarks.bench_step import ENTROPY_WEIGHT, REPLICAS, numpy_setup
 
     if workload == "step":
@@ -67,16 +74,22 @@ def run_child(workload, scale, repeat, seed):
         call()
         return time.perf_counter() - start
 
-    first = timed()
+    start = time.perf_counter()
+    child = compile_ahead.start(model, training=workload == "step") if ahead else None
+    call()
+    first = time.perf_counter() - start
+    if child is not None:
+        child.wait()
     top = [(name, seconds) for depth, name, seconds in records if depth == 0]
     times = [timed() for _ in range(repeat)]
     return {"first": first, "median": statistics.median(times) if times else None,
             "compile": sum(seconds for _, seconds in top), "kernels": top}
 
 
-def fresh(workload, scale, repeat, seed, cache):
+def fresh(workload, scale, repeat, seed, cache, ahead=True):
     """run_child in a fresh process on Numba cache folder `cache` -> its JSON."""
     arguments = ["--child", workload, "--scales", str(scale), "--repeat", str(repeat), "--seed", str(seed)]
+    arguments += [] if ahead else ["--alone"]
     environment = dict(os.environ, NUMBA_CACHE_DIR=cache)
     print(f"  {workload} c={scale} in a fresh process, cache {cache} ...", file=sys.stderr, flush=True)
     start = time.perf_counter()
@@ -93,26 +106,29 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=5, help="calls after the first in the warm process (default 5)")
     parser.add_argument("--top", type=int, default=15, help="kernels listed, longest compilation first")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--alone", action="store_true",
+                        help="also each first call compiling everything in its own process (no compile_ahead)")
     parser.add_argument("--child", choices=["step", "predict"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(run_child(args.child, args.scales[0], args.repeat, args.seed)))
+        print(json.dumps(run_child(args.child, args.scales[0], args.repeat, args.seed, ahead=not args.alone)))
         return 0
 
     print(python_environment())
     rows, kernels = [], {}
     for scale in args.scales:
-        for workload in ("step", "predict"):
+        for workload, ahead in [(w, a) for w in ("step", "predict") for a in ((True, False) if args.alone else (True,))]:
             with tempfile.TemporaryDirectory(prefix="bench_cold_numba_") as cache:
-                cold = fresh(workload, scale, 0, args.seed, cache)
-                warm = fresh(workload, scale, args.repeat, args.seed, cache)
-            label = f"{'train step' if workload == 'step' else 'predict 1 image'}, c = {scale}"
+                cold = fresh(workload, scale, 0, args.seed, cache, ahead)
+                warm = fresh(workload, scale, args.repeat, args.seed, cache, ahead)
+            label = f"{'train step' if workload == 'step' else 'predict 1 image'}, c = {scale}{'' if ahead else ', alone'}"
             rows.append([label, f"{cold['first']:.2f}", f"{cold['compile']:.2f}", len(cold["kernels"]),
                          f"{cold['process']:.1f}", f"{warm['first']:.3f}", f"{warm['median']:.3f}",
                          f"{warm['first'] / warm['median']:.2f}"])
             for name, seconds in cold["kernels"]:
                 kernels.setdefault(name, {})[label] = seconds
-    print("\nFirst call in a fresh process, seconds: cold = empty Numba cache, warm = the cache the cold one wrote")
+    print("\nFirst call in a fresh process, seconds: cold = empty Numba cache, warm = the cache the cold one wrote;"
+          "\ncompiling = in this process (with compile_ahead the feature network's kernels compile in a second one)")
     print_table(["", "cold first", "compiling", "kernels", "cold process", "warm first", "warm median",
                  "warm first/median"], rows)
     labels = [row[0] for row in rows]

@@ -4,17 +4,16 @@ The pools the method runs on mega-pixel images and on hundreds of patches are Nu
 `reshape(n, ho, f, wo, f, c).mean(axis=(2, 4))` reduces over two strided axes (one slow pass per
 axis with a temporary), and `argmax` followed by `take_along_axis` reads the input twice. Each kernel
 here reads its input once, in memory order; the small ones run on one thread (memory-bound: see
-nn/activations.py for why not on the kernel threads).
+nn/activations.py for why not a thread pool).
 """
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
-from . import threads
 from .layer import Layer, check_spatial
 
 
-@njit(cache=True, nogil=True)
-def _average_pool_kernel(start, stop, rows, factor, channels, out):
+@njit(cache=True, parallel=True, nogil=True)
+def _average_pool_kernel(rows, factor, channels, out):
     """rows (N, H, W·C), out (N, H // f, (W // f)·C): each output row sums its f input rows, then f pixels.
 
     Summing whole rows first keeps the hot loop contiguous and vectorised (one add per input float); the
@@ -25,7 +24,7 @@ def _average_pool_kernel(start, stop, rows, factor, channels, out):
     out_w = out_row // channels
     used = out_w * factor * channels  # the last W % f columns are dropped
     norm = out.dtype.type(factor * factor)
-    for item in range(start, stop):
+    for item in prange(n * out_h):
         image, p = item // out_h, item % out_h
         row_sum = np.empty(used, dtype=out.dtype)
         first = rows[image, p * factor]
@@ -126,8 +125,7 @@ class AvgPool2d(Layer):
         # A float32 sum of f^2 values: the same order of rounding as NumPy's mean in x's dtype.
         rows = np.ascontiguousarray(x).reshape(n, h, w * c)
         out = np.empty((n, ho, wo * c), dtype=x.dtype)
-        threads.run(_average_pool_kernel, n * ho, rows, f, c, out)
-        return out.reshape(n, ho, wo, c)
+        return _average_pool_kernel(rows, f, c, out).reshape(n, ho, wo, c)
 
     def backward(self, grad_out):
         f = self.factor

@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 
+from . import compile_ahead
 from .errors import AttentionSamplingError
 from .settings import Training
 
@@ -148,5 +149,7 @@ def predict_path(model, config, path, seed=0, looks=1, pictures=None, tissue=Non
 def predict_in_process(checkpoint, paths, seed=0, looks=1, pictures=None, tissue=None, geojson=None, report=None):
     """Rows for `paths`, in order, one image at a time in this process."""
     config, model, _ = model_from_checkpoint(checkpoint)
+    if paths:
+        compile_ahead.start(model, training=False)  # on an empty kernel cache only
     for path in paths:
         yield predict_path(model, config, path, seed, looks, pictures, tissue, geojson, report)

@@ -18,6 +18,7 @@ from tqdm import tqdm
 import nn
 from ..models import AttentionSamplingModel
 from ..training import train_step
+from . import compile_ahead
 from .checkpoint import restore_rng
 from .data import Augmentation, load_batch, lower_thread_priority, run_split
 from .errors import AttentionSamplingError
@@ -278,6 +279,8 @@ class Trainer:
             previous = signal.signal(signal.SIGINT, self._on_interrupt)
         try:
             self.folder.acquire()  # again, for a fit() after close()
+            if self.epoch < self.config["epochs"]:
+                compile_ahead.start(self.model, training=True)  # on an empty kernel cache only
             # One loader thread for the whole fit: it reads the next batch while a step runs, and the next
             # epoch's first batch while this epoch is evaluated.
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-batch",

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from nn import threads
-from nn.conv_kernels import channel_sum, correlate
+from nn.conv_kernels import channel_sum, outer
 
 
 @numba.njit(cache=True, nogil=True)
@@ -90,16 +90,15 @@ def test_count_is_numba_num_threads(monkeypatch):
 
 @pytest.mark.parametrize("count", [2, 3])
 def test_kernels_give_the_one_thread_numbers_split_over_threads(monkeypatch, count):
-    """A correlation (tasks: output rows) is bit for bit the one-thread result on any split; a reduction
-    (channel_sum: one part per thread) is too once its parts are fixed, however they are spread."""
+    """An element-wise kernel (outer: tasks are rows) is bit for bit the one-thread result on any split; a
+    reduction (channel_sum: one part per thread) is too once its parts are fixed, however they are spread."""
     rng = np.random.default_rng(count)
-    x = rng.standard_normal((3, 9, 11, 5)).astype(np.float32)
-    weight = rng.standard_normal((3, 3, 5, 7)).astype(np.float32)
-    bias = rng.standard_normal(7).astype(np.float32)
+    column, vector = rng.standard_normal(1001).astype(np.float32), rng.standard_normal(8).astype(np.float32)
     monkeypatch.setattr(threads, "count", lambda: 1)
-    alone = correlate(x, weight, bias, 1, 1, 9, 11, 0.01)
+    alone = outer(column, vector)
     monkeypatch.setattr(threads, "count", lambda: count)
-    np.testing.assert_array_equal(correlate(x, weight, bias, 1, 1, 9, 11, 0.01), alone)
+    np.testing.assert_array_equal(outer(column, vector), alone)
+    np.testing.assert_array_equal(alone, column[:, None] * vector)
     # channel_sum with `count` parts, computed on `count` threads and on one thread running every part.
     grad = rng.standard_normal((4, 6, 6, 16)).astype(np.float32)
     spread = channel_sum(grad)

@@ -1,0 +1,79 @@
+"""The feature network's kernels compiled in a second process while the first step compiles the attention's.
+
+On an empty Numba cache the first training step (or prediction) waits for every kernel it calls to compile,
+one after the other: Numba compiles on one thread per process. The feature network's kernels need nothing
+the attention network computes, only the patches' size, channels and float type, so `start` compiles them
+in a child process, into the shared on-disk cache (nn/numba_cache.py keeps two writers apart), while this
+process compiles the attention network's; the step then finds them there when it reaches its patches. On a
+warm cache it starts nothing. python -m benchmarks.bench_cold measures both (docs/performance.md, "Cold start").
+
+    python -m attention_sampling.application.compile_ahead '{"n_classes": 3, ...}'   # what start() runs
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+
+def _spec(model, training):
+    dtype = next(iter(model.features.params.values())).dtype
+    return {"n_classes": model.n_classes, "in_channels": model.config["in_channels"],
+            "patch_size": model.patch_size, "n_patches": model.n_patches, "dtype": dtype.name,
+            "training": bool(training)}
+
+
+def feature_kernels_cached(dtype):
+    """Whether the on-disk cache already holds the feature network's largest kernel (its 16-channel
+    Winograd convolution) for `dtype`: on a warm cache there is nothing to compile ahead."""
+    from nn import winograd
+
+    kernel = winograd._kernel(16, winograd.TILES)
+    try:
+        index = kernel._cache._cache_file._index_path
+        overloads = kernel._cache._cache_file._load_index()
+    except (AttributeError, OSError, EOFError):  # another Numba, or no index yet
+        return False
+    return os.path.exists(index) and any(str(dtype) in str(key[0]) for key in overloads)
+
+
+def start(model, training=True):
+    """Compile `model`'s feature network kernels (its training forward and backward, or its inference) in a
+    child process, unless they are cached already -> the subprocess.Popen, or None. Nothing waits for it:
+    a kernel this process reaches first it compiles itself, and the child's copy only fills the cache."""
+    spec = _spec(model, training)
+    if feature_kernels_cached(spec["dtype"]):
+        return None
+    # The child imports this project as this process does, installed or from its checkout.
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    try:
+        return subprocess.Popen([sys.executable, "-m", __name__, json.dumps(spec)], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment)
+    except OSError:  # no second process: the step compiles everything itself, as without this module
+        return None
+
+
+def compile_features(n_classes, in_channels, patch_size, n_patches, dtype, training):
+    """Run a feature network of this shape once, as a step would: forward and backward on n_patches random
+    patches (the sparse backward's choice of kernels depends on the patch size), or inference."""
+    from attention_sampling.models import FeatureNetwork
+
+    network = FeatureNetwork(n_classes, in_channels, rng=np.random.default_rng(0), dtype=np.dtype(dtype))
+    patches = np.random.default_rng(0).random((n_patches, patch_size, patch_size, in_channels)).astype(dtype)
+    if training:
+        out = network.forward(patches, True)
+        network.backward(np.ones_like(out))
+    else:
+        network.infer(patches)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    compile_features(**json.loads(argv[0]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
