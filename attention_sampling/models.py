@@ -128,7 +128,8 @@ class AttentionSamplingModel:
     AttentionNetwork); how its convolutions pad the view (attention_padding, the same); how the P features are combined (aggregate: "attention", eq. 1's weights a_i / sum a,
     or "mean", the Monte-Carlo mean of the sampled features, an estimate of E_a[f]); the estimator it is trained
     with ("reinforce" or "expectation") and its sampling ("with" or "without" replacement), which also decide how
-    it classifies, so that a caller cannot score it the wrong way. The defaults of the
+    it classifies, so that a caller cannot score it the wrong way; the feature network's channels
+    (feature_width, 16 as the method's lymphoma network; the paper's Megapixel MNIST network has 32). The defaults of the
     last six are the original method's (T = 1, zero padding of patches and of the attention's convolutions, no
     floor, random start, eq. 1); train.py's
     defaults are chosen by experiment (README).
@@ -139,7 +140,8 @@ class AttentionSamplingModel:
 
     def __init__(self, n_classes, scale=4, patch_size=50, n_patches=20, in_channels=3, seed=0,
                  dtype=np.float32, temperature=1.0, border="zero", floor=0.0, attention_init="random",
-                 aggregate="attention", attention_padding="zero", estimator="reinforce", sampling="with"):
+                 aggregate="attention", attention_padding="zero", estimator="reinforce", sampling="with",
+                 feature_width=16):
         if border not in BORDERS:
             raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
         if not 0 <= floor < 1:
@@ -154,10 +156,11 @@ class AttentionSamplingModel:
         self.config = dict(n_classes=int(n_classes), scale=int(scale), patch_size=int(patch_size),
                            n_patches=int(n_patches), in_channels=int(in_channels), temperature=float(temperature),
                            border=border, floor=float(floor), attention_init=attention_init, aggregate=aggregate,
-                           attention_padding=attention_padding, estimator=estimator, sampling=sampling)
+                           attention_padding=attention_padding, estimator=estimator, sampling=sampling,
+                           feature_width=int(feature_width))
         self.attention = AttentionNetwork(scale, in_channels, rng=rng, dtype=dtype, init=attention_init,
                                           padding=attention_padding)
-        self.features = FeatureNetwork(n_classes, in_channels, rng=rng, dtype=dtype)
+        self.features = FeatureNetwork(n_classes, in_channels, hidden=int(feature_width), rng=rng, dtype=dtype)
 
     n_classes = property(lambda self: self.config["n_classes"])
     scale = property(lambda self: self.config["scale"])

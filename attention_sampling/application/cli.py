@@ -59,6 +59,7 @@ TRAINING_FLAGS = {
     "attention_padding": (dict(choices=ATTENTION_PADDINGS),
                           "how the attention network's convolutions fill the view's border: mirrored, repeated, or "
                           "zeros (the original method, which favours border cells)"),
+    "feature_width": (dict(type=positive_int, metavar="W"), "channels of the feature network's convolutions"),
     "seed": (dict(type=int, metavar="N"), "seed of the split, the model and the sampling"),
     "test_fraction": (dict(type=fraction, metavar="F"),
                       "share of each class held out for testing, never used to choose anything"),

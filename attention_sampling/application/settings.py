@@ -46,6 +46,9 @@ class Training:
     # k times as k a_i; chosen on the validation splits of lymphoma and the embedded set
     # (docs/results/lymphoma/tuning/README.md).
     aggregate: str = "mean"
+    # Channels of the feature network's convolutions: 16 as the paper's lymphoma network (its Megapixel MNIST
+    # network has 32).
+    feature_width: int = 16
     # Augmentation strengths (flips are on unless --no-augment): contrast factor from [1 - contrast, 1 + contrast],
     # zoom z from [1, 1 + zoom] (a crop of 1 / z of each side resized back), as the paper's.
     contrast: float = 0.3

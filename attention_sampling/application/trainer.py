@@ -42,7 +42,7 @@ def build_model(config):
                                   seed=run.seed, temperature=run.temperature, border=run.border, floor=run.floor,
                                   attention_init=run.attention_init, aggregate=run.aggregate,
                                   attention_padding=run.attention_padding, estimator=run.estimator,
-                                  sampling=run.sampling)
+                                  sampling=run.sampling, feature_width=run.feature_width)
 
 
 def augmentation(config):

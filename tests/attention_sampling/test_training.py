@@ -21,6 +21,19 @@ def test_parameter_counts_match_the_paper():
     assert counts == {"attention": 1449, "features": 7459}
 
 
+def test_feature_width_sets_the_feature_networks_channels_and_nothing_else():
+    """feature_width W: 3 -> W, then W -> W convolutions (3 x 3 x 3 x W + W + 3 x (9 W^2 + W) + W x C + C weights);
+    the attention network is the same network, drawn from the same seed, whatever W is."""
+    narrow, wide = AttentionSamplingModel(3, seed=1), AttentionSamplingModel(3, seed=1, feature_width=32)
+    width = 32
+    assert wide.parameter_counts()["features"] == 27 * width + width + 3 * (9 * width * width + width) + width * 3 + 3
+    assert wide.config["feature_width"] == 32 and narrow.config["feature_width"] == 16
+    for key, value in narrow.attention.params.items():
+        np.testing.assert_array_equal(wide.attention.params[key], value)
+    with pytest.raises(ValueError):
+        narrow.load_state_dict(wide.state_dict())  # a checkpoint of the other width is refused
+
+
 def test_attention_is_a_distribution_over_cells():
     images = np.random.default_rng(0).random((2, 37, 50, 3), dtype=np.float32)
     log_attention = AttentionNetwork(scale=4, rng=0).forward(images)

@@ -1,0 +1,51 @@
+"""compile_ahead: on an empty kernel cache a second process compiles the feature network's kernels into it; on a
+warm cache nothing starts."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from attention_sampling import AttentionSamplingModel
+from attention_sampling.application import compile_ahead
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+FRESH_CACHE = """
+import json, sys
+from attention_sampling import AttentionSamplingModel
+from attention_sampling.application import compile_ahead
+model = AttentionSamplingModel(2, scale=2, patch_size=10, n_patches=2)
+before = compile_ahead.feature_kernels_cached("float32")
+child = compile_ahead.start(model, training=True)
+code = child.wait() if child is not None else None
+print(json.dumps({"before": before, "started": child is not None, "code": code,
+                  "after": compile_ahead.feature_kernels_cached("float32"),
+                  "again": compile_ahead.start(model) is not None}))
+"""
+
+
+def test_an_empty_cache_is_filled_by_one_child_and_a_warm_one_starts_none(tmp_path):
+    environment = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=ROOT)
+    result = subprocess.run([sys.executable, "-c", FRESH_CACHE], env=environment, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen == {"before": False, "started": True, "code": 0, "after": True, "again": False}
+    assert any((tmp_path / "cache").rglob("*.nbi"))  # Numba's index files, written by the child
+
+
+def test_the_child_runs_the_feature_network_as_a_step_and_as_inference():
+    """What the child runs, here in this process: the training forward and backward, and the inference."""
+    for training in (True, False):
+        compile_ahead.compile_features(n_classes=3, in_channels=3, patch_size=12, n_patches=2, dtype="float32",
+                                       training=training)
+
+
+def test_the_spec_is_the_models_feature_network():
+    model = AttentionSamplingModel(5, scale=4, patch_size=30, n_patches=7, dtype=np.float64)
+    spec = compile_ahead._spec(model, training=False)
+    assert spec == {"n_classes": 5, "in_channels": 3, "patch_size": 30, "n_patches": 7, "dtype": "float64",
+                    "training": False}
+    assert json.loads(json.dumps(spec)) == spec
