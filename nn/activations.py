@@ -1,11 +1,12 @@
 """Element-wise activations.
 
-The kernels are memory-bound and most run on one thread: waking the kernel threads (nn/threads.py) costs ~0.1 ms on an idle
-machine but 5-15 ms on a loaded shared one (measured on the 2-core benchmark box: 16 ms median for a
-parallel pass over 8M floats, 2 ms on one thread), more than a second core saves on a small pass. The
-exception is the derivative applied from the output, which a training step runs over whole feature maps
-(the feature network's first layer: 25.6M values) between parallel kernels: on both cores that layer's
-backward took 77-83 ms against 100-114 on one (bench_step, two runs each, the training loader niced).
+The kernels are memory-bound and most run on one thread: waking a second thread costs ~0.1 ms on an idle
+machine but 5-15 ms on a loaded shared one (measured on the 2-core benchmark box with Numba's parallel
+loops: 16 ms median for a parallel pass over 8M floats, 2 ms on one thread), more than a second core saves on
+a small pass. The exceptions, split over nn/threads.py, are the derivative applied from the output, which a
+training step runs over whole feature maps (the feature network's first layer: 25.6M values): on both cores
+that layer's backward took 77-83 ms against 100-114 on one (bench_step, two runs each, the training loader
+niced), and the same with the bias sums taken in its pass.
 """
 import numpy as np
 from numba import njit

@@ -1,11 +1,13 @@
 """The cores' share of a kernel's work: a serial Numba kernel run over slices of its tasks on a pool of threads.
 
-Every parallel kernel of this project is written `kernel(start, stop, ...)`, a plain loop over its tasks
+The kernels only a training step runs (dL/dw, the bias sums, the sparse backward, batch norm, the leaky
+ReLU's backward, the augmented patches) are written `kernel(start, stop, ...)`, a plain loop over tasks
 start..stop-1 compiled without Numba's parallel=True, and called through `run`, which gives each thread one
-contiguous slice (the first on the calling thread) and returns when all are done. Why not parallel=True:
-its parfor lowering compiles each kernel's loop body a second time as a gufunc, which doubled the
-compilation a newcomer's first run waits for; the same loops split by hand run as fast, the kernels
-releasing the GIL (nogil=True). docs/performance.md, "Cold start"; python -m benchmarks.bench_cold.
+contiguous slice (the first on the calling thread) and returns when all are done. Why: parallel=True
+compiles a kernel's loop body a second time as a gufunc, twice the compilation a first run waits for, and
+the same loops split by hand run as fast (nogil kernels). The kernels inference runs stay Numba-parallel:
+there a call is a millisecond, the pool's hand-over (about 0.1 ms) shows, and the direct convolution's serial
+build is slower (docs/performance.md, "Cold start"; python -m benchmarks.bench_cold).
 
 A kernel's result never depends on how its tasks are split: each task writes its own outputs, and a kernel
 that reduces does so per part, with as many parts as `count()` (not as slices), the same sums either way.
