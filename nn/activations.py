@@ -84,7 +84,7 @@ def leaky_relu_backward_and_sum(grad_out, negative_slope, output):
     grad = grad_out if grad_out.flags.c_contiguous and grad_out.flags.writeable else grad_out.copy()
     channels = grad.shape[-1]
     rows = grad.reshape(-1, channels)
-    partial = np.zeros((max(1, min(threads.count(), rows.shape[0])), channels), dtype=grad.dtype)
+    partial = np.zeros((threads.parts(rows.shape[0]), channels), dtype=grad.dtype)
     threads.run(_leaky_relu_backward_sums, partial.shape[0], rows, grad.dtype.type(negative_slope),
                 output.reshape(-1, channels), partial)
     return grad, partial.sum(axis=0)

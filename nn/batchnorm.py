@@ -96,16 +96,12 @@ def _input_gradient(grad_rows, rows, mean, inv_std, scale, mean_g, mean_gx, out)
     return out
 
 
-def _parts(rows):
-    return max(1, min(threads.count(), rows.shape[0]))
-
-
 def channel_moments(rows):
     """(M, C) -> float64 per-channel mean and biased variance, two passes (the second about the mean)."""
     c = rows.shape[1]
-    partial = _channel_sums(rows, np.zeros(c), np.zeros((_parts(rows), 2, c)))
+    partial = _channel_sums(rows, np.zeros(c), np.zeros((threads.parts(rows.shape[0]), 2, c)))
     mean = partial[:, 0].sum(axis=0) / rows.shape[0]
-    partial = _channel_sums(rows, mean, np.zeros((_parts(rows), 2, c)))
+    partial = _channel_sums(rows, mean, np.zeros((threads.parts(rows.shape[0]), 2, c)))
     centred_sum, squares = partial.sum(axis=0)
     # The second pass's sum of (x - mean) is rounding error only: subtracting its square (the textbook
     # "corrected two-pass" formula) makes the variance exact to the last bits.
@@ -186,7 +182,7 @@ class BatchNorm2d(Layer):
             del output  # the activation's last reference: freed before the input gradient is allocated
         grad_rows = np.ascontiguousarray(grad_out, dtype=rows.dtype).reshape(rows.shape)
         partial = _gradient_sums(grad_rows, rows, self.mean.astype(np.float64), self.inv_std.astype(np.float64),
-                                 np.zeros((_parts(rows), 2, rows.shape[1])))
+                                 np.zeros((threads.parts(rows.shape[0]), 2, rows.shape[1])))
         sum_g, sum_gx = partial.sum(axis=0)
         gamma = self.params["gamma"]
         self.grads["gamma"] = sum_gx.astype(gamma.dtype)

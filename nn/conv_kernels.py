@@ -222,7 +222,7 @@ def weight_gradient(x, grad_out, kh, kw, top, left):
     if padded != c_out:  # the kernel reads whole tiles of channels: give it zero lanes to read
         grad_out = np.concatenate([grad_out, np.zeros(grad_out.shape[:-1] + (padded - c_out,), grad_out.dtype)],
                                   axis=-1)
-    parts = max(1, min(threads.count(), x.shape[0]))
+    parts = threads.parts(x.shape[0])
     partial = np.zeros((parts, kh, kw, c_in, padded), dtype=dtype)
     threads.run(_weight_gradient_kernel(block, weight_gradient_channels(c_in)), parts, x, grad_out, partial, top, left,
                 vectorise=True)
@@ -266,7 +266,7 @@ def _channel_sum_kernel(start, stop, rows, partial):
 def channel_sum(grad_out):
     """(N, H, W, C) -> (C,): the bias gradient, in one pass over the rows (NumPy's reduction over axis 0 is slower)."""
     rows = np.ascontiguousarray(grad_out).reshape(-1, grad_out.shape[-1])
-    parts = max(1, min(threads.count(), rows.shape[0]))
+    parts = threads.parts(rows.shape[0])
     partial = np.zeros((parts, rows.shape[1]), dtype=grad_out.dtype)
     threads.run(_channel_sum_kernel, parts, rows, partial)
     return partial.sum(axis=0)
@@ -448,7 +448,7 @@ def sparse_backward(x, grad_rows, row_of, active, out_hw, weight, top, left, inp
     # Each active position's row and column, once: integer divisions in the kernel's inner loops cost more than
     # its multiply-adds.
     rows, columns = np.divmod(active % (out_h * out_w), out_w)
-    parts = max(1, min(threads.count(), n))
+    parts = threads.parts(n)
     partial = np.zeros((parts, kh, kw, c_in, padded), dtype=dtype)
     if input_gradient:
         positions, slot = input_support(active, out_hw, x.shape[:3], kh, kw, top, left)

@@ -20,6 +20,7 @@ import numba
 from .kernel_tools import vectorised_call
 
 _pool = None
+_pool_workers = 0
 _pool_lock = threading.Lock()
 
 
@@ -29,6 +30,11 @@ def count():
     return max(1, int(numba.config.NUMBA_NUM_THREADS))
 
 
+def parts(items):
+    """How many parts a reducing kernel splits `items` into: one per thread, at most one per item."""
+    return max(1, min(count(), items))
+
+
 def slices(tasks, parts):
     """range(tasks) in `parts` contiguous slices as even as possible -> [(start, stop), ...], none empty."""
     parts = max(1, min(parts, tasks))
@@ -36,10 +42,11 @@ def slices(tasks, parts):
 
 
 def _workers():
-    global _pool
+    global _pool, _pool_workers
     with _pool_lock:
-        if _pool is None or _pool._max_workers != count() - 1:
-            _pool = ThreadPoolExecutor(max_workers=count() - 1, thread_name_prefix="nn-kernel")
+        if _pool is None or _pool_workers != count() - 1:
+            _pool_workers = count() - 1
+            _pool = ThreadPoolExecutor(max_workers=_pool_workers, thread_name_prefix="nn-kernel")
         return _pool
 
 

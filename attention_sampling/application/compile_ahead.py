@@ -21,15 +21,17 @@ def _spec(model, training):
     dtype = next(iter(model.features.params.values())).dtype
     return {"n_classes": model.n_classes, "in_channels": model.config["in_channels"],
             "patch_size": model.patch_size, "n_patches": model.n_patches, "dtype": dtype.name,
-            "training": bool(training)}
+            "feature_width": model.config["feature_width"], "training": bool(training)}
 
 
-def feature_kernels_cached(dtype):
-    """Whether the on-disk cache already holds the feature network's largest kernel (its 16-channel
-    Winograd convolution) for `dtype`: on a warm cache there is nothing to compile ahead."""
-    from nn import winograd
+def feature_kernels_cached(dtype, width=16):
+    """Whether the on-disk cache already holds, for `dtype`, the kernel every feature network of `width`
+    channels ends in (its last convolution with the global max pool fused in): on a warm cache there is
+    nothing to compile ahead."""
+    from nn import conv_kernels
 
-    kernel = winograd._kernel(16, winograd.TILES)
+    block = conv_kernels.channel_block(width)
+    kernel = conv_kernels._correlate_kernel(block, conv_kernels.TILE_PIXELS[block], True)
     try:
         index = kernel._cache._cache_file._index_path
         overloads = kernel._cache._cache_file._load_index()
@@ -43,7 +45,7 @@ def start(model, training=True):
     child process, unless they are cached already -> the subprocess.Popen, or None. Nothing waits for it:
     a kernel this process reaches first it compiles itself, and the child's copy only fills the cache."""
     spec = _spec(model, training)
-    if feature_kernels_cached(spec["dtype"]):
+    if feature_kernels_cached(spec["dtype"], spec["feature_width"]):
         return None
     # The child imports this project as this process does, installed or from its checkout.
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -55,12 +57,13 @@ def start(model, training=True):
         return None
 
 
-def compile_features(n_classes, in_channels, patch_size, n_patches, dtype, training):
+def compile_features(n_classes, in_channels, patch_size, n_patches, dtype, feature_width, training):
     """Run a feature network of this shape once, as a step would: forward and backward on n_patches random
     patches (the sparse backward's choice of kernels depends on the patch size), or inference."""
     from attention_sampling.models import FeatureNetwork
 
-    network = FeatureNetwork(n_classes, in_channels, rng=np.random.default_rng(0), dtype=np.dtype(dtype))
+    network = FeatureNetwork(n_classes, in_channels, hidden=feature_width, rng=np.random.default_rng(0),
+                             dtype=np.dtype(dtype))
     patches = np.random.default_rng(0).random((n_patches, patch_size, patch_size, in_channels)).astype(dtype)
     if training:
         out = network.forward(patches, True)

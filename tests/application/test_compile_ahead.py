@@ -40,12 +40,12 @@ def test_the_child_runs_the_feature_network_as_a_step_and_as_inference():
     """What the child runs, here in this process: the training forward and backward, and the inference."""
     for training in (True, False):
         compile_ahead.compile_features(n_classes=3, in_channels=3, patch_size=12, n_patches=2, dtype="float32",
-                                       training=training)
+                                       feature_width=8, training=training)
 
 
 def test_the_spec_is_the_models_feature_network():
-    model = AttentionSamplingModel(5, scale=4, patch_size=30, n_patches=7, dtype=np.float64)
+    model = AttentionSamplingModel(5, scale=4, patch_size=30, n_patches=7, dtype=np.float64, feature_width=24)
     spec = compile_ahead._spec(model, training=False)
     assert spec == {"n_classes": 5, "in_channels": 3, "patch_size": 30, "n_patches": 7, "dtype": "float64",
-                    "training": False}
+                    "feature_width": 24, "training": False}
     assert json.loads(json.dumps(spec)) == spec
