@@ -29,7 +29,7 @@ DEFAULTS = dict(TRAINING_DEFAULTS, bad_images="stop", max_pixels=DEFAULT_MAX_PIX
 # The training flags train.py offers, in the order of --help; all default to None (above).
 TRAIN_FLAGS = ("patches", "size", "scale", "epochs", "batch_size", "replicas", "lr", "lr_drops", "entropy",
                "temperature", "border", "floor", "attention_init", "attention_padding", "feature_width", "seed",
-               "test_fraction", "val_fraction", "val_repeats", "average_from", "estimator", "sampling", "aggregate",
+               "test_fraction", "val_fraction", "val_repeats", "average_from", "estimator", "sampling", "aggregate", "reward",
                "contrast", "zoom", "no_augment", "tissue")
 TRAIN_NOTES = {
     **{name: f"default {value}" for name, value in TRAINING_DEFAULTS.items()},
@@ -95,6 +95,8 @@ def parse_args(argv=None):
     if args.estimator == "expectation" and args.typed.get("aggregate") == "attention":
         parser.error("--aggregate attention is REINFORCE's eq. 1; the expectation estimator's classifier is always "
                      "its unbiased mean of the features")
+    if args.estimator == "expectation" and args.typed.get("reward") == "look":
+        parser.error("--reward is REINFORCE's; the expectation estimator has no reward")
     if args.val_fraction + args.test_fraction >= 1:
         parser.error(f"--val-fraction ({args.val_fraction}) and --test-fraction ({args.test_fraction}) leave no "
                      "images to train on: together they must stay below 1")

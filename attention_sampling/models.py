@@ -11,6 +11,8 @@ AGGREGATES = ("attention", "mean")
 ESTIMATORS = ("reinforce", "expectation")
 # Patches of a look drawn with or without replacement.
 SAMPLINGS = ("with", "without")
+# What REINFORCE rewards: each patch alone (softmax(T f_i)[y]) or each look, its P patches together.
+REWARDS = ("patch", "look")
 
 NEGATIVE_SLOPE = 0.01
 ATTENTION_INITS = ("random", "uniform")

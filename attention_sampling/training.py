@@ -6,10 +6,10 @@ import numpy as np
 import nn
 from .objective import (attention_entropy, entropy_gradient, estimator_weights, expectation_backward,
                         expectation_baseline, expectation_logits, expected_logits, expected_logits_backward,
-                        floored_attention, floored_attention_backward, patch_rewards, reinforce_gradient,
-                        scatter_to_cells, standardised_advantage)
+                        floored_attention, floored_attention_backward, look_reinforce_gradient, look_rewards,
+                        patch_rewards, reinforce_gradient, scatter_to_cells, standardised_advantage)
 from .images import is_lazy
-from .models import ESTIMATORS
+from .models import ESTIMATORS, REWARDS
 from .patches import extract_patches, outside_image
 from .sampling import sample_cells
 
@@ -169,13 +169,15 @@ def distinct_cells(looks):
 
 
 def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight=0.01,
-               estimator=None, replace=None, lap=_no_lap, mask=None):
+               estimator=None, replace=None, lap=_no_lap, mask=None, reward="patch"):
     """One update of both networks on (N, H, W, C) images with (N,) integer labels -> dict of metrics.
 
     Each image is looked at `replicas` times with fresh samples (P each); the attention network runs
     once per image. estimator="reinforce" (the paper): eq. 1 with weights a_i / sum a (or the features'
     mean, model.aggregate: classification_weights), REINFORCE for the
-    attention with a per-image baseline over all replicas' patches. estimator="expectation": the
+    attention with a per-image baseline over all replicas' patches (reward="patch": each patch's reward
+    softmax(T f_i)[y]; reward="look": each look's, its probability of the true class, the baseline then
+    over the image's looks, objective.look_reinforce_gradient). estimator="expectation": the
     unbiased estimate of E_a[f] differentiated directly (objective.expectation_backward).
 
     The model's own settings shape the step: its temperature T (the classifier is softmax(T x eq. 1), the
@@ -197,6 +199,8 @@ def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight
     replace = model.replace if replace is None else replace
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    if reward not in REWARDS:
+        raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
     n = images.shape[0]
     p = model.n_patches
     labels = np.asarray(labels, dtype=np.int64)
@@ -220,7 +224,10 @@ def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight
         expectation_logits(features, draw_weights, temperature)
     loss = loss_fn.forward(logits, replica_labels)
     lap("eq.1 + cross-entropy")
-    rewards = patch_rewards(features, replica_labels, temperature).reshape(n, replicas * p)
+    if reward == "look":
+        rewards = look_rewards(logits, replica_labels).reshape(n, replicas)
+    else:
+        rewards = patch_rewards(features, replica_labels, temperature).reshape(n, replicas * p)
 
     if estimator == "reinforce":
         # Feature network by backprop (the weights a_i are constants for it); attention by REINFORCE
@@ -229,8 +236,12 @@ def train_step(model, optimizer, images, labels, rng, replicas=4, entropy_weight
         advantage = standardised_advantage(rewards)
         lap("rewards + advantage")
         # The attention loss is the surrogate's mean over the n images.
-        grad_log_attention = reinforce_gradient(advantage, sampled.cells, map_shape,
-                                                None if replace else (p * draw_weights).reshape(n, -1)) / n
+        if reward == "look":
+            grad_log_attention = look_reinforce_gradient(advantage, sampled.cells, attention_values, map_shape,
+                                                         replace) / n
+        else:
+            grad_log_attention = reinforce_gradient(advantage, sampled.cells, map_shape,
+                                                    None if replace else (p * draw_weights).reshape(n, -1)) / n
         lap("REINFORCE gradient")
     else:
         # Each look's baseline is the image's other looks' estimate of E_a[f] (objective.expectation_baseline).

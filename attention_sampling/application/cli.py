@@ -3,7 +3,7 @@ errors are one line too (no usage block), like every other error of the programs
 import argparse
 import math
 
-from ..models import AGGREGATES, ATTENTION_INITS, ATTENTION_PADDINGS, ESTIMATORS, SAMPLINGS
+from ..models import AGGREGATES, ATTENTION_INITS, ATTENTION_PADDINGS, ESTIMATORS, REWARDS, SAMPLINGS
 from ..patches import BORDERS
 from .settings import LR_DROP, TISSUE_MODES, TRAINING_DEFAULTS
 
@@ -80,6 +80,9 @@ TRAINING_FLAGS = {
     "aggregate": (dict(choices=AGGREGATES),
                   "REINFORCE's classifier: the mean of the P sampled features, the Monte-Carlo estimate of E_a[f], or "
                   "eq. 1, the features weighted by their attention a_i / sum a (a cell drawn k times counts k a_i)"),
+    "reward": (dict(choices=REWARDS),
+               "REINFORCE's reward: each patch's own probability of the true class, or each look's, its P patches "
+               "classified together (which rewards a look for holding more of the evidence)"),
     "contrast": (dict(type=non_negative_fraction, metavar="F"),
                  "contrast augmentation: pixels scaled about the image's mean by a factor drawn from [1 - F, 1 + F]; "
                  "0: none"),

@@ -46,6 +46,8 @@ class Training:
     # k times as k a_i; chosen on the validation splits of lymphoma and the embedded set
     # (docs/results/lymphoma/tuning/README.md).
     aggregate: str = "mean"
+    # What REINFORCE rewards: each patch alone, as the method, or each look (its P patches together).
+    reward: str = "patch"
     # Channels of the feature network's convolutions: 16 as the paper's lymphoma network (its Megapixel MNIST
     # network has 32).
     feature_width: int = 16
@@ -93,7 +95,7 @@ TRAINING_DEFAULTS = {key: value for key, value in asdict(Training()).items() if 
 # today's defaults are, and a flag typed on resuming it is compared with these.
 LEGACY = dict(temperature=1.0, border="zero", floor=0.0, attention_init="random", val_fraction=0.0, val_repeats=1,
               average_from=0, estimator="reinforce", sampling="with", lr_drops=(), contrast=0.3, zoom=0.2,
-              aggregate="attention", attention_padding="zero", tissue="none")
+              aggregate="attention", attention_padding="zero", tissue="none", reward="patch")
 
 
 # --tissue: the attention samples only cells on tissue (auto, application/tissue.py), or every cell (none).

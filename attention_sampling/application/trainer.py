@@ -392,7 +392,8 @@ class Trainer:
                 with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                     metrics = train_step(self.model, self.optimizer, images, self.dataset.labels[batch],
                                          self.rng, replicas=self.config["replicas"],
-                                         entropy_weight=self.config["entropy"], mask=mask)
+                                         entropy_weight=self.config["entropy"], mask=mask,
+                                         reward=self.settings.reward)
                 if not all(math.isfinite(v) for v in metrics.values()):
                     raise self._diverged(f"loss {metrics['loss']}")
                 self.totals.add(metrics, len(batch))

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 import nn
 from attention_sampling.objective import (attention_entropy, entropy_gradient, expected_logits,
                                           expected_logits_backward, floored_attention,
-                                          floored_attention_backward, patch_rewards, reinforce_gradient,
-                                          standardised_advantage)
+                                          floored_attention_backward, look_reinforce_gradient, look_rewards,
+                                          patch_rewards, reinforce_gradient, standardised_advantage)
 from attention_sampling.sampling import sample_cells
 from tests.gradcheck import assert_gradients_close, numerical_gradient
 
@@ -336,3 +336,68 @@ def test_masked_entropy_and_floor_backward_match_finite_differences(shape, seed,
     assert np.isfinite(attention_entropy(log_attention)).all()
     assert_gradients_close(analytic, numerical_gradient(loss, logits), rtol=1e-6, atol=1e-8)
     assert np.all(analytic[~mask] == 0)
+
+
+def look_probability(sampled, outcome, replace):
+    """q(look): the probability of drawing the cells of `outcome` in that order from `sampled` (h, w)."""
+    probability, removed = 1.0, 0.0
+    for cell in outcome:
+        probability *= sampled[cell] / (1.0 if replace else 1.0 - removed)
+        removed += sampled[cell]
+    return probability
+
+
+def look_outcomes(shape, k, replace):
+    cells = [(r, c) for r in range(shape[0]) for c in range(shape[1])]
+    return list(itertools.product(cells, repeat=k) if replace else itertools.permutations(cells, k))
+
+
+@settings(max_examples=25)
+@given(map_shapes, st.integers(1, 3), st.integers(0, 2**31 - 1), st.booleans(), st.sampled_from([0.0, 0.3]))
+def test_look_reinforce_enumerated_equals_exact_gradient_of_the_expected_look_reward(shape, k, seed, replace, floor):
+    """A reward per look (any function of its ordered cells): summing the look estimator over every look of K
+    draws from a_s, with or without replacement, weighted by its probability, gives central differences of
+    E[r] = sum_look q(look) r(look) in float64, carried back through the floor's mixing to the logits."""
+    rng = np.random.default_rng(seed)
+    k = min(k, shape[0] * shape[1])
+    logits = rng.standard_normal((1,) + shape) * 1.5
+    outcomes = look_outcomes(shape, k, replace)
+    reward = {outcome: rng.random() for outcome in outcomes}
+
+    def expected_reward():
+        sampled = np.exp(floored_attention(nn.log_softmax(logits, axis=(1, 2)), floor))[0]
+        return sum(look_probability(sampled, outcome, replace) * reward[outcome] for outcome in outcomes)
+
+    layer = nn.SpatialLogSoftmax()
+    log_attention = layer.forward(logits)
+    log_sampled = floored_attention(log_attention, floor)
+    sampled = np.exp(log_sampled)[0]
+    expected = np.zeros_like(logits)
+    for outcome in outcomes:
+        cells = np.array(outcome)[None]
+        values = sampled[cells[..., 0], cells[..., 1]]
+        grad = look_reinforce_gradient(np.array([[reward[outcome]]]), cells, values, shape, replace)
+        grad = floored_attention_backward(grad, log_attention, log_sampled, floor)
+        expected += look_probability(sampled, outcome, replace) * -layer.backward(grad)
+    assert_gradients_close(expected, numerical_gradient(expected_reward, logits), rtol=1e-6, atol=1e-9)
+
+
+def test_look_reinforce_averages_its_looks_and_stays_finite_on_a_peaked_float32_attention():
+    """R looks of one image: the mean of their single-look gradients. An attention whose top cell float32 rounds
+    to 1 (1 - S = 0 after it) still gives finite gradients."""
+    rng = np.random.default_rng(3)
+    values = rng.random((2, 3)) / 3
+    cells = np.array([[[0, 0], [0, 1], [1, 1], [0, 1], [1, 0], [0, 0]]])
+    advantage = np.array([[0.7, -1.2]])
+    both = look_reinforce_gradient(advantage, cells, values, (2, 2), replace=False)
+    alone = [look_reinforce_gradient(advantage[:, [r]], cells[:, 3 * r:3 * r + 3], values[[r]], (2, 2), replace=False)
+             for r in range(2)]
+    np.testing.assert_allclose(both, (alone[0] + alone[1]) / 2, rtol=1e-12)
+    peaked = np.array([[1.0, 1.2e-38, 1.2e-38]], dtype=np.float32)
+    grad = look_reinforce_gradient(np.array([[1.0]], dtype=np.float32), cells[:, :3], peaked, (2, 2), replace=False)
+    assert np.all(np.isfinite(grad))
+
+
+def test_look_rewards_are_each_looks_probability_of_its_label():
+    logits = np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(look_rewards(logits, np.array([0, 2])), [np.e ** 2 / (np.e ** 2 + 2), 1 / 3])

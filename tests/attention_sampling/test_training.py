@@ -331,6 +331,28 @@ def test_train_step_with_every_option_runs_for_both_estimators_and_sampling_mode
             assert all(np.isfinite(v) for v in metrics.values())
 
 
+@pytest.mark.parametrize("replace", [True, False])
+def test_a_look_reward_changes_only_the_attentions_step(replace):
+    """reward="look" scores each look as a whole: from the same draws the feature network takes the same step
+    as with per-patch rewards (its gradient is the classifier's), the attention network another one."""
+    images = np.random.default_rng(0).random((2, 32, 40, 3), dtype=np.float32)
+    after = {}
+    for reward in ("patch", "look"):
+        model = AttentionSamplingModel(3, scale=4, patch_size=8, n_patches=3, seed=1)
+        metrics = train_step(model, nn.Adam(1e-3), images, np.array([0, 2]), np.random.default_rng(2), replicas=3,
+                             replace=replace, reward=reward)
+        assert all(np.isfinite(v) for v in metrics.values()) and 0 < metrics["reward"] < 1
+        after[reward] = model.params
+    for key, value in after["patch"].items():
+        if key.startswith("features."):
+            np.testing.assert_array_equal(value, after["look"][key], err_msg=key)
+    assert any(not np.array_equal(value, after["look"][key]) for key, value in after["patch"].items()
+               if key.startswith("attention."))
+    with pytest.raises(ValueError, match="reward"):
+        train_step(AttentionSamplingModel(3, scale=4, patch_size=8, n_patches=3), nn.Adam(), images, np.array([0, 2]),
+                   np.random.default_rng(0), reward="bag")
+
+
 def test_predict_with_a_floor_weights_by_the_floored_attention():
     """Prediction.attention stays the network's a; the weights are a_s = (1 - eps) a + eps / K at the cells."""
     model = AttentionSamplingModel(3, scale=4, patch_size=8, n_patches=5, temperature=3.0, border="inside", floor=0.2)
