@@ -371,15 +371,17 @@ def compare(args):
                     continue
                 dataset = ImageFolder.scan(data)
                 height, width = dataset.image_shape()
-                config = dict(data=os.path.abspath(data), classes=dataset.classes, image_shape=[height, width],
+                # train.py's defaults for every setting not given here (a setting missing from a config is
+                # rebuilt as runs made before it existed were, settings.LEGACY: zero-padded attention).
+                config = dict(TRAINING_DEFAULTS, data=os.path.abspath(data), classes=dataset.classes, image_shape=[height, width],
                               patches=args.patches, size=args.size, scale=args.scale, epochs=args.epochs,
                               batch_size=args.batch_size, replicas=args.replicas, lr=args.lr,
                               entropy=entropy, seed=seed, test_fraction=test_fraction, val_fraction=val_fraction,
                               augment=not args.no_augment,
-                              **{key: TRAINING_DEFAULTS[key] for key in ("temperature", "border", "floor")},
                               aggregate=args.aggregate,
                               attention_init=args.attention_init,
-                              downscale=args.downscale, **settings,
+                              downscale=args.downscale)
+                config.update(settings,
                               run_dir=os.path.join(args.out, dataset_name, method.split(" (")[0].replace(", ", "-")
                                                    .replace(" ", "-") + f"-seed{seed}"))
                 print(f"{dataset_name}: {method}, seed {seed}", file=sys.stderr)

@@ -214,6 +214,13 @@ def test_compare_takes_an_image_folder_and_a_subset_of_methods(tiny_datasets):
     assert [float(r["entropy"]) for r in rows] == [ENTROPY_BY_ESTIMATOR["reinforce"],
                                                    ENTROPY_BY_ESTIMATOR["expectation"]]
     assert name in (out / "compare.md").read_text()
+    # Every setting compare does not choose is train.py's default, not that of runs made before it existed.
+    from attention_sampling.application.settings import TRAINING_DEFAULTS
+
+    for run in ("reinforce-with-replacement-seed0", "expectation-without-replacement-seed0"):
+        config = json.loads((out / name / run / "config.json").read_text())
+        for key in ("attention_padding", "border", "temperature", "feature_width", "reward", "contrast"):
+            assert config[key] == TRAINING_DEFAULTS[key], (run, key)
 
 
 def test_compare_names_a_data_set_it_cannot_find(tiny_datasets):
