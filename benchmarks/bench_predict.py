@@ -3,7 +3,8 @@
     python -m benchmarks.bench_predict --images FOLDER      # e.g. the 1388 x 1040 TIFFs bench_epoch writes
 
 The real code of `predict.py` (attention_sampling.application.prediction / cluster) on every image of FOLDER
-(recursively), with a model of train.py's defaults (S = 50, P = 20, c = 4) for the images' size, saved as a
+(recursively), beside the time to read and decode the same images alone (the disk-and-decoder limit) and to read
+and classify them in turn without reading the next one ahead, with a model of train.py's defaults (S = 50, P = 20, c = 4) for the images' size, saved as a
 checkpoint as train.py saves one (its weights do not change the time); one warm-up pass over a few images first (Numba's cache, the workers'
 start-up and model loading are reported apart). Memory: peak RSS of this process for the in-process row,
 of each worker process for the cluster rows. Nothing is asserted on time.
@@ -37,7 +38,8 @@ def main(argv=None):
     import nn
     from attention_sampling.application.checkpoint import save_checkpoint
     from attention_sampling.application.data import read_image
-    from attention_sampling.application.prediction import predict_in_process
+    from attention_sampling.application.prediction import model_from_checkpoint, predict_in_process, predict_path, \
+        read_for_run
     from attention_sampling.application.settings import TRAINING_DEFAULTS
     from attention_sampling.application.trainer import build_model
 
@@ -51,10 +53,25 @@ def main(argv=None):
     print(f"{len(paths)} images in {args.images}; model {checkpoint}; looks {args.looks}")
     rows = []
     list(predict_in_process(checkpoint, paths[:2], looks=args.looks))  # Numba's cache, first-touch pages
+    # The limit the disk and the decoder set: every image read and decoded as prediction reads it, nothing else.
+    start = time.perf_counter()
+    for path in paths:
+        read_for_run(path, config)
+    decode = time.perf_counter() - start
+    rows.append(["decode alone", f"{len(paths) / decode:.2f}", f"{decode:.1f}", "-", "-"])
+    # The same images read and then classified in turn, without reading the next one ahead.
+    loaded_config, model, _ = model_from_checkpoint(checkpoint)
+    start = time.perf_counter()
+    for path in paths:
+        predict_path(model, loaded_config, path, looks=args.looks)
+    serial = time.perf_counter() - start
+    rows.append(["in process, no read-ahead", f"{len(paths) / serial:.2f}", f"{serial:.1f}", "-", "-"])
     start = time.perf_counter()
     list(predict_in_process(checkpoint, paths, looks=args.looks))
     seconds = time.perf_counter() - start
     rows.append(["in process", f"{len(paths) / seconds:.2f}", f"{seconds:.1f}", "-", mb(peak_rss_bytes())])
+    print(f"in process: {decode / seconds:.0%} of the decode-alone rate; classification alone (no read-ahead minus "
+          f"decode): {(serial - decode) / len(paths) * 1000:.1f} ms an image")
 
     from attention_sampling.application.cluster import connect, predict_on_cluster
     from benchmarks.common import peak_rss_bytes as worker_peak

@@ -57,6 +57,23 @@ def test_an_unreadable_image_is_an_error_row_and_the_rest_go_on(trained, tmp_pat
     assert alone.returncode == 2 and len(alone.stderr.strip().splitlines()) == 1 and "broken.png" in alone.stderr
 
 
+def test_reading_ahead_gives_each_image_the_row_it_gets_alone(trained, tmp_path):
+    """predict_in_process reads image i + 1 while it classifies image i: the rows, an unreadable image's error row
+    among them, are those of reading and classifying each image on its own."""
+    from attention_sampling.application.prediction import model_from_checkpoint, predict_in_process, predict_path
+
+    workspace, run_dir, data = trained
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    good = [os.path.join(data, kind, sorted(os.listdir(os.path.join(data, kind)))[0]) for kind in ("vertical", "horizontal")]
+    paths = [good[0], str(bad), good[1]]
+    checkpoint = os.path.join(run_dir, "best.npz")
+    config, model, _ = model_from_checkpoint(checkpoint)
+    alone = [predict_path(model, config, path, seed=2, looks=2) for path in paths]
+    assert "broken.png" in alone[1]["error"] and "error" not in alone[0]
+    assert list(predict_in_process(checkpoint, paths, seed=2, looks=2)) == alone
+
+
 def test_pictures_are_drawn_per_image(trained, tmp_path):
     workspace, run_dir, data = trained
     folder = os.path.join(data, "checkerboard")

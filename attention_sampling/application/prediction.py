@@ -81,7 +81,8 @@ def picture_path(directory, path, extension=".png"):
 REPORT_IMAGES = "images"
 
 
-def predict_path(model, config, path, seed=0, looks=1, pictures=None, tissue=None, geojson=None, report=None):
+def predict_path(model, config, path, seed=0, looks=1, pictures=None, tissue=None, geojson=None, report=None,
+                 images=None):
     """One image -> its output row: the class, the probabilities, the attention entropy and, over the
     looks, the spread of the chosen class's probability and the share of looks that agree. An image that
     cannot be read (or, with tissue "auto", holds no tissue) gives an error row. With `pictures` a folder, its
@@ -90,7 +91,8 @@ def predict_path(model, config, path, seed=0, looks=1, pictures=None, tissue=Non
     and the row gets a "report" entry (picture, patch weights) for report.py, which the caller removes before
     writing the row.
     tissue: "auto" samples on the tissue only and adds the row's on_tissue (the share of its patches there),
-    "none" everywhere; None: as the run was trained."""
+    "none" everywhere; None: as the run was trained. images: a Future of read_for_run(path, config) begun
+    earlier (predict_in_process reads the next image while this one is classified), or None: read it now."""
     from ..images import is_lazy
     from ..training import on_mask, predict
     from .pooling import PooledImages
@@ -99,7 +101,7 @@ def predict_path(model, config, path, seed=0, looks=1, pictures=None, tissue=Non
     run = Training.from_dict(config)
     tissue = tissue or run.tissue
     try:
-        images = read_for_run(path, config)
+        images = read_for_run(path, config) if images is None else images.result()
         # One pooled view for the tissue mask and the attention network (a slide's batch keeps its own).
         batch = images if is_lazy(images) else PooledImages(images)
         mask = batch_mask(tissue, batch, model, [path])
@@ -147,9 +149,18 @@ def predict_path(model, config, path, seed=0, looks=1, pictures=None, tissue=Non
 
 
 def predict_in_process(checkpoint, paths, seed=0, looks=1, pictures=None, tissue=None, geojson=None, report=None):
-    """Rows for `paths`, in order, one image at a time in this process."""
+    """Rows for `paths`, in order, one image at a time in this process; the next image is read and decoded on a
+    thread while this one is classified (decoders release the GIL: benchmarks.bench_predict)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     config, model, _ = model_from_checkpoint(checkpoint)
-    if paths:
-        compile_ahead.start(model, training=False)  # on an empty kernel cache only
-    for path in paths:
-        yield predict_path(model, config, path, seed, looks, pictures, tissue, geojson, report)
+    if not paths:
+        return
+    compile_ahead.start(model, training=False)  # on an empty kernel cache only
+    with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as reader:
+        following = reader.submit(read_for_run, paths[0], config)
+        for index, path in enumerate(paths):
+            current = following
+            if index + 1 < len(paths):
+                following = reader.submit(read_for_run, paths[index + 1], config)
+            yield predict_path(model, config, path, seed, looks, pictures, tissue, geojson, report, images=current)
