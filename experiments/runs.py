@@ -365,7 +365,7 @@ def compare(args):
             # Each estimator's own entropy default (settings.ENTROPY_BY_ESTIMATOR) unless one is given.
             entropy = args.entropy if args.entropy is not None else \
                 ENTROPY_BY_ESTIMATOR[settings.get("estimator", "reinforce")]
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 dataset_name, data, test_fraction, val_fraction = compare_data(name, seed, args)
                 if (dataset_name, method, seed) in done:
                     continue
@@ -515,6 +515,9 @@ def build_parser():
     comparison.add_argument("--methods", nargs="+", choices=tuple(METHODS), default=list(METHODS), metavar="METHOD",
                             help="methods to train (default: all): " + "; ".join(METHODS))
     comparison.add_argument("--seeds", type=int, default=3, help="random trials per setting (default 3)")
+    comparison.add_argument("--first-seed", type=int, default=0,
+                            help="the trials' seeds are FIRST, FIRST + 1, ... (default 0): two commands on one --out "
+                                 "can share the seeds out")
     comparison.add_argument("--downscale", type=int, default=8,
                             help="pooling factor of the downscaled-CNN baseline (default 8)")
     comparison.add_argument("--mnist-per-class", type=positive_int, default=MNIST_SETTINGS["n_per_class"], metavar="N",

@@ -291,6 +291,12 @@ def test_compare_on_megapixel_mnist_builds_each_seeds_split_and_reports_the_vali
         row = next(r for r in rows if r["method"] == "reinforce, without replacement" and int(r["seed"]) == seed)
         best = max(history, key=lambda r: (float(r["val_accuracy"]), -float(r["val_loss"])))
         assert float(row["test_accuracy"]) == pytest.approx(float(best["test_accuracy"]), abs=1e-4)
+    # A second command shares the seeds out: --first-seed 2 --seeds 1 trains seed 2 alone, beside the rows there.
+    assert experiments.main(args[:args.index("--methods")] + ["--first-seed", "2", "--seeds", "1", "--methods",
+                                                               "CNN on the downscaled image"]) == 0
+    rows = experiments.read_results(out / "compare.csv")
+    assert sorted(int(r["seed"]) for r in rows if r["method"] == "CNN on the downscaled image") == [0, 1, 2]
+    assert built[-1][0] == 2
 
 
 # What paper-table's and compare's flags parsed to before they were declared in application/cli.py: every
@@ -307,7 +313,7 @@ COMPARE_DEFAULTS = {
     "methods": ["reinforce, with replacement", "reinforce, without replacement", "expectation, with replacement",
                 "expectation, without replacement", "uniform attention (random crops)", "CNN on the downscaled image"],
     "mnist_per_class": 100, "no_augment": False, "out": "runs/compare", "patches": 10, "replicas": 2, "scale": 4,
-    "seeds": 3, "size": 50, "table_only": False, "test_fraction": 0.3, "val_fraction": 0.0}
+    "seeds": 3, "first_seed": 0, "size": 50, "table_only": False, "test_fraction": 0.3, "val_fraction": 0.0}
 EXPERIMENT_PARSED = [
     (["paper-table"], TABLE_DEFAULTS, {}),
     (["paper-table", "--data", "ROOT", "--out", "OUT", "--seeds", "2", "--epochs", "7", "--sizes", "15", "6",
