@@ -1,7 +1,8 @@
 """Can the feature network learn to read digits from the canvas's label alone, when the attention is perfect?
 Train it on bags of P patches per Megapixel MNIST canvas: a 50 x 50 crop around each of its five digits (at a
 random offset) and P - 5 crops at random places, labelled only with the canvas's class, through one of two
-classifier heads, and print the accuracy on single digit crops and on bags of held-out canvases every 250 steps.
+classifier heads, and print the accuracy on single digit crops and on bags of held-out canvases every 250 steps and
+after the last.
 
     python -m experiments.bag_reading DATA [--head class|paper] [--hidden 16] [--patches 10] [--steps 2000]
 
@@ -141,7 +142,7 @@ def main(argv=None):
         head.zero_grads()
         head.backward(loss_fn.backward(), args.patches)
         optimizer.step(head.params, head.grads)
-        if step % 250 == 0:
+        if step % 250 == 0 or step == args.steps:
             bag_hits = np.concatenate([head.logits(as_input(test_bags[i:i + 32]), False).argmax(1) == test_y[i:i + 32]
                                        for i in range(0, len(test_bags), 32)])
             digit_hits = np.concatenate([head.logits(as_input(test_digits[i:i + 256, None]), False).argmax(1)

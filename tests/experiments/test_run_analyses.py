@@ -1,5 +1,6 @@
 """The analyses of a trained run: its feature network on single digits (digit_patches --run), eq. 1 against
-the mean over the same draws (aggregate), and a window of its epochs (windows)."""
+the mean over the same draws (aggregate), and a window of its epochs (windows); and the feature network trained
+on perfect looks (bag_reading)."""
 import csv
 
 import numpy as np
@@ -9,7 +10,7 @@ from attention_sampling.application.data import ImageFolder, stratified_split
 from attention_sampling.application.megapixel_mnist import build
 from attention_sampling.application.settings import TRAINING_DEFAULTS
 from attention_sampling.application.trainer import Trainer
-from experiments import aggregate, digit_patches, windows
+from experiments import aggregate, bag_reading, digit_patches, windows
 from tests.application.test_megapixel_mnist import fake_digits
 
 
@@ -67,3 +68,23 @@ def test_a_window_averages_its_epochs_and_picks_the_best_inside_it(tmp_path):
     assert "epochs 2-4" in line and "validation 0.633" in line and "train 0.300" in line
     assert "validation-best 0.700 at epoch 4 (test 0.350)" in line  # equal accuracy: the lower loss
     assert windows.window(str(tmp_path), 7, 9).endswith("no epochs in 7-9")
+
+
+def test_a_perfect_look_holds_every_digit_whole_and_then_random_crops():
+    canvas = np.zeros((60, 80), dtype=np.uint8)
+    boxes = [(5, 7, 10, 10, 3), (40, 60, 12, 9, 1)]
+    for top, left, h, w, _ in boxes:
+        canvas[top:top + h, left:left + w] = 255
+    crops = bag_reading.bag(canvas, boxes, 4, 20, np.random.default_rng(0))
+    assert crops.shape == (4, 20, 20)
+    assert [int(crop.sum()) // 255 for crop in crops[:2]] == [100, 108]  # each crop holds its whole digit
+
+
+@pytest.mark.parametrize("head", ["class", "paper"])
+def test_bag_reading_trains_either_head_and_reports_both_accuracies(trained, capsys, head):
+    root, _, _ = trained
+    bag_reading.main([root, "--head", head, "--steps", "3", "--size", "28", "--patches", "6", "--batch", "2",
+                      "--test-fraction", "0.34", "--val-fraction", "0.34"])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("step 3 ")
+    assert all(0 <= float(last.split(name)[1].split()[0]) <= 1 for name in ("test bags", "test digits"))
