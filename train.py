@@ -65,7 +65,8 @@ def parse_args(argv=None):
              f"every epoch (default {DEFAULT_CACHE_BYTES // 2**20}; 0: never); the numbers do not change")
     add("--resume", metavar="RUN", help="continue the run in folder RUN where it stopped")
     add("--recipe", choices=tuple(RECIPES), default="default",
-        help="a named set of defaults: localized (--entropy 0.001 --sampling without --no-augment), for evidence "
+        help="a named set of defaults: localized (--estimator expectation --entropy 0.001 --sampling without "
+             "--no-augment), for evidence "
              "in a few small objects on a flat background (docs/experiments/megapixel-mnist.md); the flags typed "
              "override it (default: default)")
     add("--quiet", action="store_true", help="no progress bar")

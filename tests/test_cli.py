@@ -345,17 +345,19 @@ def test_the_entropy_default_follows_the_estimator_unless_typed():
 
 
 def test_a_recipe_sets_its_flags_where_none_is_typed_and_is_stored_with_the_run(data_root, tmp_path):
-    """--recipe localized is --entropy 0.001 --sampling without --no-augment, each still overridable; the
+    """--recipe localized is --estimator expectation --entropy 0.001 --sampling without --no-augment, each still
+    overridable; the
     run's config holds the values, so a resume needs no recipe."""
     from attention_sampling.application.settings import RECIPES
 
     import train
 
     args = train.parse_args(["--recipe", "localized"])
-    assert (args.entropy, args.sampling, args.no_augment) == (0.001, "without", True)
-    assert RECIPES["localized"] == dict(entropy=0.001, sampling="without", augment=False)
-    typed = train.parse_args(["--recipe", "localized", "--entropy", "0.02", "--sampling", "with"])
-    assert (typed.entropy, typed.sampling, typed.no_augment) == (0.02, "with", True)
+    assert (args.estimator, args.entropy, args.sampling, args.no_augment) == ("expectation", 0.001, "without", True)
+    assert RECIPES["localized"] == dict(estimator="expectation", entropy=0.001, sampling="without", augment=False)
+    typed = train.parse_args(["--recipe", "localized", "--entropy", "0.02", "--sampling", "with", "--estimator",
+                              "reinforce"])
+    assert (typed.estimator, typed.entropy, typed.sampling, typed.no_augment) == ("reinforce", 0.02, "with", True)
     assert (train.parse_args([]).sampling, train.parse_args([]).no_augment) == ("with", False)
 
     ok(run(TRAIN, "--data", data_root, "--out", "recipe", "--epochs", 1, "--recipe", "localized", *TINY, cwd=tmp_path))
@@ -392,10 +394,12 @@ TRAIN_PARSED = [
      dict(EVERY_TRAIN_FLAG, cache_mb=10, data="ROOT", out="RUN", quiet=True, no_augment=True,
           typed={**{k: v for k, v in EVERY_TRAIN_FLAG.items() if k != "epochs"}, "estimator": "reinforce",
                  "augment": False})),
-    (["--recipe", "localized"], dict(entropy=0.001, no_augment=True, recipe="localized", sampling="without",
-                                     typed=dict(augment=False, entropy=0.001, sampling="without"))),
+    (["--recipe", "localized"], dict(entropy=0.001, estimator="expectation", no_augment=True, recipe="localized",
+                                     sampling="without", typed=dict(augment=False, entropy=0.001, estimator="expectation",
+                                                                    sampling="without"))),
     (["--recipe", "localized", "--entropy", "0.02", "--sampling", "with"],
-     dict(entropy=0.02, no_augment=True, recipe="localized", typed=dict(augment=False, entropy=0.02, sampling="with"))),
+     dict(entropy=0.02, estimator="expectation", no_augment=True, recipe="localized",
+          typed=dict(augment=False, entropy=0.02, estimator="expectation", sampling="with"))),
     (["--estimator", "expectation"], dict(entropy=0.001, estimator="expectation", typed=dict(estimator="expectation"))),
     (["--estimator", "expectation", "--entropy", "0.3", "--border", "inside"],
      dict(border="inside", entropy=0.3, estimator="expectation",
