@@ -154,6 +154,7 @@ def predict_in_process(checkpoint, paths, seed=0, looks=1, pictures=None, tissue
     from concurrent.futures import ThreadPoolExecutor
 
     config, model, _ = model_from_checkpoint(checkpoint)
+    paths = list(paths)
     if not paths:
         return
     compile_ahead.start(model, training=False)  # on an empty kernel cache only
