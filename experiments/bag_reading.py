@@ -23,25 +23,17 @@ import numpy as np
 import nn
 from attention_sampling.application.data import stratified_split
 from attention_sampling.models import FeatureNetwork
+from experiments.digit_patches import digit_crop
 
 
-def load(root, names):
-    """-> (N, H, W) uint8 canvases and their digit boxes [(top, left, h, w, digit), ...] per canvas."""
-    with open(os.path.join(root, "objects.json")) as handle:
-        boxes = json.load(handle)["objects"]
+def load(root, names, boxes):
+    """-> (N, H, W) uint8 canvases and their digit boxes [(top, left, h, w, digit), ...] per canvas, from
+    objects.json's `boxes`."""
     canvases = []
     for name in names:
         image = iio.imread(os.path.join(root, name))
         canvases.append(image if image.ndim == 2 else image[..., 0])
     return np.stack(canvases), [[tuple(box[:5]) for box in boxes[name]] for name in names]
-
-
-def digit_crop(canvas, box, size, rng):
-    """(H, W) canvas, a digit's box -> (size, size) crop holding the digit at a random offset."""
-    top, left, h, w, _ = box
-    t = int(np.clip(top - rng.integers(0, size - h + 1), 0, canvas.shape[0] - size))
-    l = int(np.clip(left - rng.integers(0, size - w + 1), 0, canvas.shape[1] - size))
-    return canvas[t:t + size, l:l + size]
 
 
 def bag(canvas, boxes, patches, size, rng):
@@ -64,9 +56,10 @@ class Head:
     def __init__(self, kind, hidden, temperature, rng):
         self.kind, self.temperature = kind, temperature
         self.features = FeatureNetwork(10, hidden=hidden, rng=rng)
+        self.parts = {"features": self.features}
         if kind == "paper":  # the max-pooled channels, L2-normalised; the dense layer comes after the mean
             self.features.layers = self.features.layers[:-2] + [nn.L2Normalize()]
-            self.classifier = nn.Dense(hidden, 10, rng=rng)
+            self.classifier = self.parts["classifier"] = nn.Dense(hidden, 10, rng=rng)
 
     def logits(self, bags, training):
         """(B, P, S, S, 3) -> (B, 10)."""
@@ -86,24 +79,16 @@ class Head:
         grad = np.repeat(grad_mean[:, None, :] / p, p, axis=1)
         self.features.backward(grad.reshape(-1, grad.shape[-1]).astype(np.float32))
 
-    @property
-    def params(self):
-        params = {f"features.{k}": v for k, v in self.features.params.items()}
-        if self.kind == "paper":
-            params.update({f"classifier.{k}": v for k, v in self.classifier.params.items()})
-        return params
+    def _merged(self, attribute):
+        return {f"{name}.{key}": value for name, part in self.parts.items()
+                for key, value in getattr(part, attribute).items()}
 
-    @property
-    def grads(self):
-        grads = {f"features.{k}": v for k, v in self.features.grads.items()}
-        if self.kind == "paper":
-            grads.update({f"classifier.{k}": v for k, v in self.classifier.grads.items()})
-        return grads
+    params = property(lambda self: self._merged("params"))
+    grads = property(lambda self: self._merged("grads"))
 
     def zero_grads(self):
-        self.features.zero_grads()
-        if self.kind == "paper":
-            self.classifier.zero_grads()
+        for part in self.parts.values():
+            part.zero_grads()
 
 
 def main(argv=None):
@@ -121,11 +106,12 @@ def main(argv=None):
     parser.add_argument("--val-fraction", type=float, default=0.1)
     args = parser.parse_args(argv)
     with open(os.path.join(args.data, "objects.json")) as handle:
-        names = sorted(json.load(handle)["objects"])
+        boxes = json.load(handle)["objects"]
+    names = sorted(boxes)
     labels = np.array([int(name.split("/")[0]) for name in names])
     split = stratified_split(labels, args.test_fraction, 0, args.val_fraction)
-    train, train_boxes = load(args.data, [names[i] for i in split.train])
-    test, test_boxes = load(args.data, [names[i] for i in split.test])
+    train, train_boxes = load(args.data, [names[i] for i in split.train], boxes)
+    test, test_boxes = load(args.data, [names[i] for i in split.test], boxes)
     train_y, test_y = labels[split.train], labels[split.test]
     rng = np.random.default_rng(0)
     test_bags = np.stack([bag(c, b, args.patches, args.size, rng) for c, b in zip(test, test_boxes)])

@@ -26,6 +26,15 @@ from attention_sampling.application.prediction import load_run
 from attention_sampling.models import FeatureNetwork
 
 
+def digit_crop(canvas, box, size, rng):
+    """(H, W, ...) canvas, a digit's box (top, left, h, w, ...) -> (size, size, ...) crop holding the whole digit
+    at a random offset."""
+    top, left, h, w = box[:4]
+    t = int(np.clip(top - rng.integers(0, size - h + 1), 0, canvas.shape[0] - size))
+    l = int(np.clip(left - rng.integers(0, size - w + 1), 0, canvas.shape[1] - size))
+    return canvas[t:t + size, l:l + size]
+
+
 def crops(root, names, boxes, size, rng, label_digits=None):
     """-> (M, size, size, 3) float32 crops, one per digit box of the named canvases, and (M,) digits;
     label_digits True / False: only the digits of the canvas's class / only the others."""
@@ -34,13 +43,11 @@ def crops(root, names, boxes, size, rng, label_digits=None):
         image = iio.imread(os.path.join(root, name))
         image = np.repeat(image[..., None], 3, -1) if image.ndim == 2 else image[..., :3]
         image = image.astype(np.float32) / 255
-        height, width = image.shape[:2]
-        for top, left, h, w, digit, _, _ in boxes[name]:
+        for box in boxes[name]:
+            digit = box[4]
             if label_digits is not None and (digit == int(name.split("/")[0])) != label_digits:
                 continue
-            t = int(np.clip(top - rng.integers(0, size - h + 1), 0, height - size))
-            l = int(np.clip(left - rng.integers(0, size - w + 1), 0, width - size))
-            patches.append(image[t:t + size, l:l + size])
+            patches.append(digit_crop(image, box, size, rng))
             digits.append(digit)
     return np.stack(patches), np.array(digits)
 
