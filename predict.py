@@ -34,6 +34,7 @@ from attention_sampling.application.cli import OneLineParser, positive_int
 from attention_sampling.application.errors import AttentionSamplingError
 from attention_sampling.application.prediction import CHECKPOINT_FILES
 from attention_sampling.application.settings import Training
+from nn import threads
 
 
 def parse_args(argv=None):
@@ -218,6 +219,7 @@ def run(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    threads.use("numba")  # image by image: the kernels' faster build for millisecond calls (nn/threads.py)
     try:
         return run(args)
     except AttentionSamplingError as error:

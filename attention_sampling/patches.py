@@ -19,6 +19,8 @@ Where a patch leaves the image, `border` decides what it sees:
 import numpy as np
 from numba import njit, prange
 
+from nn import threads
+
 BORDERS = ("zero", "reflect", "inside")
 
 
@@ -52,8 +54,8 @@ def reflect_indices(indices, length):
     return _reflect_each(flat, length, np.empty_like(flat)).reshape(indices.shape)
 
 
-@njit(cache=True, parallel=True, nogil=True)
-def _extract(rows, cells, patch_size, scale, offset, channels, border, out):
+@threads.two_builds(cache=True, nogil=True)
+def _extract(start, stop, rows, cells, patch_size, scale, offset, channels, border, out):
     """rows (N, H, W * C), out (N, P, S, S * C): images and patches seen as rows of W * C values, so each
     patch row is one contiguous loop (a 2-D slice copy compiles to a slower nested loop; a 1-D slice
     assignment compiles Numba's shape-error formatting, seconds of cold start: benchmarks/bench_cold.py).
@@ -61,7 +63,7 @@ def _extract(rows, cells, patch_size, scale, offset, channels, border, out):
     n, h, row_length = rows.shape
     w = row_length // channels
     p = cells.shape[1]
-    for item in prange(n * p):
+    for item in prange(start, stop):
         image, draw = item // p, item % p
         top = cells[image, draw, 0] * scale + offset
         left = cells[image, draw, 1] * scale + offset
@@ -100,7 +102,7 @@ def extract_patches(images, cells, patch_size, scale, border="zero"):
     p = cells.shape[1]
     out = np.zeros((n, p, patch_size, patch_size * c), dtype=images.dtype)
     rows = np.ascontiguousarray(images).reshape(n, h, w * c)
-    _extract(rows, np.ascontiguousarray(cells, dtype=np.int64), patch_size, scale,
+    _extract(n * p, rows, np.ascontiguousarray(cells, dtype=np.int64), patch_size, scale,
              patch_offset(patch_size, scale), c, BORDERS.index(border), out)
     return out.reshape(n, p, patch_size, patch_size, c)
 

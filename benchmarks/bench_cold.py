@@ -25,6 +25,9 @@ import time
 
 from benchmarks.common import PROJECT_ROOT, print_table, python_environment
 
+# The kernels' build each workload runs in, as train.py and predict.py choose it (nn/threads.py).
+DEFAULT_BUILDS = {"step": "pool", "predict": "numba"}
+
 
 def record_compilations():
     """Listen to Numba's compile events -> the list they fill with (depth, kernel name, seconds)."""
@@ -49,14 +52,18 @@ def record_compilations():
     return records
 
 
-def run_child(workload, scale, repeat, seed, ahead=True):
+def run_child(workload, scale, repeat, seed, ahead=True, build=None):
     """One workload in this process: first call (compile events recorded), then `repeat` calls -> dict.
     ahead: the feature network's kernels compiled in a second process meanwhile, as train.py and predict.py do
-    (application/compile_ahead.py); otherwise all in this one."""
+    (application/compile_ahead.py); otherwise all in this one. build: the kernels' build (nn/threads.py), by
+    default the one train.py ("pool") or predict.py ("numba") runs."""
     records = record_compilations()
     from attention_sampling import predict, train_step
     from attention_sampling.application import compile_ahead
     from benchmarks.bench_step import ENTROPY_WEIGHT, REPLICAS, numpy_setup
+    from nn import threads
+
+    threads.use(build or DEFAULT_BUILDS[workload])
 
     if workload == "step":
         model, optimizer, images, labels, rng = numpy_setup(scale, seed)
@@ -86,10 +93,10 @@ def run_child(workload, scale, repeat, seed, ahead=True):
             "compile": sum(seconds for _, seconds in top), "kernels": top}
 
 
-def fresh(workload, scale, repeat, seed, cache, ahead=True):
+def fresh(workload, scale, repeat, seed, cache, ahead=True, build=None):
     """run_child in a fresh process on Numba cache folder `cache` -> its JSON."""
     arguments = ["--child", workload, "--scales", str(scale), "--repeat", str(repeat), "--seed", str(seed)]
-    arguments += [] if ahead else ["--alone"]
+    arguments += ([] if ahead else ["--alone"]) + (["--build", build] if build else [])
     environment = dict(os.environ, NUMBA_CACHE_DIR=cache)
     print(f"  {workload} c={scale} in a fresh process, cache {cache} ...", file=sys.stderr, flush=True)
     start = time.perf_counter()
@@ -108,10 +115,14 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--alone", action="store_true",
                         help="also each first call compiling everything in its own process (no compile_ahead)")
+    parser.add_argument("--build", choices=["numba", "pool"],
+                        help="run both workloads' kernels in this build (nn/threads.py; default: train.py's pool for the "
+                             "step, predict.py's numba for predict)")
     parser.add_argument("--child", choices=["step", "predict"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(run_child(args.child, args.scales[0], args.repeat, args.seed, ahead=not args.alone)))
+        print(json.dumps(run_child(args.child, args.scales[0], args.repeat, args.seed, ahead=not args.alone,
+                                   build=args.build)))
         return 0
 
     print(python_environment())
@@ -119,9 +130,10 @@ def main(argv=None):
     for scale in args.scales:
         for workload, ahead in [(w, a) for w in ("step", "predict") for a in ((True, False) if args.alone else (True,))]:
             with tempfile.TemporaryDirectory(prefix="bench_cold_numba_") as cache:
-                cold = fresh(workload, scale, 0, args.seed, cache, ahead)
-                warm = fresh(workload, scale, args.repeat, args.seed, cache, ahead)
-            label = f"{'train step' if workload == 'step' else 'predict 1 image'}, c = {scale}{'' if ahead else ', alone'}"
+                cold = fresh(workload, scale, 0, args.seed, cache, ahead, args.build)
+                warm = fresh(workload, scale, args.repeat, args.seed, cache, ahead, args.build)
+            label = (f"{'train step' if workload == 'step' else 'predict 1 image'}, c = {scale}, "
+                     f"{args.build or DEFAULT_BUILDS[workload]}{'' if ahead else ', alone'}")
             rows.append([label, f"{cold['first']:.2f}", f"{cold['compile']:.2f}", len(cold["kernels"]),
                          f"{cold['process']:.1f}", f"{warm['first']:.3f}", f"{warm['median']:.3f}",
                          f"{warm['first'] / warm['median']:.2f}"])

@@ -43,6 +43,7 @@ def main(argv=None):
     from attention_sampling.application.settings import TRAINING_DEFAULTS
     from attention_sampling.application.trainer import build_model
 
+    nn.threads.use("numba")  # as predict.py; the Dask workers choose it themselves (cluster.py)
     paths = paths_under(args.images)
     folder = tempfile.mkdtemp(prefix="bench_predict_")
     checkpoint = os.path.join(folder, "best.npz")

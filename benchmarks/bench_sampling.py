@@ -203,7 +203,7 @@ def bench_extractor(args):
 
     padded = pad_images(images, PATCH_SIZE, SCALE)
     before = padding_for(images.shape, PATCH_SIZE, SCALE)[0][0]
-    rows = [timed_row("numba", "extract_patches", run(extract_patches), args.repeat, kernel=patches_module._extract),
+    rows = [timed_row("numba", "extract_patches", run(extract_patches), args.repeat, kernel=patches_module._extract.build()),
             timed_row("numpy", "pad + fancy index", run(extract_patches_numpy), args.repeat),
             timed_row("", "numpy, pre-padded",
                       lambda: extract_from_padded(padded, cells, PATCH_SIZE, SCALE, before), args.repeat),

@@ -237,7 +237,8 @@ def check_torch_matches(seed, case):
 def run_child(impl, scale, args, numba_cache, first_call_only=False):
     """This module in a fresh process for one (implementation, scale) -> its JSON result."""
     arguments = ["--impl", impl, "--scales", scale, "--repeat", args.repeat, "--warmup", args.warmup,
-                 "--seed", args.seed, "--torch-threads", args.torch_threads] + (["--direct"] if args.direct else [])
+                 "--seed", args.seed, "--torch-threads", args.torch_threads, "--build", args.build] + \
+        (["--direct"] if args.direct else [])
     if first_call_only:
         arguments.append("--first-call-only")
     what = "first call only" if first_call_only else f"{args.warmup} warm-up + {args.repeat} timed steps"
@@ -335,16 +336,19 @@ def main(argv=None):
     parser.add_argument("--direct", action="store_true",
                         help="NumPy: every convolution by the direct kernel, none by Winograd's (nn/winograd.py), to "
                              "compare the two")
+    parser.add_argument("--build", choices=["pool", "numba"], default="pool",
+                        help="NumPy: the build of the kernels inference shares (nn/threads.py; default pool, as train.py)")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     if any(scale < 1 for scale in args.scales):
         parser.error("--scales must be positive integers")
 
-    from nn import conv_kernels
+    from nn import conv_kernels, threads
 
     # Here, so that the child processes (--impl) and this one's check against PyTorch time the same kernels.
     conv_kernels.WINOGRAD = not args.direct
+    threads.use(args.build)
     if args.impl:
         if len(args.scales) != 1:
             parser.error("--impl measures one scale: give exactly one --scales value")
@@ -355,7 +359,8 @@ def main(argv=None):
     use_torch = torch is not None
     print(python_environment(torch))
     print("convolutions: " + ("the direct kernel only (--direct)" if args.direct else
-                              "Winograd F(2x2, 3x3) where it applies (3x3, 8 or 16 channels), else the direct kernel"))
+                              "Winograd F(2x2, 3x3) where it applies (3x3, 8 or 16 channels), else the direct kernel")
+          + f"; kernels' build: {args.build}")
     print(f"{N_IMAGES} images {HEIGHT}x{WIDTH}x{CHANNELS} float32, {REPLICAS} replicas x P={N_PATCHES} patches of "
           f"S={PATCH_SIZE}, {N_CLASSES} classes; median of {args.repeat} steps after {args.warmup} warm-up")
 

@@ -84,7 +84,9 @@ def predict_call(impl, scale, args):
     """predict on one image, in a process that does nothing else, as a deployed classifier would."""
     if impl == "numpy":
         from attention_sampling import predict
+        from nn import threads
 
+        threads.use("numba")  # as predict.py (nn/threads.py)
         model, _, images, _, rng = numpy_setup(scale, args.seed, n=1)
         return lambda: predict(model, images, rng)
     from benchmarks import torch_model

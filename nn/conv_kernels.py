@@ -14,10 +14,11 @@ are compiled with it on (`kernel_tools.vectorised_call`); tests/nn/test_conv_ker
 `fastmath={"contract"}` only lets a*b+c become one FMA (one rounding instead of two); nothing is
 reassociated, so float64 stays as exact as the NumPy reference.
 
-Which threads: the correlation, which inference runs, is a Numba parallel loop (its OpenMP workers stay
-awake between back-to-back small kernels, and compiled serial this kernel ran 1.4 to 2 times slower);
-the kernels only a training step runs (dL/dw, the bias sums, the sparse backward) are serial loops over
-slices of their tasks on nn/threads.py, which compile in half the time (docs/performance.md, "Cold start").
+Which threads: the correlation, which inference and training share, is built twice from one source
+(nn/threads.py's two_builds): serial over slices of its rows on nn/threads.py's pool, which compiles in
+half the time and trains as fast, and as a Numba parallel loop, whose workers stay awake between
+back-to-back millisecond kernels (predict.py's choice). The kernels only a training step runs (dL/dw, the bias
+sums, the sparse backward) are serial loops on the pool alone (docs/performance.md, "Cold start").
 """
 import functools
 
@@ -61,18 +62,18 @@ def _correlate_kernel(block, pixels, maxima):
     """The correlation kernel for tiles of `pixels` output pixels x `block` output channels (literals,
     so the loops unroll). maxima: instead of storing the output, keep each output row's maximum per
     channel in row_max and its first column in row_arg (a global max pool fused in: the map is never written).
-    Parallel over Numba's threads, not nn/threads.py: inference runs it (module docstring)."""
+    Its tasks are output rows start..stop-1, in either build (module docstring)."""
 
-    @njit(parallel=True, cache=True, fastmath={"contract"}, nogil=True)
+    @threads.two_builds(cache=True, fastmath={"contract"}, nogil=True)
     @variant(block=block, pixels=pixels, maxima=maxima)
-    def correlate_kernel(x, weight, bias, out, row_max, row_arg, top, left, out_h, out_w, c_out, slope):
+    def correlate_kernel(start, stop, x, weight, bias, out, row_max, row_arg, top, left, out_h, out_w, c_out, slope):
         n_images, height, width, c_in = x.shape
         kh, kw, _, c_padded = weight.shape
         # Columns q whose kw taps all land inside the image take the tiled path with no bounds checks.
         fast_lo = left
         fast_hi = min(out_w, width + left - kw + 1)
         # One output row per task, not one image: a single image (inference) still fills every thread.
-        for row in prange(n_images * out_h):
+        for row in prange(start, stop):
             n, p = row // out_h, row % out_h
             i_lo = max(0, top - p)
             i_hi = min(kh, height + top - p)
@@ -145,8 +146,8 @@ def _correlate_call(x, weight, bias, top, left, out_h, out_w, negative_slope, ma
     row_max, row_arg = np.empty((rows, c_out), dtype), np.empty((rows, c_out), np.int64)
     out = np.empty((1, 1, 1, 1) if maxima else (x.shape[0], out_h, out_w, c_out), dtype=dtype)
     slope = dtype.type(1.0 if negative_slope is None else negative_slope)
-    vectorised_call(_correlate_kernel(block, TILE_PIXELS[block], maxima), x, weight, bias, out, row_max, row_arg,
-                    top, left, out_h, out_w, c_out, slope)
+    _correlate_kernel(block, TILE_PIXELS[block], maxima)(x.shape[0] * out_h, x, weight, bias, out, row_max, row_arg,
+                                                        top, left, out_h, out_w, c_out, slope, vectorise=True)
     return (row_max, row_arg) if maxima else out
 
 

@@ -9,22 +9,23 @@ nn/activations.py for why not a thread pool).
 import numpy as np
 from numba import njit, prange
 
+from . import threads
 from .layer import Layer, check_spatial
 
 
-@njit(cache=True, parallel=True, nogil=True)
-def _average_pool_kernel(rows, factor, channels, out):
+@threads.two_builds(cache=True, nogil=True)
+def _average_pool_kernel(start, stop, rows, factor, channels, out):
     """rows (N, H, W·C), out (N, H // f, (W // f)·C): each output row sums its f input rows, then f pixels.
 
     Summing whole rows first keeps the hot loop contiguous and vectorised (one add per input float); the
-    sum over the f pixels of a block then runs on 1/f of the data. Parallel over output rows: the image is
-    the largest array of a step, and the threads are awake for the convolutions that follow anyway.
+    sum over the f pixels of a block then runs on 1/f of the data. Its tasks are output rows, on both cores
+    (either build, nn/threads.py): the image is the largest array of a step.
     """
     n, out_h, out_row = out.shape
     out_w = out_row // channels
     used = out_w * factor * channels  # the last W % f columns are dropped
     norm = out.dtype.type(factor * factor)
-    for item in prange(n * out_h):
+    for item in prange(start, stop):
         image, p = item // out_h, item % out_h
         row_sum = np.empty(used, dtype=out.dtype)
         first = rows[image, p * factor]
@@ -125,7 +126,8 @@ class AvgPool2d(Layer):
         # A float32 sum of f^2 values: the same order of rounding as NumPy's mean in x's dtype.
         rows = np.ascontiguousarray(x).reshape(n, h, w * c)
         out = np.empty((n, ho, wo * c), dtype=x.dtype)
-        return _average_pool_kernel(rows, f, c, out).reshape(n, ho, wo, c)
+        _average_pool_kernel(n * ho, rows, f, c, out)
+        return out.reshape(n, ho, wo, c)
 
     def backward(self, grad_out):
         f = self.factor

@@ -5,19 +5,29 @@ ReLU's backward, the augmented patches) are written `kernel(start, stop, ...)`, 
 start..stop-1 compiled without Numba's parallel=True, and called through `run`, which gives each thread one
 contiguous slice (the first on the calling thread) and returns when all are done. Why: parallel=True
 compiles a kernel's loop body a second time as a gufunc, twice the compilation a first run waits for, and
-the same loops split by hand run as fast (nogil kernels). The kernels inference runs stay Numba-parallel:
-there a call is a millisecond, the pool's hand-over (about 0.1 ms) shows, and the direct convolution's serial
-build is slower (docs/performance.md, "Cold start"; python -m benchmarks.bench_cold).
+the same loops split by hand run as fast (nogil kernels). The kernels inference shares with training (the
+correlation, the average pool, patch extraction) are built both ways from one source (`two_builds`): a
+training process runs the pool's build, as fast there; predict.py runs Numba's, whose workers stay awake
+between millisecond kernels where the pool's hand-over (a few tenths of a millisecond) shows
+(docs/performance.md, "Cold start"; python -m benchmarks.bench_cold).
 
 A kernel's result never depends on how its tasks are split: each task writes its own outputs, and a kernel
 that reduces does so per part, with as many parts as `count()` (not as slices), the same sums either way.
 """
 import threading
+import types
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
 
 from .kernel_tools import vectorised_call
+
+# Which build runs a kernel made by `two_builds` (the ones inference shares with training): "pool", its serial
+# build split over this module's threads, or "numba", its parallel=True build (set by `use`). "pool" by default:
+# it compiles in half the time and trains as fast; a process that predicts image by image (predict.py, a Dask
+# worker) takes "numba", faster on millisecond calls (docs/performance.md, "Cold start").
+BUILDS = ("pool", "numba")
+_build = "pool"
 
 _pool = None
 _pool_workers = 0
@@ -76,3 +86,59 @@ def run(kernel, tasks, *args, vectorise=False):
     finally:
         for future in futures:
             future.result()
+
+
+def use(build):
+    """Run every `two_builds` kernel from now on in `build` ("numba" or "pool"), process-wide -> the previous one.
+
+    "pool" compiles each kernel once where parallel=True compiles its loop twice (a first training step waits
+    for fewer seconds); "numba" keeps Numba's workers awake between back-to-back millisecond kernels, which is
+    faster for one image at a time (docs/performance.md, "Cold start"). Mixing the two in one process costs
+    both: Numba's idle workers spin on the cores the pool wants."""
+    global _build
+    if build not in BUILDS:
+        raise ValueError(f"build must be one of {BUILDS}, got {build!r}")
+    previous, _build = _build, build
+    return previous
+
+
+def current():
+    """The build `two_builds` kernels run in now: "numba" or "pool"."""
+    return _build
+
+
+def _renamed(function, suffix):
+    """A copy of `function` under a name of its own, so that each build has its own on-disk cache entry."""
+    copy = types.FunctionType(function.__code__, function.__globals__, f"{function.__name__}__{suffix}",
+                              function.__defaults__, function.__closure__)
+    copy.__qualname__ = f"{function.__qualname__}__{suffix}"
+    copy.__module__ = function.__module__
+    copy.__doc__ = function.__doc__
+    return copy
+
+
+class TwoBuilds:
+    """A kernel(start, stop, ...) whose loop is `for task in prange(start, stop)`, compiled twice from that one
+    source: with parallel=True (prange splits the tasks over Numba's threads) and without (prange is a plain
+    range; `run` splits them over the pool). Call it as kernel(tasks, *args, vectorise=...)."""
+
+    def __init__(self, function, options):
+        self.numba = numba.njit(parallel=True, **options)(_renamed(function, "parallel"))
+        # Numba's gufuncs are compiled with NumPy's error model (no ZeroDivisionError checks in the loops, which
+        # keep LLVM from vectorising them); the serial build takes it too, or it runs 1.2 to 1.5x slower.
+        self.pool = numba.njit(error_model="numpy", **options)(_renamed(function, "serial"))
+
+    def build(self, build=None):
+        """The dispatcher of `build` (default: the one in use)."""
+        return self.numba if (build or _build) == "numba" else self.pool
+
+    def __call__(self, tasks, *args, vectorise=False, build=None):
+        if (build or _build) == "pool":
+            run(self.pool, tasks, *args, vectorise=vectorise)
+        elif tasks > 0:
+            (vectorised_call if vectorise else lambda kernel, *a: kernel(*a))(self.numba, 0, tasks, *args)
+
+
+def two_builds(**options):
+    """Decorator: the kernel as a TwoBuilds, both builds with these njit options (cache, fastmath, nogil...)."""
+    return lambda function: TwoBuilds(function, options)

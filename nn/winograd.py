@@ -21,9 +21,10 @@ and the direct kernel, within the direct kernel's own tolerance).
 import functools
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from .kernel_tools import _stack_zeros, vectorised_call
+from . import threads
+from .kernel_tools import _stack_zeros
 from .numba_cache import variant
 
 # Kernel transform G (4 x 3): U = G w G^T. B^T and A^T are written out in the kernel as additions.
@@ -56,14 +57,14 @@ def _kernel(channels, tiles):
     rows_per_task = 2
     tile_values = tiles * 16  # a literal for _stack_zeros (an expression in the kernel would not be)
 
-    @njit(parallel=True, cache=True, fastmath={"contract"}, nogil=True)
+    @threads.two_builds(cache=True, fastmath={"contract"}, nogil=True)
     @variant(channels=channels, tiles=tiles)
-    def winograd_kernel(x, u, bias, out, slope):
+    def winograd_kernel(start, stop, x, u, bias, out, slope):
         n_images, height, width, _ = x.shape
         tile_rows = (height + 1) // 2
         tile_columns = (width + 1) // 2
         # One row of tiles (two output rows) per task.
-        for task in prange(n_images * tile_rows):
+        for task in prange(start, stop):
             n, tile_row = task // tile_rows, task % tile_rows
             p = 2 * tile_row
             # Stack arrays: nothing else can write to them, so LLVM keeps their loops vectorised.
@@ -148,5 +149,6 @@ def correlate(x, weight, bias, negative_slope=None):
     in CHANNELS, all arrays of one float type: (N, H, W, C) -> (N, H, W, C)."""
     out = np.empty(x.shape, dtype=x.dtype)
     slope = x.dtype.type(1.0 if negative_slope is None else negative_slope)
-    vectorised_call(_kernel(x.shape[3], TILES), x, transform_weight(weight), bias, out, slope)
+    _kernel(x.shape[3], TILES)(x.shape[0] * ((x.shape[1] + 1) // 2), x, transform_weight(weight), bias, out, slope,
+                               vectorise=True)
     return out

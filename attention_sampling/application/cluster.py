@@ -33,6 +33,9 @@ class ModelPlugin(WorkerPlugin):
     def setup(self, worker):
         import tempfile
 
+        from nn import threads
+
+        threads.use("numba")  # a worker predicts image by image, as predict.py (nn/threads.py)
         with tempfile.TemporaryDirectory(prefix="attention-sampling-model-") as folder:
             path = os.path.join(folder, "model.npz")
             with open(path, "wb") as handle:

@@ -16,22 +16,24 @@ import sys
 
 import numpy as np
 
+from nn import threads
+
 
 def _spec(model, training):
     dtype = next(iter(model.features.params.values())).dtype
     return {"n_classes": model.n_classes, "in_channels": model.config["in_channels"],
             "patch_size": model.patch_size, "n_patches": model.n_patches, "dtype": dtype.name,
-            "feature_width": model.config["feature_width"], "training": bool(training)}
+            "feature_width": model.config["feature_width"], "training": bool(training), "build": threads.current()}
 
 
-def feature_kernels_cached(dtype, width=16):
+def feature_kernels_cached(dtype, width=16, build=None):
     """Whether the on-disk cache already holds, for `dtype`, the kernel every feature network of `width`
-    channels ends in (its last convolution with the global max pool fused in): on a warm cache there is
-    nothing to compile ahead."""
+    channels ends in (its last convolution with the global max pool fused in) in `build` (default: the one in
+    use, nn/threads.py): on a warm cache there is nothing to compile ahead."""
     from nn import conv_kernels
 
     block = conv_kernels.channel_block(width)
-    kernel = conv_kernels._correlate_kernel(block, conv_kernels.TILE_PIXELS[block], True)
+    kernel = conv_kernels._correlate_kernel(block, conv_kernels.TILE_PIXELS[block], True).build(build)
     try:
         index = kernel._cache._cache_file._index_path
         overloads = kernel._cache._cache_file._load_index()
@@ -45,7 +47,7 @@ def start(model, training=True):
     child process, unless they are cached already -> the subprocess.Popen, or None. Nothing waits for it:
     a kernel this process reaches first it compiles itself, and the child's copy only fills the cache."""
     spec = _spec(model, training)
-    if feature_kernels_cached(spec["dtype"], spec["feature_width"]):
+    if feature_kernels_cached(spec["dtype"], spec["feature_width"], spec["build"]):
         return None
     # The child imports this project as this process does, installed or from its checkout.
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -57,11 +59,13 @@ def start(model, training=True):
         return None
 
 
-def compile_features(n_classes, in_channels, patch_size, n_patches, dtype, feature_width, training):
+def compile_features(n_classes, in_channels, patch_size, n_patches, dtype, feature_width, training, build):
     """Run a feature network of this shape once, as a step would: forward and backward on n_patches random
-    patches (the sparse backward's choice of kernels depends on the patch size), or inference."""
+    patches (the sparse backward's choice of kernels depends on the patch size), or inference, with the
+    kernels' build the parent process runs (nn/threads.py)."""
     from attention_sampling.models import FeatureNetwork
 
+    threads.use(build)
     network = FeatureNetwork(n_classes, in_channels, hidden=feature_width, rng=np.random.default_rng(0),
                              dtype=np.dtype(dtype))
     patches = np.random.default_rng(0).random((n_patches, patch_size, patch_size, in_channels)).astype(dtype)

@@ -9,6 +9,7 @@ import numpy as np
 
 from attention_sampling import AttentionSamplingModel
 from attention_sampling.application import compile_ahead
+from nn import threads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -22,6 +23,7 @@ child = compile_ahead.start(model, training=True)
 code = child.wait() if child is not None else None
 print(json.dumps({"before": before, "started": child is not None, "code": code,
                   "after": compile_ahead.feature_kernels_cached("float32"),
+                  "other_build": compile_ahead.feature_kernels_cached("float32", build="numba"),
                   "again": compile_ahead.start(model) is not None}))
 """
 
@@ -32,7 +34,8 @@ def test_an_empty_cache_is_filled_by_one_child_and_a_warm_one_starts_none(tmp_pa
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout.strip().splitlines()[-1])
-    assert seen == {"before": False, "started": True, "code": 0, "after": True, "again": False}
+    # The child compiles the build this process runs (the default, "pool"), not the other.
+    assert seen == {"before": False, "started": True, "code": 0, "after": True, "other_build": False, "again": False}
     assert any((tmp_path / "cache").rglob("*.nbi"))  # Numba's index files, written by the child
 
 
@@ -40,12 +43,12 @@ def test_the_child_runs_the_feature_network_as_a_step_and_as_inference():
     """What the child runs, here in this process: the training forward and backward, and the inference."""
     for training in (True, False):
         compile_ahead.compile_features(n_classes=3, in_channels=3, patch_size=12, n_patches=2, dtype="float32",
-                                       feature_width=8, training=training)
+                                       feature_width=8, training=training, build=threads.current())
 
 
 def test_the_spec_is_the_models_feature_network():
     model = AttentionSamplingModel(5, scale=4, patch_size=30, n_patches=7, dtype=np.float64, feature_width=24)
     spec = compile_ahead._spec(model, training=False)
     assert spec == {"n_classes": 5, "in_channels": 3, "patch_size": 30, "n_patches": 7, "dtype": "float64",
-                    "feature_width": 24, "training": False}
+                    "feature_width": 24, "training": False, "build": threads.current()}
     assert json.loads(json.dumps(spec)) == spec

@@ -114,7 +114,7 @@ for c in channels:  # one batch-norm kernel per channel count, one correlation k
 # Every variant's linkage names (code and environment) are its own, whichever process compiled it.
 from nn.batchnorm import _kernels
 from nn.conv_kernels import _correlate_kernel
-kernels = [kernel for c in channels for kernel in _kernels(c)] + [_correlate_kernel(b, p, False) for b, p in
+kernels = [kernel for c in channels for kernel in _kernels(c)] + [_correlate_kernel(b, p, False).build() for b, p in
                                                                   {(8, 8), (16, 4)}]
 names = [name for kernel in kernels for result in kernel.overloads.values()
          for name in (result.fndesc.mangled_name, result.fndesc.env_name)]

@@ -104,3 +104,79 @@ def test_kernels_give_the_one_thread_numbers_split_over_threads(monkeypatch, cou
     spread = channel_sum(grad)
     monkeypatch.setattr(threads, "slices", lambda tasks, parts: [(0, tasks)])
     np.testing.assert_array_equal(channel_sum(grad), spread)
+
+
+@numba.njit(cache=True, nogil=True)
+def _square_each_prange(start, stop, x, out):
+    for k in numba.prange(start, stop):
+        out[k] = x[k] * x[k] + k
+    return out
+
+
+_both = threads.two_builds(cache=True, nogil=True)(_square_each_prange.py_func)
+
+
+def test_use_switches_the_build_and_refuses_others():
+    previous = threads.use("numba")
+    try:
+        assert threads.current() == "numba" and _both.build() is _both.numba
+        assert threads.use("pool") == "numba" and _both.build() is _both.pool
+        with pytest.raises(ValueError, match="build must be one of"):
+            threads.use("openmp")
+        assert threads.current() == "pool"
+    finally:
+        threads.use(previous)
+
+
+def test_the_two_builds_have_names_and_cache_entries_of_their_own():
+    """Numba names a cache entry after the function's qualified name: one each, so neither loads the other."""
+    names = {_both.numba.py_func.__qualname__, _both.pool.py_func.__qualname__}
+    assert names == {"_square_each_prange__parallel", "_square_each_prange__serial"}
+    assert _both.numba.targetoptions.get("parallel") and not _both.pool.targetoptions.get("parallel")
+
+
+@pytest.mark.parametrize("build", threads.BUILDS)
+@pytest.mark.parametrize("tasks", [0, 1, 5, 1000])
+def test_two_builds_run_every_task_once_in_either_build(build, tasks):
+    x = np.random.default_rng(tasks).standard_normal(tasks)
+    out = np.full_like(x, np.nan)
+    _both(tasks, x, out, build=build)
+    np.testing.assert_array_equal(out, x * x + np.arange(tasks))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_shared_kernels_give_the_same_numbers_in_both_builds(dtype):
+    """The kernels inference shares with training (the correlation, direct, Winograd and with the max pool
+    fused; the average pool; patch extraction) are one source compiled twice: bit for bit the same results."""
+    from attention_sampling.patches import extract_patches
+    from nn.conv_kernels import correlate, correlate_max
+    from nn.pooling import AvgPool2d
+
+    rng = np.random.default_rng(1)
+    image = rng.random((2, 37, 29, 3)).astype(dtype)
+    maps = rng.standard_normal((3, 11, 13, 8)).astype(dtype)
+    cells = rng.integers(-2, 10, (2, 5, 2))
+    calls = {
+        "direct": lambda: correlate(image, rng_weight(3, 8, dtype), np.ones(8, dtype), 1, 1, 37, 29, 0.01),
+        "winograd": lambda: correlate(maps, rng_weight(8, 8, dtype), np.zeros(8, dtype), 1, 1, 11, 13, 0.01),
+        "max": lambda: correlate_max(maps, rng_weight(8, 16, dtype), np.zeros(16, dtype), 1, 1, 11, 13, 0.01),
+        "pool": lambda: AvgPool2d(4).forward(image, False),
+        "extract": lambda: extract_patches(image, cells, 7, 4, "reflect"),
+    }
+    previous = threads.current()
+    try:
+        results = {}
+        for build in threads.BUILDS:
+            threads.use(build)
+            results[build] = {name: call() for name, call in calls.items()}
+    finally:
+        threads.use(previous)
+    for name in calls:
+        pool, parallel = (r if isinstance(r, tuple) else (r,) for r in (results["pool"][name], results["numba"][name]))
+        for a, b in zip(pool, parallel, strict=True):  # correlate_max: the maxima and their positions
+            np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def rng_weight(c_in, c_out, dtype):
+    """A fixed 3x3 weight (the same in every call, so the two builds see the same arguments)."""
+    return np.random.default_rng(c_in * 100 + c_out).standard_normal((3, 3, c_in, c_out)).astype(dtype)
