@@ -39,9 +39,19 @@ def pad_indices(length, before, after, mode):
 def pad_map(x, pads, mode):
     """(N, H, W, C) -> (N, H + top + bottom, W + left + right, C), the border filled by `mode` (np.pad)."""
     top, bottom, left, right = pads
-    rows = pad_indices(x.shape[1], top, bottom, mode)
-    cols = pad_indices(x.shape[2], left, right, mode)
-    return np.ascontiguousarray(x[:, rows][:, :, cols])
+    n, height, width, channels = x.shape
+    rows = pad_indices(height, top, bottom, mode)
+    cols = pad_indices(width, left, right, mode)
+    # The interior in one copy, then only the border rows and columns: two fancy-indexed gathers of the whole
+    # map took 4 ms of a 40 ms prediction (docs/performance.md, "An archive"). Rows first, then whole columns
+    # of the row-padded map, as np.pad fills the corners.
+    out = np.empty((n, height + top + bottom, width + left + right, channels), dtype=x.dtype)
+    out[:, top:top + height, left:left + width] = x
+    for k in (*range(top), *range(top + height, len(rows))):
+        out[:, k, left:left + width] = x[:, rows[k]]
+    for k in (*range(left), *range(left + width, len(cols))):
+        out[:, :, k] = out[:, :, left + cols[k]]
+    return out
 
 
 def fold_padding(grad, shape, pads, mode):

@@ -46,6 +46,18 @@ def _average_pool_kernel(start, stop, rows, factor, channels, out):
     return out
 
 
+def average_pool(x, factor, here=False):
+    """(N, H, W, C) -> (N, H // f, W // f, C): each cell the mean of its f x f pixels (AvgPool2d's forward; the
+    last H % f rows and W % f columns dropped). A sum of f^2 values in x's dtype, rows first, then pixels.
+    here: on the calling thread alone (a loader thread beside a step's kernels), the same numbers."""
+    n, h, w, c = x.shape
+    ho, wo = h // factor, w // factor
+    rows = np.ascontiguousarray(x).reshape(n, h, w * c)
+    out = np.empty((n, ho, wo * c), dtype=x.dtype)
+    (_average_pool_kernel.here if here else _average_pool_kernel)(n * ho, rows, factor, c, out)
+    return out.reshape(n, ho, wo, c)
+
+
 @njit(cache=True, nogil=True)
 def _average_pool_backward_kernel(grad_out, factor, channels, grad_rows):
     """grad_out (N, H // f, (W // f)·C) -> grad_rows (N, H, W·C): g / f^2 over each block, zeros beyond."""
@@ -123,11 +135,7 @@ class AvgPool2d(Layer):
         self.input_shape = x.shape
         ho, wo = h // f, w // f
         check_spatial(self, x.shape, (ho, wo))
-        # A float32 sum of f^2 values: the same order of rounding as NumPy's mean in x's dtype.
-        rows = np.ascontiguousarray(x).reshape(n, h, w * c)
-        out = np.empty((n, ho, wo * c), dtype=x.dtype)
-        _average_pool_kernel(n * ho, rows, f, c, out)
-        return out.reshape(n, ho, wo, c)
+        return average_pool(x, f)
 
     def backward(self, grad_out):
         f = self.factor

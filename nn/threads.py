@@ -132,6 +132,12 @@ class TwoBuilds:
         """The dispatcher of `build` (default: the one in use)."""
         return self.numba if (build or _build) == "numba" else self.pool
 
+    def here(self, tasks, *args, vectorise=False):
+        """All the tasks on the calling thread, by the serial build: for a thread that runs beside a step's
+        kernels (the data loader), where neither the pool nor Numba's workers should be asked for a core."""
+        if tasks > 0:
+            (vectorised_call if vectorise else lambda kernel, *a: kernel(*a))(self.pool, 0, tasks, *args)
+
     def __call__(self, tasks, *args, vectorise=False, build=None):
         if (build or _build) == "pool":
             run(self.pool, tasks, *args, vectorise=vectorise)

@@ -140,3 +140,14 @@ def test_an_empty_output_map_is_a_clear_error(kernel, padding, shape):
     for run in (layer.forward, layer.infer):
         with pytest.raises(ValueError, match="a spatial map needs at least one row and one column"):
             run(np.zeros(shape))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(["reflect", "edge"]), st.integers(1, 3), st.integers(2, 9), st.integers(2, 9), st.integers(1, 4),
+       st.tuples(*[st.integers(0, 3)] * 4))
+def test_pad_map_fills_the_border_as_numpy_pad(mode, n, height, width, channels, pads):
+    """pad_map copies the interior once and then the border rows and columns: np.pad's map, corners included."""
+    top, bottom, left, right = pads
+    x = np.random.default_rng(height * 10 + width).standard_normal((n, height, width, channels))
+    expected = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), mode=mode)
+    np.testing.assert_array_equal(nn.conv.pad_map(x, pads, mode), expected)
