@@ -1,5 +1,5 @@
-"""pooling.py: the NumPy attention view is nn.AvgPool2d's to the bit, and an array batch that keeps its view
-(PooledImages) predicts exactly as the array itself."""
+"""pooling.py: the attention view of a read image is nn.AvgPool2d's to the bit, an array batch that keeps its view
+(PooledImages) predicts exactly as the array itself, and an image read for prediction is scaled as training scales it."""
 import numpy as np
 import pytest
 
@@ -30,3 +30,24 @@ def test_pooled_images_predict_as_the_array_does(tissue, sampling):
     for name in vars(plain):
         np.testing.assert_array_equal(getattr(kept, name), getattr(plain, name), err_msg=name)
     assert pooled.view(8) is pooled.view(8)  # pooled once, for the mask and the attention network
+
+
+@pytest.mark.parametrize("size", [(12, 16), (10, 20)])
+def test_an_image_read_for_prediction_is_the_bytes_scaled_as_training_scales_them(tmp_path, size):
+    """read_for_run's one pass from uint8 gives the numbers of converting, clipping and scaling in three, and a
+    resized image is resized from float32 as training resizes it."""
+    import imageio.v3 as iio
+
+    from attention_sampling.application.data import resize_bilinear
+    from attention_sampling.application.prediction import read_for_run
+
+    pixels = np.random.default_rng(0).integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    path = str(tmp_path / "image.png")
+    iio.imwrite(path, pixels)
+    image = pixels.astype(np.float32)
+    if image.shape[:2] != size:
+        image = resize_bilinear(image, *size)
+    expected = (np.clip(image, 0, 255) * np.float32(1 / 255))[None]
+    read = read_for_run(path, {"image_shape": list(size)})
+    assert read.dtype == np.float32
+    np.testing.assert_array_equal(read, expected)
