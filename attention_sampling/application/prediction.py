@@ -160,10 +160,14 @@ def predict_in_process(checkpoint, paths, seed=0, looks=1, pictures=None, tissue
     paths = list(paths)
     if not paths:
         return
-    compile_ahead.start(model, training=False)  # on an empty kernel cache only
+    # On a cache without Numba's builds: the pool's for the first images, Numba's once a child has compiled them.
+    compiling = compile_ahead.start_inference(model, config["image_shape"])
+    if compiling is None:
+        compile_ahead.start(model, training=False)  # the feature network's kernels, on an empty cache only
     with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as reader:
         following = reader.submit(read_for_run, paths[0], config)
         for index, path in enumerate(paths):
+            compiling = compile_ahead.switch_when_ready(compiling)
             current = following
             if index + 1 < len(paths):
                 following = reader.submit(read_for_run, paths[index + 1], config)
