@@ -85,7 +85,9 @@ def run_child(workload, scale, repeat, seed, ahead=True, build=None):
 
     start = time.perf_counter()
     # As predict.py: on a cache without Numba's builds the first predictions run the pool's (compile_ahead.py).
-    compiling = compile_ahead.start_inference(model, images.shape[1:3]) if ahead and workload == "predict" else None
+    # --build fixes one build for the whole run.
+    compiling = compile_ahead.start_inference(model, images.shape[1:3]) \
+        if ahead and workload == "predict" and build is None else None
     child = None if compiling or not ahead else compile_ahead.start(model, training=workload == "step")
     call()
     first = time.perf_counter() - start
