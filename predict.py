@@ -32,6 +32,7 @@ import sys
 
 from attention_sampling.application.cli import OneLineParser, positive_int
 from attention_sampling.application.errors import AttentionSamplingError
+from attention_sampling.application.memory import keep_freed_memory
 from attention_sampling.application.prediction import CHECKPOINT_FILES
 from attention_sampling.application.settings import Training
 from nn import threads
@@ -220,6 +221,7 @@ def run(args):
 def main(argv=None):
     args = parse_args(argv)
     threads.use("numba")  # image by image: the kernels' faster build for millisecond calls (nn/threads.py)
+    keep_freed_memory()  # each image's arrays reuse the last image's pages (memory.py)
     try:
         return run(args)
     except AttentionSamplingError as error:

@@ -38,12 +38,14 @@ def main(argv=None):
     import nn
     from attention_sampling.application.checkpoint import save_checkpoint
     from attention_sampling.application.data import read_image
+    from attention_sampling.application.memory import keep_freed_memory
     from attention_sampling.application.prediction import model_from_checkpoint, predict_in_process, predict_path, \
         read_for_run
     from attention_sampling.application.settings import TRAINING_DEFAULTS
     from attention_sampling.application.trainer import build_model
 
     nn.threads.use("numba")  # as predict.py; the Dask workers choose it themselves (cluster.py)
+    keep_freed_memory()  # as predict.py (memory.py)
     paths = paths_under(args.images)
     folder = tempfile.mkdtemp(prefix="bench_predict_")
     checkpoint = os.path.join(folder, "best.npz")

@@ -86,7 +86,10 @@ def predict_call(impl, scale, args):
         from attention_sampling import predict
         from nn import threads
 
+        from attention_sampling.application.memory import keep_freed_memory
+
         threads.use("numba")  # as predict.py (nn/threads.py)
+        keep_freed_memory()  # as predict.py (memory.py)
         model, _, images, _, rng = numpy_setup(scale, args.seed, n=1)
         return lambda: predict(model, images, rng)
     from benchmarks import torch_model

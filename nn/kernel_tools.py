@@ -4,6 +4,7 @@ import contextlib
 import functools
 
 import numba
+import numpy as np
 from numba import types
 from numba.core import cgutils
 from numba.core.compiler_lock import global_compiler_lock
@@ -46,12 +47,45 @@ def _slp_vectorize():
         numba.config.SLP_VECTORIZE = previous
 
 
+# (kernel, argument_key(args)) of every call found compiled: Numba's typeof_pyval takes about 40 us an argument
+# in Python, 3 ms of a 20 ms prediction that asked it of every kernel call (docs/performance.md, "Inference").
+_compiled = set()
+
+
+def _key(arg):
+    if isinstance(arg, np.ndarray):
+        flags = arg.flags
+        return arg.dtype.str, arg.ndim, flags.c_contiguous, flags.f_contiguous, flags.writeable, flags.aligned
+    if isinstance(arg, tuple):
+        return tuple(_key(a) for a in arg)
+    return type(arg)
+
+
+def argument_key(args):
+    """A cheap stand-in for the Numba types of `args`: equal types give equal keys (arrays by dtype, rank, layout
+    and flags; tuples element by element; anything else by its Python type)."""
+    return tuple(_key(arg) for arg in args)
+
+
+def compiled_for(kernel, args):
+    """Whether the dispatcher `kernel` holds a compiled overload for `args`. A key once found compiled is
+    remembered (a kernel is never uncompiled); a wrong answer could only cost speed (a call compiled without
+    vectorised_call's switch), never a result."""
+    key = (kernel, argument_key(args))
+    if key in _compiled:
+        return True
+    if tuple(kernel.typeof_pyval(arg) for arg in args) in kernel.overloads:
+        _compiled.add(key)
+        return True
+    return False
+
+
 def vectorised_call(kernel, *args):
     """kernel(*args), compiled with the SLP vectoriser on if this call compiles it. The switch is
     process-wide, so it is thrown only for a call with argument types the kernel has not been compiled
     for, and under Numba's compiler lock: no other thread (the data loader's kernels) compiles while it
     is on, and an ordinary call leaves it alone."""
-    if tuple(kernel.typeof_pyval(arg) for arg in args) in kernel.overloads:
+    if compiled_for(kernel, args):
         return kernel(*args)
     with global_compiler_lock, _slp_vectorize():
         return kernel(*args)

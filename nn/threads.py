@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba
 
-from .kernel_tools import vectorised_call
+from .kernel_tools import compiled_for, vectorised_call
 
 # Which build runs a kernel made by `two_builds` (the ones inference shares with training): "pool", its serial
 # build split over this module's threads, or "numba", its parallel=True build (set by `use`). "pool" by default:
@@ -73,7 +73,7 @@ def run(kernel, tasks, *args, vectorise=False):
     if len(parts) == 1:
         call(*parts[0])
         return
-    if not kernel.overloads or tuple(kernel.typeof_pyval(a) for a in (0, 0, *args)) not in kernel.overloads:
+    if not compiled_for(kernel, (0, 0, *args)):
         call(*parts[0])
         parts = parts[1:]
         if len(parts) == 1:

@@ -35,7 +35,10 @@ class ModelPlugin(WorkerPlugin):
 
         from nn import threads
 
+        from .memory import keep_freed_memory
+
         threads.use("numba")  # a worker predicts image by image, as predict.py (nn/threads.py)
+        keep_freed_memory()  # and reuses each image's pages for the next, as predict.py (memory.py)
         with tempfile.TemporaryDirectory(prefix="attention-sampling-model-") as folder:
             path = os.path.join(folder, "model.npz")
             with open(path, "wb") as handle:

@@ -1,4 +1,4 @@
-"""How a training process keeps the memory it frees: in the C heap, for the next step to reuse."""
+"""How a training or prediction process keeps the memory it frees: in the C heap, for the next step or image."""
 import ctypes
 import ctypes.util
 import sys
@@ -18,9 +18,11 @@ def keep_freed_memory():
     more than the arithmetic on them. Measured on the 2-core benchmark machine (python -m
     benchmarks.bench_epoch --data ../shared/lymphoma --no-torch): 113 ms per training image against 134, peak
     RSS 1000 MB against 955 (what is freed stays with the process, so the peak also holds some fragments).
+    Predicting one image makes a dozen arrays of 3 MB whose pages the same setting keeps: about 0.8 of the time
+    (docs/performance.md, "Inference").
 
-    Process-wide, for the rest of the process: train.py and the experiments' training processes call it
-    first; a library caller (a notebook, the tests) keeps glibc's defaults unless it calls it. -> True where applied (Linux with glibc); elsewhere nothing
+    Process-wide, for the rest of the process: train.py, predict.py, a Dask worker and the experiments'
+    training processes call it first; a library caller (a notebook, the tests) keeps glibc's defaults unless it calls it. -> True where applied (Linux with glibc); elsewhere nothing
     changes and it returns False."""
     if not sys.platform.startswith("linux"):
         return False
