@@ -24,6 +24,10 @@ import numpy as np
 from nn import threads
 
 
+# The largest side of the random image start_inference's child predicts.
+MAX_SIDE = 1024
+
+
 def _spec(model, training):
     dtype = next(iter(model.features.params.values())).dtype
     return {"n_classes": model.n_classes, "in_channels": model.config["in_channels"],
@@ -93,7 +97,9 @@ def start_inference(model, image_shape):
         return None
     threads.use("pool")
     # First the pool's feature kernels, which this process reaches after compiling the attention's, then Numba's.
-    spec = {"inference": {"config": model.config, "dtype": dtype.name, "image_shape": [int(n) for n in image_shape]}}
+    # The kernels' types do not depend on the image's size: a slide's is capped, so the child's image stays small.
+    shape = [min(int(n), MAX_SIDE) for n in image_shape]
+    spec = {"inference": {"config": model.config, "dtype": dtype.name, "image_shape": shape}}
     if not feature_kernels_cached(dtype, model.config["feature_width"], "pool"):
         spec["features"] = _spec(model, training=False)
     child = _spawn(spec)
