@@ -55,7 +55,8 @@ _compiled = set()
 def _key(arg):
     if isinstance(arg, np.ndarray):
         flags = arg.flags
-        return arg.dtype.str, arg.ndim, flags.c_contiguous, flags.f_contiguous, flags.writeable, flags.aligned
+        layout = "C" if flags.c_contiguous else "F" if flags.f_contiguous else "A"  # as Numba's typeof
+        return arg.dtype.str, arg.ndim, layout, flags.writeable, flags.aligned
     if isinstance(arg, tuple):
         return tuple(_key(a) for a in arg)
     return type(arg)

@@ -59,3 +59,9 @@ def test_compiled_for_follows_the_kernels_overloads():
     assert not kernel_tools.compiled_for(twice, (x64, 1)) and not kernel_tools.compiled_for(twice, (x32, 1.0))
     assert kernel_tools.vectorised_call(twice, x64 + 1, 1.5) == 3.5
     assert kernel_tools.compiled_for(twice, (x64, 2.5))
+
+
+def test_an_array_contiguous_both_ways_has_the_key_of_a_c_array():
+    key = kernel_tools.argument_key
+    assert key((np.ones((1, 1), np.float32),)) == key((np.ones((2, 2), np.float32),))  # Numba: both 'C'
+    assert key((np.ones((2, 2), np.float32).T[:, ::-1],)) != key((np.ones((2, 2), np.float32),))  # 'A'
