@@ -91,13 +91,13 @@ def run_child(workload, scale, repeat, seed, ahead=True, build=None):
     child = None if compiling or not ahead else compile_ahead.start(model, training=workload == "step")
     call()
     first = time.perf_counter() - start
-    build = threads.current()
+    first_build = threads.current()
     for process in filter(None, (child, compiling)):
         process.wait()
     compile_ahead.switch_when_ready(compiling)
     top = [(name, seconds) for depth, name, seconds in records if depth == 0]
     times = [timed() for _ in range(repeat)]
-    return {"first": first, "first_build": build, "median": statistics.median(times) if times else None,
+    return {"first": first, "first_build": first_build, "median": statistics.median(times) if times else None,
             "compile": sum(seconds for _, seconds in top), "kernels": top}
 
 

@@ -63,8 +63,9 @@ def _key(arg):
 
 
 def argument_key(args):
-    """A cheap stand-in for the Numba types of `args`: equal types give equal keys (arrays by dtype, rank, layout
-    and flags; tuples element by element; anything else by its Python type)."""
+    """A cheap stand-in for the Numba types of `args`: equal keys mean equal types, and arrays of equal types get
+    equal keys (arrays by dtype, rank, layout and flags; tuples element by element; anything else by its Python
+    type, so an int and a NumPy int64, one Numba type, get two keys: one lookup more, never a wrong answer)."""
     return tuple(_key(arg) for arg in args)
 
 
