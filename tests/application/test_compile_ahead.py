@@ -28,12 +28,17 @@ print(json.dumps({"before": before, "started": child is not None, "code": code,
 """
 
 
-def test_an_empty_cache_is_filled_by_one_child_and_a_warm_one_starts_none(tmp_path):
+def _on_a_fresh_cache(script, tmp_path):
+    """Run `script` in a fresh process whose Numba cache is an empty folder -> the JSON of its last line."""
     environment = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=ROOT)
-    result = subprocess.run([sys.executable, "-c", FRESH_CACHE], env=environment, cwd=tmp_path,
+    result = subprocess.run([sys.executable, "-c", script], env=environment, cwd=tmp_path,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_an_empty_cache_is_filled_by_one_child_and_a_warm_one_starts_none(tmp_path):
+    seen = _on_a_fresh_cache(FRESH_CACHE, tmp_path)
     # The child compiles the build this process runs (the default, "pool"), not the other.
     assert seen == {"before": False, "started": True, "code": 0, "after": True, "other_build": False, "again": False}
     assert any((tmp_path / "cache").rglob("*.nbi"))  # Numba's index files, written by the child
@@ -73,11 +78,7 @@ print(json.dumps({"while_compiling": while_compiling, "code": code, "after": aft
 
 
 def test_a_prediction_on_an_empty_cache_runs_the_pool_until_a_child_has_compiled_numbas_builds(tmp_path):
-    environment = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=ROOT)
-    result = subprocess.run([sys.executable, "-c", FRESH_INFERENCE], env=environment, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    seen = _on_a_fresh_cache(FRESH_INFERENCE, tmp_path)
     # The child compiles the pool's feature kernels (this process's next need), then Numba's whole prediction.
     assert seen == {"while_compiling": "pool", "code": 0, "after": None, "build": "numba", "cached": True,
                     "pool_features": True, "again": None, "still": "numba"}
