@@ -110,8 +110,9 @@ class Conv2d(Layer):
     layer, whose input is data: dL/dx would cost as much as the forward pass and nothing would read it.
     (negative_slope only scales the Kaiming initialisation for a following leaky ReLU.)
 
-    "reflect" and "edge" materialise the padded input (pad_map) and run the "valid" kernels on it; backward
-    folds the padded input's gradient back onto the input (fold_padding). Why they exist: zero padding makes
+    "reflect" and "edge" materialise the padded input (pad_map) and run the "valid" kernels on it, except where
+    nn/winograd.py computes the layer (3x3, C_in = C_out in 8 or 16), whose tiles read the border themselves;
+    backward folds the padded input's gradient back onto the input (fold_padding). Why they exist: zero padding makes
     border cells differ from the rest of a flat map, which the attention network turns into a border bias
     (docs/results/border/).
     """
@@ -152,14 +153,14 @@ class Conv2d(Layer):
         output row keeps its running maxima, and backward, given dL/d(maxima), starts from their positions."""
         check_fused_slope(negative_slope)
         self.input_shape = x.shape
-        x = self._padded(x)
-        self.input = x
+        padded = self._padded(x)
+        self.input = padded  # dL/dw correlates the padded input with dL/dy
         if global_max:
-            maxima, self.global_argmax = self._correlate(x, self.params["weight"], self.params.get("bias"),
+            maxima, self.global_argmax = self._correlate(padded, self.params["weight"], self.params.get("bias"),
                                                          negative_slope, global_max=True)
             self.activation = (1.0 if negative_slope is None else negative_slope, maxima)
             return maxima.copy()  # the caller's to keep or change: backward reads its own
-        out = self._correlate(x, self.params["weight"], self.params.get("bias"), negative_slope)
+        out = self._output_map(x, padded, self.params["weight"], self.params.get("bias"), negative_slope)
         # With slope >= 0 the output is > 0 exactly where the convolution was: it alone tells backward the slope.
         self.activation = None if negative_slope is None else (negative_slope, out)
         self.global_argmax = None
@@ -174,8 +175,20 @@ class Conv2d(Layer):
         if scale is not None:
             bias = shift if bias is None else bias * scale + shift
             weight = weight * scale
-        out = self._correlate(self._padded(x), weight, bias, negative_slope, global_max)
-        return out[0] if global_max else out
+        if global_max:
+            return self._correlate(self._padded(x), weight, bias, negative_slope, global_max)[0]
+        return self._output_map(x, None, weight, bias, negative_slope)
+
+    def _output_map(self, x, padded, weight, bias, negative_slope):
+        """The output map from the input x, or from `padded` (x with its border materialised, or None: made
+        here when needed). A 3x3 "reflect" or "edge" layer that nn/winograd.py computes reads the border from x
+        itself (conv_kernels.border_applies): no padded copy for inference, and Winograd's products."""
+        if self.explicit_pads is not None and conv_kernels.border_applies(x.shape, weight.shape):
+            if bias is None:
+                bias = np.zeros(weight.shape[-1], dtype=weight.dtype)
+            return conv_kernels.correlate(x, weight, bias, 1, 1, x.shape[1], x.shape[2], negative_slope,
+                                          border=self.padding)
+        return self._correlate(self._padded(x) if padded is None else padded, weight, bias, negative_slope)
 
     def _padded(self, x):
         """x, or for "reflect" / "edge" padding x with its border materialised (pad_map)."""

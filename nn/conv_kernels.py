@@ -128,14 +128,22 @@ def _correlate_kernel(block, pixels, maxima):
     return correlate_kernel
 
 
-def _correlate_call(x, weight, bias, top, left, out_h, out_w, negative_slope, maxima):
+def border_applies(x_shape, weight_shape):
+    """Whether correlate(..., border="reflect" or "edge") takes these shapes: the 3x3 "same" correlations that
+    go through nn/winograd.py, whose tiles read the mirrored or repeated border themselves."""
+    return WINOGRAD and winograd.applies(x_shape, weight_shape, 1, 1, x_shape[1], x_shape[2])
+
+
+def _correlate_call(x, weight, bias, top, left, out_h, out_w, negative_slope, maxima, border="zero"):
     """The correlation kernel's call for correlate (maxima False: fills and returns the map) and correlate_max
     (True: returns the per-row maxima and their columns, (N·out_h, C_out) each)."""
     # One compiled kernel per float type: bring x, weight and bias to their common type first.
     dtype = np.result_type(x.dtype, weight.dtype, bias.dtype, np.float32)
     x, weight, bias = (np.ascontiguousarray(a, dtype=dtype) for a in (x, weight, bias))
     if WINOGRAD and not maxima and winograd.applies(x.shape, weight.shape, top, left, out_h, out_w):
-        return winograd.correlate(x, weight, bias, negative_slope)
+        return winograd.correlate(x, weight, bias, negative_slope, border)
+    if border != "zero":
+        raise ValueError(f"border {border!r} is read by the Winograd kernel only (border_applies); pad the input")
     kh, kw, c_in, c_out = weight.shape
     block = channel_block(c_out)
     padded = padded_channels(c_out)
@@ -151,14 +159,15 @@ def _correlate_call(x, weight, bias, top, left, out_h, out_w, negative_slope, ma
     return (row_max, row_arg) if maxima else out
 
 
-def correlate(x, weight, bias, top, left, out_h, out_w, negative_slope=None):
+def correlate(x, weight, bias, top, left, out_h, out_w, negative_slope=None, border="zero"):
     """(N, H, W, C_in) * (kh, kw, C_in, C_out) + (C_out,) -> (N, out_h, out_w, C_out).
 
     out[n, p, q] = bias + sum over i, j of x[n, p + i - top, q + j - left] @ weight[i, j], with x
     read as zero outside the image: zero padding without a padded copy. negative_slope: the output
-    goes through a leaky ReLU with that slope as it is stored (one pass fewer over it).
+    goes through a leaky ReLU with that slope as it is stored (one pass fewer over it). border "reflect" or
+    "edge" (where border_applies): x read mirrored or repeated outside the image instead, as np.pad fills it.
     """
-    return _correlate_call(x, weight, bias, top, left, out_h, out_w, negative_slope, False)
+    return _correlate_call(x, weight, bias, top, left, out_h, out_w, negative_slope, False, border)
 
 
 def correlate_max(x, weight, bias, top, left, out_h, out_w, negative_slope=None):

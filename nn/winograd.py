@@ -7,10 +7,15 @@ instead of 36 (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks"
 
     Y = A^T [ (G w G^T) o (B^T d B) ] A        per 2 x 2 output tile, summed over input channels,
 
-with d the 4 x 4 input tile (zero outside the image), w the 3 x 3 kernel, o the elementwise product, and
+with d the 4 x 4 input tile, w the 3 x 3 kernel, o the elementwise product, and
 the constant matrices below. The products for a tile are 16 small matrix products (1 x C_in) @ (C_in x C_out),
 one per position of the 4 x 4 transformed tile; a task takes `TILES` tiles of a row of tiles at once, so each
 row of the transformed weight is loaded once for all of them and the accumulators stay in registers.
+
+Outside the image a tile reads zeros ("same" padding) or, for nn.Conv2d's "reflect" and "edge" paddings, the
+image mirrored or repeated by one pixel, as numpy's np.pad fills it: the attention network pads so
+(models.py), and a padded copy of every map before a direct "valid" correlation took a third longer
+(benchmarks/bench_nn.py --workloads attention-reflect).
 
 Mathematically the same correlation; numerically not a reordering of the same products: the inputs and
 the weights are transformed (and rounded) before they are multiplied, so the rounding differs from the
@@ -21,7 +26,7 @@ and the direct kernel, within the direct kernel's own tolerance).
 import functools
 
 import numpy as np
-from numba import prange
+from numba import njit, prange
 
 from . import threads
 from .kernel_tools import _stack_zeros
@@ -31,6 +36,8 @@ from .numba_cache import variant
 G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 # Channel counts with a compiled kernel: the feature network's 16 and the attention network's 8.
 CHANNELS = (8, 16)
+# What a tile reads outside the image, by the kernel's `border` argument (0, 1, 2).
+BORDERS = ("zero", "reflect", "edge")
 # Tiles per task: 4 tiles x 16 channels keep 8 AVX2 accumulators; 2 to 6 measured alike (within 10%), 8 spills.
 TILES = 4
 
@@ -40,6 +47,19 @@ def applies(x_shape, weight_shape, top, left, out_h, out_w):
     kh, kw, c_in, c_out = weight_shape
     return ((kh, kw, top, left) == (3, 3, 1, 1) and (out_h, out_w) == tuple(x_shape[1:3])
             and x_shape[3] == c_in == c_out and c_in in CHANNELS)
+
+
+@njit(cache=True, inline="always")
+def border_index(index, length, border):
+    """The row or column an index outside [0, length) reads: mirrored without repeating the edge (border 1,
+    np.pad's "reflect"; period 2 (length - 1)) or clamped to it (border 2, "edge")."""
+    if border == 2:
+        return min(max(index, 0), length - 1)
+    if length == 1:
+        return 0
+    period = 2 * (length - 1)
+    index = index % period
+    return index if index < length else period - index
 
 
 def transform_weight(weight):
@@ -59,7 +79,7 @@ def _kernel(channels, tiles):
 
     @threads.two_builds(cache=True, fastmath={"contract"}, nogil=True)
     @variant(channels=channels, tiles=tiles)
-    def winograd_kernel(start, stop, x, u, bias, out, slope):
+    def winograd_kernel(start, stop, x, u, bias, out, slope, border):
         n_images, height, width, _ = x.shape
         tile_rows = (height + 1) // 2
         tile_columns = (width + 1) // 2
@@ -86,9 +106,13 @@ def _kernel(channels, tiles):
                             if inside or (0 <= a < height and 0 <= c0 < width):
                                 for c in range(C):
                                     d[i * 4 + j, c] = x[n, a, c0, c]
-                            else:  # zero padding
+                            elif border == 0:  # zero padding
                                 for c in range(C):
                                     d[i * 4 + j, c] = 0
+                            else:  # reflect or edge: a pixel of the image stands in
+                                a, c0 = border_index(a, height, border), border_index(c0, width, border)
+                                for c in range(C):
+                                    d[i * 4 + j, c] = x[n, a, c0, c]
                     # B^T d B with B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]: columns ...
                     for j in range(4):
                         for c in range(C):
@@ -144,11 +168,12 @@ def _kernel(channels, tiles):
     return winograd_kernel
 
 
-def correlate(x, weight, bias, negative_slope=None):
+def correlate(x, weight, bias, negative_slope=None, border="zero"):
     """conv_kernels.correlate(x, weight, bias, 1, 1, H, W, negative_slope) for a 3x3 weight with C_in = C_out
-    in CHANNELS, all arrays of one float type: (N, H, W, C) -> (N, H, W, C)."""
+    in CHANNELS, all arrays of one float type: (N, H, W, C) -> (N, H, W, C). border (BORDERS): what the
+    taps read outside the image."""
     out = np.empty(x.shape, dtype=x.dtype)
     slope = x.dtype.type(1.0 if negative_slope is None else negative_slope)
     _kernel(x.shape[3], TILES)(x.shape[0] * ((x.shape[1] + 1) // 2), x, transform_weight(weight), bias, out, slope,
-                               vectorise=True)
+                               BORDERS.index(border), vectorise=True)
     return out
