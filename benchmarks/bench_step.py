@@ -50,6 +50,8 @@ N_PATCHES = 20
 PATCH_SIZE = 50
 ENTROPY_WEIGHT = 0.01
 LEARNING_RATE = 1e-3
+# The attention network's padding: train.py's (application/settings.py), what a trained model predicts with.
+ATTENTION_PADDING = "reflect"
 
 # (kernel size, C_in, C_out) of each convolution, as in attention_sampling/models.py.
 ATTENTION_CONVS = [(3, 3, 8), (3, 8, 8), (3, 8, 8), (1, 8, 1)]
@@ -82,7 +84,8 @@ def numpy_setup(scale, seed, n=N_IMAGES):
     from attention_sampling.models import AttentionSamplingModel
 
     images, labels = make_batch(seed, n=n)
-    model = AttentionSamplingModel(N_CLASSES, scale=scale, patch_size=PATCH_SIZE, n_patches=N_PATCHES, seed=seed)
+    model = AttentionSamplingModel(N_CLASSES, scale=scale, patch_size=PATCH_SIZE, n_patches=N_PATCHES, seed=seed,
+                                   attention_padding=ATTENTION_PADDING)
     return model, nn.Adam(LEARNING_RATE), images, labels, np.random.default_rng(seed)
 
 
@@ -95,7 +98,8 @@ def torch_setup(scale, seed, threads, n=N_IMAGES):
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     images, labels = make_batch(seed, n=n)
-    model = torch_model.AttentionSampling(N_CLASSES, scale=scale, patch_size=PATCH_SIZE, n_patches=N_PATCHES)
+    model = torch_model.AttentionSampling(N_CLASSES, scale=scale, patch_size=PATCH_SIZE, n_patches=N_PATCHES,
+                                          attention_padding=ATTENTION_PADDING)
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
     return (model, optimizer, torch.from_numpy(images), torch.from_numpy(labels),
             torch.Generator().manual_seed(seed))
@@ -202,7 +206,7 @@ def torch_check_case(seed):
     from attention_sampling import AttentionSamplingModel, look, train_step
 
     images, labels = make_batch(seed, n=2, height=96, width=120)
-    settings = dict(scale=4, patch_size=PATCH_SIZE, n_patches=5, seed=seed)
+    settings = dict(scale=4, patch_size=PATCH_SIZE, n_patches=5, seed=seed, attention_padding=ATTENTION_PADDING)
     model, twin = AttentionSamplingModel(N_CLASSES, **settings), AttentionSamplingModel(N_CLASSES, **settings)
     initial = {key: value.copy() for key, value in model.params.items()}
     initial_buffers = {key: value.copy() for key, value in model.buffers.items()}
@@ -219,7 +223,8 @@ def check_torch_matches(seed, case):
     from benchmarks import torch_model
 
     images, labels, cells, params, buffers, numpy_model, numpy_metrics = case
-    model = torch_model.AttentionSampling(N_CLASSES, scale=4, patch_size=PATCH_SIZE, n_patches=5)
+    model = torch_model.AttentionSampling(N_CLASSES, scale=4, patch_size=PATCH_SIZE, n_patches=5,
+                                          attention_padding=ATTENTION_PADDING)
     torch_model.load_numpy_params(model, params, buffers)
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
     metrics = torch_model.train_step(model, optimizer, torch.from_numpy(images), torch.from_numpy(labels),

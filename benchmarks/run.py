@@ -46,9 +46,9 @@ import time
 
 import numpy as np
 
-from benchmarks.bench_step import (CHANNELS, ENTROPY_WEIGHT, FEATURE_CONVS, FEATURE_DENSE, HEIGHT, LEARNING_RATE,
-                                   N_CLASSES, N_IMAGES, N_PATCHES, PATCH_SIZE, REPLICAS, WIDTH, make_batch,
-                                   numpy_setup, step_macs, torch_setup)
+from benchmarks.bench_step import (ATTENTION_PADDING, CHANNELS, ENTROPY_WEIGHT, FEATURE_CONVS, FEATURE_DENSE, HEIGHT,
+                                   LEARNING_RATE, N_CLASSES, N_IMAGES, N_PATCHES, PATCH_SIZE, REPLICAS, WIDTH,
+                                   make_batch, numpy_setup, step_macs, torch_setup)
 from benchmarks.common import import_torch, mb, measure, ms, print_table, python_environment, run_fresh, time_calls
 
 EPOCHS, DATASET_IMAGES = 300, 374  # the paper's colon-cancer run: 300 epochs over 374 training images
@@ -153,7 +153,8 @@ def numba_first_call(args):
     from attention_sampling import AttentionSamplingModel, train_step
     imported = time.perf_counter() - start
     images, labels = make_batch(args.seed, n=2, height=260, width=348)
-    model = AttentionSamplingModel(N_CLASSES, scale=4, patch_size=PATCH_SIZE, n_patches=N_PATCHES, seed=args.seed)
+    model = AttentionSamplingModel(N_CLASSES, scale=4, patch_size=PATCH_SIZE, n_patches=N_PATCHES, seed=args.seed,
+                                   attention_padding=ATTENTION_PADDING)
     rng = np.random.default_rng(args.seed)
     # The second call shows what a small step costs once compiled.
     first, (second,) = time_calls(lambda: train_step(model, nn.Adam(LEARNING_RATE), images, labels, rng,

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from attention_sampling.application.settings import TRAINING_DEFAULTS
 from benchmarks import torch_model
 
 def augment(image, generator, contrast=0.3, zoom=0.2):
@@ -106,7 +107,9 @@ def run_epochs(paths, labels, n_classes, split, scale, seed, lr, entropy_weight,
     paths (N,), labels (N,), split: the Trainer's Split of them.
     """
     torch.manual_seed(seed)
-    model = torch_model.AttentionSampling(n_classes, scale=scale, patch_size=50, n_patches=20)
+    # The attention padded as the Trainer's default model pads it (application/settings.py).
+    model = torch_model.AttentionSampling(n_classes, scale=scale, patch_size=50, n_patches=20,
+                                          attention_padding=TRAINING_DEFAULTS["attention_padding"])
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     sampler_generator = torch.Generator().manual_seed(seed)  # draws the patches in train_step and predict
     train = TiffImages([paths[i] for i in split.train], labels[split.train], augmented=True)

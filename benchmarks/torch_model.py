@@ -43,11 +43,17 @@ class L2Normalize(nn.Module):
         return x * torch.rsqrt(x.square().sum(dim=-1, keepdim=True) + self.eps)
 
 
-def attention_network(in_channels=3, hidden=8, depth=3):
-    """(N, C, h, w) pooled images -> (N, 1, h, w) attention logits; layer indices as AttentionNetwork."""
+# AttentionNetwork's paddings in PyTorch's names.
+PADDING_MODES = {"zero": "zeros", "reflect": "reflect", "edge": "replicate"}
+
+
+def attention_network(in_channels=3, hidden=8, depth=3, padding="zero"):
+    """(N, C, h, w) pooled images -> (N, 1, h, w) attention logits; layer indices as AttentionNetwork, its
+    3x3 convolutions padded as `padding` ("zero", "reflect" or "edge")."""
     layers, channels = [], in_channels
     for _ in range(depth):
-        layers += [nn.Conv2d(channels, hidden, 3, padding=1), nn.BatchNorm2d(hidden), nn.LeakyReLU(NEGATIVE_SLOPE)]
+        layers += [nn.Conv2d(channels, hidden, 3, padding=1, padding_mode=PADDING_MODES[padding]),
+                   nn.BatchNorm2d(hidden), nn.LeakyReLU(NEGATIVE_SLOPE)]
         channels = hidden
     layers.append(nn.Conv2d(channels, 1, 1))
     return nn.Sequential(*layers)
@@ -66,10 +72,10 @@ def feature_network(n_classes, in_channels=3, hidden=16, depth=4):
 class AttentionSampling(nn.Module):
     """Both networks and the sampling settings: scale c, patch size S, patches per image P."""
 
-    def __init__(self, n_classes, scale=4, patch_size=50, n_patches=20, in_channels=3):
+    def __init__(self, n_classes, scale=4, patch_size=50, n_patches=20, in_channels=3, attention_padding="zero"):
         super().__init__()
         self.scale, self.patch_size, self.n_patches = scale, patch_size, n_patches
-        self.attention = attention_network(in_channels)
+        self.attention = attention_network(in_channels, padding=attention_padding)
         self.features = feature_network(n_classes, in_channels)
         self.to(memory_format=torch.channels_last)
 
