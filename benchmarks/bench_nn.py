@@ -7,6 +7,13 @@
 Workloads (the shapes the method runs at every training step):
   feature    640 patches 50x50x3 -> 4 x [Conv2d 3x3·16 'same' + LeakyReLU]
   attention  8 images 260x347x3  -> 3 x [Conv2d 3x3·8 'same' + BatchNorm2d + LeakyReLU]
+  attention-reflect  the same with 'reflect' padding, as train.py builds the attention network
+
+--infer: the fused inference pass alone (nn.Sequential.infer: batch norm folded in; PyTorch in eval mode
+under no_grad), e.g. `--infer --batch 1` for one image as predict.py runs it.
+
+--padded-copy: 'reflect' layers materialise the padded map and run the direct "valid" kernel, as they all
+did before nn/winograd.py read the border itself (conv_kernels.border_applies forced False).
 
 Each row is the median wall time over --repeat runs after --warmup untimed ones; "first" is the first of
 those, the very first forward+backward (Numba compilation or cache loading, BLAS start-up). GFLOP/s counts
@@ -43,10 +50,10 @@ def feature_net(rng, dtype):
     return nn.Sequential(*layers)
 
 
-def attention_net(rng, dtype):
+def attention_net(rng, dtype, padding="same"):
     layers, c_in = [], 3
     for _ in range(3):
-        layers += [nn.Conv2d(c_in, 8, 3, "same", rng=rng, negative_slope=NEGATIVE_SLOPE, dtype=dtype),
+        layers += [nn.Conv2d(c_in, 8, 3, padding, rng=rng, negative_slope=NEGATIVE_SLOPE, dtype=dtype),
                    nn.BatchNorm2d(8, dtype=dtype), nn.LeakyReLU(NEGATIVE_SLOPE, inplace=True)]
         c_in = 8
     return nn.Sequential(*layers)
@@ -54,8 +61,10 @@ def attention_net(rng, dtype):
 
 WORKLOADS = {
     # name: (builder, input shape (N, H, W, C), description)
-    "feature": (feature_net, (640, 50, 50, 3), "640 x 50x50x3, 4 x [conv3x3·16 + LeakyReLU]"),
-    "attention": (attention_net, (8, 260, 347, 3), "8 x 260x347x3, 3 x [conv3x3·8 + BN + LeakyReLU]"),
+    "feature": (feature_net, (640, 50, 50, 3), "{n} x 50x50x3, 4 x [conv3x3·16 + LeakyReLU]"),
+    "attention": (attention_net, (8, 260, 347, 3), "{n} x 260x347x3, 3 x [conv3x3·8 + BN + LeakyReLU]"),
+    "attention-reflect": (lambda rng, dtype: attention_net(rng, dtype, "reflect"), (8, 260, 347, 3),
+                          "{n} x 260x347x3, 3 x [conv3x3·8 reflect + BN + LeakyReLU]"),
 }
 
 
@@ -82,10 +91,12 @@ def to_torch(model):
         if isinstance(layer, nn.Conv2d):
             weight = layer.params["weight"]
             kh, kw, c_in, c_out = weight.shape
-            if layer.padding == "same" and (kh % 2 == 0 or kw % 2 == 0):
+            if layer.padding != "valid" and (kh % 2 == 0 or kw % 2 == 0):
                 raise ValueError("the torch mirror handles odd kernels only")
-            padding = (kh // 2, kw // 2) if layer.padding == "same" else 0
-            conv = torch.nn.Conv2d(c_in, c_out, (kh, kw), padding=padding, bias="bias" in layer.params)
+            padding = 0 if layer.padding == "valid" else (kh // 2, kw // 2)
+            mode = {"reflect": "reflect", "edge": "replicate"}.get(layer.padding, "zeros")
+            conv = torch.nn.Conv2d(c_in, c_out, (kh, kw), padding=padding, padding_mode=mode,
+                                   bias="bias" in layer.params)
             with torch.no_grad():
                 # ours (kh, kw, C_in, C_out) -> torch (C_out, C_in, kh, kw); both are cross-correlations.
                 conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight.transpose(3, 2, 0, 1))))
@@ -149,14 +160,21 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=2,
                         help="untimed runs first, including the first call (default 2)")
     parser.add_argument("--workloads", default="feature,attention",
-                        help=f"comma-separated, from {sorted(WORKLOADS)} (default both)")
+                        help=f"comma-separated, from {sorted(WORKLOADS)} (default feature,attention)")
     parser.add_argument("--batch", type=int, default=None, help="override the batch size N of every workload")
     parser.add_argument("--torch-threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     parser.add_argument("--sparse", action="store_true",
                         help="only the sparse backward's crossover table (see above)")
+    parser.add_argument("--infer", action="store_true", help="time the fused inference pass instead (above)")
+    parser.add_argument("--padded-copy", action="store_true",
+                        help="'reflect' layers: a padded copy and the direct kernel, not Winograd's border (above)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.padded_copy:
+        from nn import conv_kernels
+
+        conv_kernels.border_applies = lambda x_shape, weight_shape: False
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     if args.sparse:
@@ -186,6 +204,11 @@ def main(argv=None):
         flops = {"fwd": 2 * macs, "bwd": 4 * macs, "fwd+bwd": 6 * macs}
 
         def ours(laps):
+            if args.infer:
+                model.infer(x)
+                laps.lap("fwd")
+                laps.lap("bwd")
+                return
             model.forward(x, training=True)
             laps.lap("fwd")
             model.backward(grad_out)
@@ -193,7 +216,7 @@ def main(argv=None):
 
         # The very first call pays for Numba compilation (or loading its cache): time_calls reports it apart.
         results = {"numpy": forward_backward_times(ours, args.warmup, args.repeat)}
-        notes.append(f"{name}: {description}, {2 * macs / 1e9:.2f} GFLOP forward")
+        notes.append(f"{name}: {description.format(n=shape[0])}, {2 * macs / 1e9:.2f} GFLOP forward")
         if torch is not None:
             torch_model = to_torch(model)
             x_torch = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
@@ -201,6 +224,12 @@ def main(argv=None):
             grad_torch = torch.from_numpy(grad_out).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
 
             def theirs(laps):
+                if args.infer:
+                    with torch.no_grad():
+                        torch_model.eval()(x_torch)
+                    laps.lap("fwd")
+                    laps.lap("bwd")
+                    return
                 x_torch.grad = None
                 torch_model.zero_grad(set_to_none=True)
                 laps.lap("zero grad")
@@ -213,15 +242,15 @@ def main(argv=None):
             # Same weights, same input: the outputs agree up to float32 summation order (a sanity check only).
             with torch.no_grad():
                 reference = torch_model(x_torch).permute(0, 2, 3, 1).numpy()
-            difference = float(np.max(np.abs(model.forward(x) - reference)))
+            difference = float(np.max(np.abs((model.infer(x) if args.infer else model.forward(x)) - reference)))
             notes.append(f"{name}: max |numpy - torch| forward output: {difference:.2e}")
 
         for impl, timing in results.items():
-            for index, step in enumerate(("fwd", "bwd", "fwd+bwd")):
+            for index, step in enumerate(("fwd",) if args.infer else ("fwd", "bwd", "fwd+bwd")):
                 seconds = timing[step]
                 ratio = f"{seconds / results['torch'][step]:.2f}" if impl == "numpy" and "torch" in results else ""
                 rows.append([name if index == 0 and impl == "numpy" else "", impl, step,
-                             f"{timing['first'] * 1e3:.1f}" if step == "fwd+bwd" else "",
+                             f"{timing['first'] * 1e3:.1f}" if step == "fwd+bwd" or args.infer else "",
                              f"{seconds * 1e3:.1f}", f"{flops[step] / seconds / 1e9:.1f}", ratio])
     print_table(["workload", "impl", "pass", "first ms", "median ms", "GFLOP/s", "numpy/torch"], rows, align="lllrrrr")
     print("\n".join(notes))

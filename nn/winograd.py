@@ -14,8 +14,8 @@ row of the transformed weight is loaded once for all of them and the accumulator
 
 Outside the image a tile reads zeros ("same" padding) or, for nn.Conv2d's "reflect" and "edge" paddings, the
 image mirrored or repeated by one pixel, as numpy's np.pad fills it: the attention network pads so
-(models.py), and a padded copy of every map before a direct "valid" correlation took a third longer
-(benchmarks/bench_nn.py --workloads attention-reflect).
+(models.py), where a padded copy of each map and the direct "valid" kernel were slower (python -m
+benchmarks.bench_nn --workloads attention-reflect [--infer --batch 1] [--padded-copy]; docs/performance.md).
 
 Mathematically the same correlation; numerically not a reordering of the same products: the inputs and
 the weights are transformed (and rounded) before they are multiplied, so the rounding differs from the
