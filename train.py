@@ -28,7 +28,7 @@ EMBEDDED_EPOCHS = 20
 DEFAULTS = dict(TRAINING_DEFAULTS, bad_images="stop", max_pixels=DEFAULT_MAX_PIXELS)
 # The training flags train.py offers, in the order of --help; all default to None (above).
 TRAIN_FLAGS = ("patches", "size", "scale", "epochs", "batch_size", "replicas", "lr", "lr_drops", "entropy",
-               "temperature", "border", "floor", "attention_init", "attention_padding", "feature_width", "seed",
+               "temperature", "border", "floor", "attention_init", "attention_padding", "attention_symmetry", "feature_width", "seed",
                "test_fraction", "val_fraction", "val_repeats", "average_from", "estimator", "sampling", "aggregate", "reward",
                "contrast", "zoom", "no_augment", "tissue")
 TRAIN_NOTES = {

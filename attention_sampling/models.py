@@ -18,6 +18,15 @@ NEGATIVE_SLOPE = 0.01
 ATTENTION_INITS = ("random", "uniform")
 # How the attention network's convolutions fill the view's border (AttentionNetwork).
 ATTENTION_PADDINGS = ("zero", "reflect", "edge")
+# Its 3x3 kernels: free, or mirror-symmetric, so that the network commutes with flips (AttentionNetwork).
+ATTENTION_SYMMETRIES = ("none", "flips")
+
+
+def mirror_symmetric(weight):
+    """(kh, kw, C_in, C_out) -> its mean over the flips of rows and of columns: the nearest kernel that flipping
+    either way leaves as it is (a linear projection, so it also projects a gradient onto those kernels)."""
+    flipped = weight + weight[::-1]
+    return (flipped + flipped[:, ::-1]) / 4
 
 
 class AttentionNetwork(nn.Sequential):
@@ -35,6 +44,13 @@ class AttentionNetwork(nn.Sequential):
     rest of a near-flat view and batch norm magnifies the difference: a randomly drawn network starts with
     its weight on the border (docs/results/border/).
 
+    symmetry "flips": every 3x3 kernel mirror-symmetric (mirror_symmetric: drawn, then projected; backward projects
+    the gradient the same way, so Adam's elementwise steps keep it so). The network then commutes with flips of
+    the view (padded by reflection or edge), so a mirror-symmetric spot draws attention centred on itself. Why:
+    drawn freely, the kernels' composition peaks beside a spot, and trained on Megapixel MNIST the attention's mass
+    near a digit sat 10 to 20 pixels off its centre, so its patches cut the digits
+    (docs/experiments/megapixel-mnist.md, "Where the patches sit").
+
     init: "random" draws every layer (the original method); "uniform" then zeroes the last 1x1 convolution,
     so the untrained attention is exactly uniform. Why: the zero-padded convolutions and the batch norm make
     border cells stand out on a near-flat view (a logit gap of many standard deviations), and a random last
@@ -45,9 +61,11 @@ class AttentionNetwork(nn.Sequential):
     """
 
     def __init__(self, scale, in_channels=3, hidden=8, depth=3, rng=None, dtype=np.float32, init="random",
-                 padding="zero"):
+                 padding="zero", symmetry="none"):
         if init not in ATTENTION_INITS:
             raise ValueError(f"init must be one of {ATTENTION_INITS}, got {init!r}")
+        if symmetry not in ATTENTION_SYMMETRIES:
+            raise ValueError(f"symmetry must be one of {ATTENTION_SYMMETRIES}, got {symmetry!r}")
         if padding not in ATTENTION_PADDINGS:
             raise ValueError(f"padding must be one of {ATTENTION_PADDINGS}, got {padding!r}")
         rng = nn.init.default_rng(rng)
@@ -68,6 +86,16 @@ class AttentionNetwork(nn.Sequential):
         self.softmax = nn.SpatialLogSoftmax()
         self.scale = scale
         self.pool = nn.AvgPool2d(scale)
+        self.symmetry = symmetry
+        for weight in self._symmetric("params"):
+            weight[...] = mirror_symmetric(weight)
+
+    def _symmetric(self, attribute):
+        """The weights (or gradients) of the 3x3 convolutions that symmetry "flips" keeps mirror-symmetric."""
+        if self.symmetry == "none":
+            return []
+        return [getattr(layer, attribute)["weight"] for layer in self.layers
+                if isinstance(layer, nn.Conv2d) and layer.kernel_size != (1, 1)]
 
     def forward(self, images, training=True, mask=None):
         return self.forward_view(self.pool.forward(images, training), training, mask)
@@ -99,6 +127,8 @@ class AttentionNetwork(nn.Sequential):
     def backward(self, grad_log_attention):
         """(N, h, w) dL/dlog a -> fills grads; returns nothing (images need no gradient)."""
         super().backward(self.softmax.backward(grad_log_attention[..., None]))
+        for grad in self._symmetric("grads"):
+            grad[...] = mirror_symmetric(grad)
 
 
 class FeatureNetwork(nn.Sequential):
@@ -127,7 +157,8 @@ class AttentionSamplingModel:
     P; the classifier temperature T (o = softmax(T x eq. 1)); what a patch sees past the image edge
     (border: "zero", "reflect" or "inside", patches.py); the uniform floor eps mixed into the attention
     when sampling (objective.floored_attention); how the attention network starts (attention_init, see
-    AttentionNetwork); how its convolutions pad the view (attention_padding, the same); how the P features are combined (aggregate: "attention", eq. 1's weights a_i / sum a,
+    AttentionNetwork); how its convolutions pad the view and whether its kernels are mirror-symmetric
+    (attention_padding, attention_symmetry, the same); how the P features are combined (aggregate: "attention", eq. 1's weights a_i / sum a,
     or "mean", the Monte-Carlo mean of the sampled features, an estimate of E_a[f]); the estimator it is trained
     with ("reinforce" or "expectation") and its sampling ("with" or "without" replacement), which also decide how
     it classifies, so that a caller cannot score it the wrong way; the feature network's channels
@@ -143,7 +174,7 @@ class AttentionSamplingModel:
     def __init__(self, n_classes, scale=4, patch_size=50, n_patches=20, in_channels=3, seed=0,
                  dtype=np.float32, temperature=1.0, border="zero", floor=0.0, attention_init="random",
                  aggregate="attention", attention_padding="zero", estimator="reinforce", sampling="with",
-                 feature_width=16):
+                 feature_width=16, attention_symmetry="none"):
         if border not in BORDERS:
             raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
         if not 0 <= floor < 1:
@@ -159,9 +190,9 @@ class AttentionSamplingModel:
                            n_patches=int(n_patches), in_channels=int(in_channels), temperature=float(temperature),
                            border=border, floor=float(floor), attention_init=attention_init, aggregate=aggregate,
                            attention_padding=attention_padding, estimator=estimator, sampling=sampling,
-                           feature_width=int(feature_width))
+                           feature_width=int(feature_width), attention_symmetry=attention_symmetry)
         self.attention = AttentionNetwork(scale, in_channels, rng=rng, dtype=dtype, init=attention_init,
-                                          padding=attention_padding)
+                                          padding=attention_padding, symmetry=attention_symmetry)
         self.features = FeatureNetwork(n_classes, in_channels, hidden=int(feature_width), rng=rng, dtype=dtype)
 
     n_classes = property(lambda self: self.config["n_classes"])
@@ -174,6 +205,7 @@ class AttentionSamplingModel:
     attention_init = property(lambda self: self.config["attention_init"])
     aggregate = property(lambda self: self.config["aggregate"])
     attention_padding = property(lambda self: self.config["attention_padding"])
+    attention_symmetry = property(lambda self: self.config["attention_symmetry"])
     estimator = property(lambda self: self.config["estimator"])
     replace = property(lambda self: self.config["sampling"] == "with")
 

@@ -371,7 +371,8 @@ def test_a_recipe_sets_its_flags_where_none_is_typed_and_is_stored_with_the_run(
 # What train.py's flags parsed to before they were declared in application/cli.py: every default, and each
 # sample command line as its difference from them (--feature-width and --reward came later).
 TRAIN_PARSED_DEFAULTS = {
-    "aggregate": "mean", "attention_init": "random", "attention_padding": "reflect", "average_from": 0,
+    "aggregate": "mean", "attention_init": "random", "attention_padding": "reflect", "attention_symmetry": "none",
+    "average_from": 0,
     "bad_images": "stop", "batch_size": 8, "border": "reflect", "cache_mb": 256, "contrast": 0.3, "data": None,
     "entropy": 0.05, "epochs": None, "estimator": "reinforce", "feature_width": 16, "floor": 0.0, "lr": 0.001, "lr_drops": [],
     "max_pixels": 100000000, "no_augment": False, "out": None, "patches": 20, "quiet": False, "recipe": "default",
@@ -379,13 +380,15 @@ TRAIN_PARSED_DEFAULTS = {
     "test_fraction": 0.15, "tissue": None, "typed": {}, "val_fraction": 0.15, "val_repeats": 1, "zoom": 0.2}
 EVERY_TRAIN_FLAG = dict(
     patches=7, size=30, scale=3, epochs=9, batch_size=5, replicas=3, lr=0.002, lr_drops=[10, 30], entropy=0.2,
-    temperature=2.0, border="zero", floor=0.1, attention_init="uniform", attention_padding="edge", feature_width=24, seed=4,
+    temperature=2.0, border="zero", floor=0.1, attention_init="uniform", attention_padding="edge", attention_symmetry="flips",
+    feature_width=24, seed=4,
     test_fraction=0.2, val_fraction=0.0, val_repeats=3, average_from=5, sampling="without", aggregate="attention", reward="look",
     bad_images="skip", max_pixels=1000, contrast=0.1, zoom=0.5, tissue="auto")
 TRAIN_PARSED = [
     (["--patches", "7", "--size", "30", "--scale", "3", "--epochs", "9", "--batch-size", "5", "--replicas", "3",
       "--lr", "0.002", "--lr-drops", "30", "10", "30", "--entropy", "0.2", "--temperature", "2", "--border", "zero",
-      "--floor", "0.1", "--attention-init", "uniform", "--attention-padding", "edge", "--feature-width", "24", "--seed", "4",
+      "--floor", "0.1", "--attention-init", "uniform", "--attention-padding", "edge", "--attention-symmetry", "flips",
+      "--feature-width", "24", "--seed", "4",
       "--test-fraction", "0.2", "--val-fraction", "0", "--val-repeats", "3", "--average-from", "5",
       "--estimator", "reinforce", "--sampling", "without", "--aggregate", "attention", "--reward", "look",
       "--bad-images", "skip",

@@ -3,7 +3,7 @@ errors are one line too (no usage block), like every other error of the programs
 import argparse
 import math
 
-from ..models import AGGREGATES, ATTENTION_INITS, ATTENTION_PADDINGS, ESTIMATORS, REWARDS, SAMPLINGS
+from ..models import AGGREGATES, ATTENTION_INITS, ATTENTION_PADDINGS, ATTENTION_SYMMETRIES, ESTIMATORS, REWARDS, SAMPLINGS
 from ..patches import BORDERS
 from .settings import LR_DROP, TISSUE_MODES, TRAINING_DEFAULTS
 
@@ -59,6 +59,9 @@ TRAINING_FLAGS = {
     "attention_padding": (dict(choices=ATTENTION_PADDINGS),
                           "how the attention network's convolutions fill the view's border: mirrored, repeated, or "
                           "zeros (the original method, which favours border cells)"),
+    "attention_symmetry": (dict(choices=ATTENTION_SYMMETRIES),
+                           "the attention network's 3x3 kernels: free, or mirror-symmetric (flips), so that its "
+                           "attention on a spot is centred on it"),
     "feature_width": (dict(type=positive_int, metavar="W"), "channels of the feature network's convolutions"),
     "seed": (dict(type=int, metavar="N"), "seed of the split, the model and the sampling"),
     "test_fraction": (dict(type=fraction, metavar="F"),

@@ -30,6 +30,8 @@ class Training:
     # How the attention network's convolutions pad the view: reflected, so that a flat view stays flat up to its
     # edge; zeros put a fresh network's weight on the border (docs/results/border/).
     attention_padding: str = "reflect"
+    # Its 3x3 kernels free (the original method) or mirror-symmetric ("flips", models.AttentionNetwork).
+    attention_symmetry: str = "none"
     seed: int = 0
     test_fraction: float = 0.15  # 70 / 15 / 15, as the reference implementation splits
     val_fraction: float = 0.15
@@ -95,7 +97,8 @@ TRAINING_DEFAULTS = {key: value for key, value in asdict(Training()).items() if 
 # today's defaults are, and a flag typed on resuming it is compared with these.
 LEGACY = dict(temperature=1.0, border="zero", floor=0.0, attention_init="random", val_fraction=0.0, val_repeats=1,
               average_from=0, estimator="reinforce", sampling="with", lr_drops=(), contrast=0.3, zoom=0.2,
-              aggregate="attention", attention_padding="zero", tissue="none", reward="patch")
+              aggregate="attention", attention_padding="zero", tissue="none", reward="patch",
+              attention_symmetry="none")
 
 
 # --tissue: the attention samples only cells on tissue (auto, application/tissue.py), or every cell (none).

@@ -42,7 +42,8 @@ def build_model(config):
                                   seed=run.seed, temperature=run.temperature, border=run.border, floor=run.floor,
                                   attention_init=run.attention_init, aggregate=run.aggregate,
                                   attention_padding=run.attention_padding, estimator=run.estimator,
-                                  sampling=run.sampling, feature_width=run.feature_width)
+                                  sampling=run.sampling, feature_width=run.feature_width,
+                                  attention_symmetry=run.attention_symmetry)
 
 
 def augmentation(config):
