@@ -299,6 +299,8 @@ METHODS = {
     "reinforce, without replacement": dict(estimator="reinforce", sampling="without"),
     "expectation, with replacement": dict(estimator="expectation", sampling="with"),
     "expectation, without replacement": dict(estimator="expectation", sampling="without"),
+    "expectation, without replacement, symmetric attention": dict(estimator="expectation", sampling="without",
+                                                                   attention_symmetry="flips"),
     "uniform attention (random crops)": dict(estimator="reinforce", sampling="with", attention="uniform"),
     "CNN on the downscaled image": dict(baseline="downscaled"),
 }

@@ -311,7 +311,8 @@ COMPARE_DEFAULTS = {
     "aggregate": "mean", "attention_init": "random", "batch_size": 8, "command": "compare",
     "datasets": ["spots", "few-spots"], "downscale": 8, "entropy": None, "epochs": 20, "lr": 0.001,
     "methods": ["reinforce, with replacement", "reinforce, without replacement", "expectation, with replacement",
-                "expectation, without replacement", "uniform attention (random crops)", "CNN on the downscaled image"],
+                "expectation, without replacement", "expectation, without replacement, symmetric attention",
+                "uniform attention (random crops)", "CNN on the downscaled image"],
     "mnist_per_class": 100, "no_augment": False, "out": "runs/compare", "patches": 10, "replicas": 2, "scale": 4,
     "seeds": 3, "first_seed": 0, "size": 50, "table_only": False, "test_fraction": 0.3, "val_fraction": 0.0}
 EXPERIMENT_PARSED = [
