@@ -1,6 +1,7 @@
 """Where a freshly drawn attention network puts its weight on flat views with a few blobs, by padding.
 
     python -m experiments.border_start --out docs/results/border
+    python -m experiments.border_start --symmetry flips     # the network with mirror-symmetric kernels
 
 For each padding of the attention network's convolutions, seed and view size: the share of the attention on
 the outer ring of cells (against the ring's share of the map, its uniform share) and on the blobs' cells
@@ -12,7 +13,7 @@ import os
 
 import numpy as np
 
-from attention_sampling.models import ATTENTION_PADDINGS, AttentionNetwork
+from attention_sampling.models import ATTENTION_PADDINGS, ATTENTION_SYMMETRIES, AttentionNetwork
 
 
 def flat_views(n, height, width, n_blobs, blob, noise, rng):
@@ -36,11 +37,11 @@ def ring_mask(height, width):
     return ring
 
 
-def measure(padding, seed, height, width, n_blobs=3, blob=3, noise=0.02, batch=8):
+def measure(padding, seed, height, width, n_blobs=3, blob=3, noise=0.02, batch=8, symmetry="none"):
     """-> (ring share / ring's uniform share, blob share / blobs' uniform share), medians over the batch."""
     rng = np.random.default_rng(1000 + seed)
     views, blobs = flat_views(batch, height, width, n_blobs, blob, noise, rng)
-    network = AttentionNetwork(1, rng=np.random.default_rng(seed), padding=padding)
+    network = AttentionNetwork(1, rng=np.random.default_rng(seed), padding=padding, symmetry=symmetry)
     attention = np.exp(network.forward_view(views, training=True).astype(np.float64))
     ring = ring_mask(height, width)
     ring_ratio = attention[:, ring].sum(axis=1) / ring.mean()
@@ -53,21 +54,28 @@ def main(argv=None):
     parser.add_argument("--out", default="docs/results/border")
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--noise", type=float, default=0.02, help="standard deviation of the views' noise")
+    parser.add_argument("--symmetry", choices=ATTENTION_SYMMETRIES, default="none",
+                        help="the network's kernels (models.AttentionNetwork)")
     args = parser.parse_args(argv)
     sizes = [(16, 16), (24, 32), (48, 64), (96, 128)]
     lines = ["| padding | view | ring share / uniform: median (max) | blob share / uniform: median (min) |",
              "|---|---|---|---|"]
     for padding in ATTENTION_PADDINGS:
         for height, width in sizes:
-            rows = np.array([measure(padding, seed, height, width, noise=args.noise) for seed in range(args.seeds)])
+            rows = np.array([measure(padding, seed, height, width, noise=args.noise, symmetry=args.symmetry)
+                             for seed in range(args.seeds)])
             lines.append(f"| {padding} | {height}x{width} | {np.median(rows[:, 0]):.2f} ({rows[:, 0].max():.2f}) | "
                          f"{np.median(rows[:, 1]):.2f} ({rows[:, 1].min():.2f}) |")
     table = "\n".join(lines)
     print(table)
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, f"start-noise{args.noise}.md"), "w") as handle:
-        handle.write(f"A fresh attention network ({args.seeds} seeds, 8 views each, 3 blobs of 3x3 cells at 0.9 on "
-                     f"0.5 grey with noise {args.noise}): `python -m experiments.border_start --noise {args.noise}`\n\n"
+    flips = args.symmetry != "none"
+    name = f"start-noise{args.noise}" + (f"-{args.symmetry}" if flips else "") + ".md"
+    with open(os.path.join(args.out, name), "w") as handle:
+        handle.write(f"A fresh attention network{' with mirror-symmetric kernels' if flips else ''} ({args.seeds} "
+                     f"seeds, 8 views each, 3 blobs of 3x3 cells at 0.9 on 0.5 grey with noise {args.noise}): "
+                     f"`python -m experiments.border_start --noise {args.noise}"
+                     f"{' --symmetry ' + args.symmetry if flips else ''}`\n\n"
                      + table + "\n")
 
 
