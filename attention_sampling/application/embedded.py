@@ -25,11 +25,29 @@ def cache_root():
     return os.path.join(base, "attention-sampling-numpy")
 
 
+def partial_folder(folder):
+    """The folder a generator writes before publish(): beside `folder`, this process's alone (two runs started
+    together on an empty cache each write their own)."""
+    return f"{folder}.partial-{os.getpid()}"
+
+
+def publish(temporary, folder):
+    """Rename the complete `temporary` to `folder` -> folder. If another process published it first (the same
+    settings and seed: the same files), keep that one and drop this one."""
+    try:
+        os.replace(temporary, folder)
+    except OSError:
+        if not os.path.isdir(folder):
+            raise
+        shutil.rmtree(temporary, ignore_errors=True)
+    return folder
+
+
 def ensure_default_dataset(root=None, progress=None, **overrides):
     """Generate the data set under root (default: the cache) unless it is already complete; return its folder.
 
     Written into a temporary folder and renamed when complete, so an interrupted generation never
-    leaves a half data set that later runs would take for whole.
+    leaves a half data set that later runs would take for whole (partial_folder, publish).
     """
     settings = {**SETTINGS, **overrides}
     # Other settings get their own folder, named by their values, so two variants never share one.
@@ -37,7 +55,7 @@ def ensure_default_dataset(root=None, progress=None, **overrides):
     folder = os.path.join(root or cache_root(), name)
     if os.path.isdir(folder):
         return folder
-    temporary = folder + ".partial"
+    temporary = partial_folder(folder)
     shutil.rmtree(temporary, ignore_errors=True)
     rng = np.random.default_rng(settings["seed"])
     total = settings["n_per_class"] * len(CLASS_NAMES)
@@ -50,5 +68,4 @@ def ensure_default_dataset(root=None, progress=None, **overrides):
         iio.imwrite(os.path.join(class_folder, f"{i // len(CLASS_NAMES):04d}.png"), pixels)
         if progress is not None:
             progress(i + 1, total)
-    os.replace(temporary, folder)
-    return folder
+    return publish(temporary, folder)

