@@ -66,7 +66,7 @@ def parse_args(argv=None):
     add("--resume", metavar="RUN", help="continue the run in folder RUN where it stopped")
     add("--recipe", choices=tuple(RECIPES), default="default",
         help="a named set of defaults: localized (--estimator expectation --entropy 0.001 --sampling without "
-             "--no-augment), for evidence "
+             "--no-augment --attention-symmetry flips), for evidence "
              "in a few small objects on a flat background (docs/experiments/megapixel-mnist.md); the flags typed "
              "override it (default: default)")
     add("--quiet", action="store_true", help="no progress bar")

@@ -345,16 +345,18 @@ def test_the_entropy_default_follows_the_estimator_unless_typed():
 
 
 def test_a_recipe_sets_its_flags_where_none_is_typed_and_is_stored_with_the_run(data_root, tmp_path):
-    """--recipe localized is --estimator expectation --entropy 0.001 --sampling without --no-augment, each still
-    overridable; the
+    """--recipe localized is --estimator expectation --entropy 0.001 --sampling without --no-augment
+    --attention-symmetry flips, each still overridable; the
     run's config holds the values, so a resume needs no recipe."""
     from attention_sampling.application.settings import RECIPES
 
     import train
 
     args = train.parse_args(["--recipe", "localized"])
-    assert (args.estimator, args.entropy, args.sampling, args.no_augment) == ("expectation", 0.001, "without", True)
-    assert RECIPES["localized"] == dict(estimator="expectation", entropy=0.001, sampling="without", augment=False)
+    assert (args.estimator, args.entropy, args.sampling, args.no_augment, args.attention_symmetry) == \
+        ("expectation", 0.001, "without", True, "flips")
+    assert RECIPES["localized"] == dict(estimator="expectation", entropy=0.001, sampling="without", augment=False,
+                                        attention_symmetry="flips")
     typed = train.parse_args(["--recipe", "localized", "--entropy", "0.02", "--sampling", "with", "--estimator",
                               "reinforce"])
     assert (typed.estimator, typed.entropy, typed.sampling, typed.no_augment) == ("reinforce", 0.02, "with", True)
@@ -363,7 +365,8 @@ def test_a_recipe_sets_its_flags_where_none_is_typed_and_is_stored_with_the_run(
     ok(run(TRAIN, "--data", data_root, "--out", "recipe", "--epochs", 1, "--recipe", "localized", *TINY, cwd=tmp_path))
     with open(tmp_path / "recipe" / "config.json") as handle:
         config = json.load(handle)
-    assert (config["entropy"], config["sampling"], config["augment"]) == (0.001, "without", False)
+    assert (config["entropy"], config["sampling"], config["augment"], config["attention_symmetry"]) == \
+        (0.001, "without", False, "flips")
     ok(run(TRAIN, "--resume", "recipe", "--epochs", 2, "--quiet", cwd=tmp_path))
     assert len(read_metrics(tmp_path / "recipe")[1]) == 2
 
@@ -398,11 +401,13 @@ TRAIN_PARSED = [
           typed={**{k: v for k, v in EVERY_TRAIN_FLAG.items() if k != "epochs"}, "estimator": "reinforce",
                  "augment": False})),
     (["--recipe", "localized"], dict(entropy=0.001, estimator="expectation", no_augment=True, recipe="localized",
-                                     sampling="without", typed=dict(augment=False, entropy=0.001, estimator="expectation",
-                                                                    sampling="without"))),
+                                     sampling="without", attention_symmetry="flips",
+                                     typed=dict(augment=False, entropy=0.001, estimator="expectation",
+                                                sampling="without", attention_symmetry="flips"))),
     (["--recipe", "localized", "--entropy", "0.02", "--sampling", "with"],
-     dict(entropy=0.02, estimator="expectation", no_augment=True, recipe="localized",
-          typed=dict(augment=False, entropy=0.02, estimator="expectation", sampling="with"))),
+     dict(entropy=0.02, estimator="expectation", no_augment=True, recipe="localized", attention_symmetry="flips",
+          typed=dict(augment=False, entropy=0.02, estimator="expectation", sampling="with",
+                     attention_symmetry="flips"))),
     (["--estimator", "expectation"], dict(entropy=0.001, estimator="expectation", typed=dict(estimator="expectation"))),
     (["--estimator", "expectation", "--entropy", "0.3", "--border", "inside"],
      dict(border="inside", entropy=0.3, estimator="expectation",
