@@ -20,6 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from nn import threads
+from nn.kernel_tools import reflect_index
 
 BORDERS = ("zero", "reflect", "inside")
 
@@ -27,16 +28,6 @@ BORDERS = ("zero", "reflect", "inside")
 def patch_offset(patch_size, scale):
     """Offset of a patch's top-left pixel from its cell's top-left pixel: floor((c - S) / 2)."""
     return (scale - patch_size) // 2
-
-
-@njit(cache=True, nogil=True)
-def reflect_index(index, length):
-    """Mirror a pixel index into [0, length) without repeating the edge (period 2 (length - 1))."""
-    if length == 1:
-        return 0
-    period = 2 * (length - 1)
-    index = index % period  # Python's modulo: non-negative for negative indices too
-    return index if index < length else period - index
 
 
 @njit(cache=True, nogil=True)

@@ -86,6 +86,8 @@ def to_torch(model):
     """The same layers and weights as a torch.nn.Sequential in channels-last memory format."""
     import torch
 
+    from benchmarks import torch_model
+
     modules = []
     for layer in model.layers:
         if isinstance(layer, nn.Conv2d):
@@ -94,7 +96,7 @@ def to_torch(model):
             if layer.padding != "valid" and (kh % 2 == 0 or kw % 2 == 0):
                 raise ValueError("the torch mirror handles odd kernels only")
             padding = 0 if layer.padding == "valid" else (kh // 2, kw // 2)
-            mode = {"reflect": "reflect", "edge": "replicate"}.get(layer.padding, "zeros")
+            mode = torch_model.PADDING_MODES.get(layer.padding, "zeros")  # "same", "valid": zeros
             conv = torch.nn.Conv2d(c_in, c_out, (kh, kw), padding=padding, padding_mode=mode,
                                    bias="bias" in layer.params)
             with torch.no_grad():

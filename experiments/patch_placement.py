@@ -15,7 +15,7 @@ import numpy as np
 
 from attention_sampling.application.data import ImageFolder, load_batch, run_split
 from attention_sampling.application.prediction import load_run
-from attention_sampling.patches import patch_offset
+from attention_sampling.patches import patch_boxes
 from attention_sampling.training import patch_features, predict
 
 # Cells each side of a digit's centre cell over which the attention's centre of mass is taken.
@@ -41,7 +41,8 @@ def placement(model, images, labels, boxes, rng):
     size, scale = model.patch_size, model.scale
     rows, reads, patch_offsets, mass_offsets = [], {True: [], False: []}, [], []
     for n, image_boxes in enumerate(boxes):
-        top_left = prediction.cells[n] * scale + patch_offset(size, scale)
+        # Where the patches were cut, shifted as extraction shifts them (border "inside").
+        top_left = patch_boxes(prediction.cells[n], size, scale, images.shape[1:3], model.border)[:, :2]
         centres = top_left + size / 2
         whole = {True: 0, False: 0}
         attention = prediction.attention[n]
@@ -73,12 +74,12 @@ def main(argv=None):
     indices = run_split(dataset.labels, config).val
     labels = np.asarray(dataset.labels)
     rng = np.random.default_rng(0)
+    boxes = digit_boxes(config["data"], [dataset.paths[i] for i in indices])
     rows, reads, patch_offsets, mass_offsets = [], {True: [], False: []}, [], []
     for start in range(0, len(indices), 8):
         batch = indices[start:start + 8]
         images = load_batch(dataset, batch, tuple(config["image_shape"]), scale=model.scale)
-        found = placement(model, images, labels[batch], digit_boxes(config["data"], [dataset.paths[i] for i in batch]),
-                          rng)
+        found = placement(model, images, labels[batch], boxes[start:start + 8], rng)
         rows += found[0]
         for key in reads:
             reads[key] += found[1][key]

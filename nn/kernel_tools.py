@@ -5,11 +5,22 @@ import functools
 
 import numba
 import numpy as np
-from numba import types
+from numba import njit, types
 from numba.core import cgutils
 from numba.core.compiler_lock import global_compiler_lock
 from numba.extending import intrinsic
 from numba.np.arrayobj import make_array, populate_array
+
+
+@njit(cache=True, nogil=True)
+def reflect_index(index, length):
+    """Mirror a pixel index into [0, length) without repeating the edge (period 2 (length - 1)), as numpy's
+    np.pad mode="reflect": the one rule for patches past an image's edge and reflect-padded convolutions."""
+    if length == 1:
+        return 0
+    period = 2 * (length - 1)
+    index = index % period  # Python's modulo: non-negative for negative indices too
+    return index if index < length else period - index
 
 
 @intrinsic

@@ -29,7 +29,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import threads
-from .kernel_tools import _stack_zeros
+from .kernel_tools import _stack_zeros, reflect_index
 from .numba_cache import variant
 
 # Kernel transform G (4 x 3): U = G w G^T. B^T and A^T are written out in the kernel as additions.
@@ -52,14 +52,10 @@ def applies(x_shape, weight_shape, top, left, out_h, out_w):
 @njit(cache=True, inline="always")
 def border_index(index, length, border):
     """The row or column an index outside [0, length) reads: mirrored without repeating the edge (border 1,
-    np.pad's "reflect"; period 2 (length - 1)) or clamped to it (border 2, "edge")."""
+    np.pad's "reflect", kernel_tools.reflect_index) or clamped to it (border 2, "edge")."""
     if border == 2:
         return min(max(index, 0), length - 1)
-    if length == 1:
-        return 0
-    period = 2 * (length - 1)
-    index = index % period
-    return index if index < length else period - index
+    return reflect_index(index, length)
 
 
 def transform_weight(weight):
