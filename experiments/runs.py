@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields
 
 import numpy as np
 
@@ -31,7 +32,7 @@ from attention_sampling.application.errors import AttentionSamplingError
 from attention_sampling.application.evaluation import predict_dataset
 from attention_sampling.application.memory import keep_freed_memory
 from attention_sampling.application.runfolder import read_config_json
-from attention_sampling.application.settings import ENTROPY_BY_ESTIMATOR, LR_DROP, TRAINING_DEFAULTS, resumed, scoring_seed
+from attention_sampling.application.settings import ENTROPY_BY_ESTIMATOR, LR_DROP, TRAINING_DEFAULTS, Training, resumed, scoring_seed
 
 # The checkout holding this package: a run's subprocess imports `experiments` from there, wherever it was started.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -301,6 +302,9 @@ METHODS = {
     "expectation, without replacement": dict(estimator="expectation", sampling="without"),
     "expectation, without replacement, symmetric attention": dict(estimator="expectation", sampling="without",
                                                                    attention_symmetry="flips"),
+    # The paper's Megapixel MNIST feature network has 32 channels (Training.feature_width).
+    "expectation, without replacement, symmetric attention, 32 channels": dict(
+        estimator="expectation", sampling="without", attention_symmetry="flips", feature_width=32),
     "uniform attention (random crops)": dict(estimator="reinforce", sampling="with", attention="uniform"),
     "CNN on the downscaled image": dict(baseline="downscaled"),
 }
@@ -328,6 +332,13 @@ def compare_data(name, seed, args):
     return os.path.basename(os.path.normpath(name)), name, args.test_fraction, args.val_fraction
 
 
+def resumed_settings(config):
+    """A compare run's config -> what a killed run of it is continued with: its training settings, which must
+    be those it was started with (settings.resumed), and its length, which may grow."""
+    return {field.name: config[field.name] for field in fields(Training) if field.name in config} | \
+        {"epochs": config["epochs"]}
+
+
 def run_one(config):
     """Train one configuration in this process -> result dict (printed as JSON by `run-one`)."""
     from experiments.baselines import UniformAttention, train_downscaled
@@ -340,10 +351,15 @@ def run_one(config):
         split = stratified_split(dataset.labels, config["test_fraction"], config["seed"],
                                  config.get("val_fraction", 0.0))
         return train_downscaled(dataset, split.train, split.test, config, log=lambda line: None, val_indices=split.val)
-    # A comparison run is short: an unfinished one starts again rather than resuming.
-    shutil.rmtree(config["run_dir"], ignore_errors=True)
-    trainer = Trainer(dataset, config["run_dir"], config, log=lambda line: None, progress=False)
-    if config.get("attention") == "uniform":
+    uniform = config.get("attention") == "uniform"
+    # A killed run continues from its checkpoint (compare checked its settings); random crops start again: their
+    # checkpoint holds no attention network for the model to load.
+    resume = not uniform and os.path.exists(os.path.join(config["run_dir"], "checkpoint.npz"))
+    if not resume:
+        shutil.rmtree(config["run_dir"], ignore_errors=True)
+    trainer = Trainer(dataset, config["run_dir"], resumed_settings(config) if resume else config, resume=resume,
+                      log=lambda line: None, progress=False)
+    if uniform:
         trainer.model.attention = UniformAttention(config["scale"])
     history = trainer.fit()
     shape = tuple(config["image_shape"])
@@ -386,6 +402,8 @@ def compare(args):
                 config.update(settings,
                               run_dir=os.path.join(args.out, dataset_name, method.split(" (")[0].replace(", ", "-")
                                                    .replace(" ", "-") + f"-seed{seed}"))
+                if "baseline" not in settings and "attention" not in settings:
+                    check_resumed_settings(config, resumed_settings(config))
                 print(f"{dataset_name}: {method}, seed {seed}", file=sys.stderr)
                 result = run_in_subprocess("run-one", config)
                 row = {"dataset": dataset_name, "method": method, "estimator": settings.get("estimator", ""),

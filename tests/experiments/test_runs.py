@@ -47,6 +47,35 @@ def test_compare_trains_every_method_and_resumes(tiny_datasets, capsys):
     assert (out / "compare.csv").read_text() == before
 
 
+def test_a_killed_compare_run_continues_from_its_checkpoint_as_if_never_stopped(tiny_datasets, capsys):
+    method = ["--methods", "expectation, without replacement"]
+    run = "few-spots/expectation-without-replacement-seed0"
+    stopped, straight = tiny_datasets / "compare-stopped", tiny_datasets / "compare-straight"
+
+    def args(out, epochs, *more):
+        return compare_args(out) + method + ["--epochs", str(epochs), *more]  # the last --epochs counts
+
+    assert experiments.main(args(stopped, 1)) == 0
+    # As a command killed after the run's first epoch leaves it: the checkpoint, no row.
+    (stopped / "compare.csv").unlink()
+    assert experiments.main(args(stopped, 2)) == 0
+    assert experiments.main(args(straight, 2)) == 0
+    resumed_rows, straight_rows = (experiments.read_results(out / run / "metrics.csv") for out in (stopped, straight))
+    assert [r["epoch"] for r in resumed_rows] == ["1", "2"]
+    for a, b in zip(resumed_rows, straight_rows):
+        assert {k: v for k, v in a.items() if k not in ("seconds", "waiting")} == \
+            {k: v for k, v in b.items() if k not in ("seconds", "waiting")}
+    (first,), (second,) = (experiments.read_results(out / "compare.csv") for out in (stopped, straight))
+    assert first["test_accuracy"] == second["test_accuracy"] and first["epochs"] == "2"
+
+    # Continuing it with another setting is refused, naming the run's folder, before anything trains.
+    (stopped / "compare.csv").unlink()
+    assert experiments.main(args(stopped, 3, "--entropy", "0.5")) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{run}: the run was made with entropy = 0.001, not 0.5" in error
+    assert len(experiments.read_results(stopped / run / "metrics.csv")) == 2
+
+
 def test_uniform_attention_is_flat_and_has_nothing_to_learn():
     from experiments.baselines import UniformAttention
 
@@ -312,6 +341,7 @@ COMPARE_DEFAULTS = {
     "datasets": ["spots", "few-spots"], "downscale": 8, "entropy": None, "epochs": 20, "lr": 0.001,
     "methods": ["reinforce, with replacement", "reinforce, without replacement", "expectation, with replacement",
                 "expectation, without replacement", "expectation, without replacement, symmetric attention",
+                "expectation, without replacement, symmetric attention, 32 channels",
                 "uniform attention (random crops)", "CNN on the downscaled image"],
     "mnist_per_class": 100, "no_augment": False, "out": "runs/compare", "patches": 10, "replicas": 2, "scale": 4,
     "seeds": 3, "first_seed": 0, "size": 50, "table_only": False, "test_fraction": 0.3, "val_fraction": 0.0}
