@@ -1,10 +1,12 @@
 """Time the sampler and the patch extractor: Numba kernels against vectorised NumPy and plain Python.
 
-    python -m benchmarks.bench_sampling                  # both workloads, 10 timed runs (5 for the Python sampler)
+    python -m benchmarks.bench_sampling                  # every workload, 10 timed runs (5 for the Python sampler)
     python -m benchmarks.bench_sampling --repeat 20 --python-repeat 5 --workloads extractor
 
 Workloads (what one training step of the method does, at the paper's megapixel scale):
   sampler    32 attention maps of 260x347 cells (float32) -> 20 cells each, with replacement
+  without    the same maps -> 20 distinct cells each (sampling without replacement), beside the kernel
+             with the whole map as one block (a pass over every cell per draw)
   extractor  32 images 1040x1388x3 float32 (scale 4, so the same 260x347 grid), 20 cells each
              -> 640 patches 50x50x3; two cells per batch are the grid's corners, so padding is exercised
 
@@ -78,6 +80,35 @@ def sample_cells_python(attention, n_samples, rng):
             index = min(bisect.bisect_right(cumulative, u * total), len(cumulative) - 1)
             row.append(divmod(index, w))
         cells.append(row)
+    return np.array(cells, dtype=np.int64).reshape(n, n_samples, 2)
+
+
+def sample_without_numpy(attention, n_samples, rng):
+    """sample_cells(..., replace=False) in NumPy: per draw, the cdf of the remaining mass and one searchsorted."""
+    n, h, w = attention.shape
+    uniforms = rng.random((n, n_samples))
+    indices = np.empty((n, n_samples), dtype=np.int64)
+    for row in range(n):
+        mass = attention[row].ravel().astype(np.float64)
+        for draw in range(n_samples):
+            cdf = np.cumsum(mass)
+            indices[row, draw] = min(np.searchsorted(cdf, uniforms[row, draw] * cdf[-1], side="right"), h * w - 1)
+            mass[indices[row, draw]] = 0.0
+    return np.stack(np.divmod(indices, w), axis=-1)
+
+
+def sample_without_python(attention, n_samples, rng):
+    """The same, the cdf built by itertools.accumulate and searched by bisect."""
+    n, h, w = attention.shape
+    uniforms = rng.random((n, n_samples))
+    cells = []
+    for image in range(n):
+        mass = attention[image].ravel().astype(np.float64).tolist()
+        for u in uniforms[image].tolist():
+            cumulative = list(itertools.accumulate(mass))
+            index = min(bisect.bisect_right(cumulative, u * cumulative[-1]), len(cumulative) - 1)
+            mass[index] = 0.0
+            cells.append(divmod(index, w))
     return np.array(cells, dtype=np.int64).reshape(n, n_samples, 2)
 
 
@@ -191,6 +222,33 @@ def bench_sampler(args):
     return description, rows
 
 
+def bench_without(args):
+    attention = attention_maps(np.random.default_rng(args.seed))
+    cells_per_map = GRID[0] * GRID[1]
+
+    def run(implementation):
+        return lambda: implementation(attention, N_SAMPLES, np.random.default_rng(args.seed))
+
+    def one_block(attention, n_samples, rng):  # the whole map one block: a pass over every cell per draw
+        flat = np.ascontiguousarray(attention.reshape(len(attention), -1))
+        indices = sampling_module._sample_without_replacement(flat, rng.random((len(attention), n_samples)),
+                                                              cells_per_map)
+        return np.stack(np.divmod(indices, GRID[1]), axis=-1)
+
+    sample = lambda attention, n_samples, rng: sample_cells(attention, n_samples, rng, replace=False)
+    rows = [timed_row("numba", f"sample_cells, blocks of {sampling_module.block_size(cells_per_map)}", run(sample),
+                      args.repeat, kernel=sampling_module._sample_without_replacement),
+            timed_row("", "one block of all cells", run(one_block), args.repeat),
+            timed_row("numpy", "cumsum + searchsorted per draw", run(sample_without_numpy), args.repeat),
+            timed_row("python", "accumulate + bisect per draw", run(sample_without_python), args.python_repeat)]
+    cells = run(sample)()
+    same = {name: np.array_equal(run(f)(), cells) for name, f in
+            (("one block", one_block), ("numpy", sample_without_numpy), ("python", sample_without_python))}
+    description = (f"without: {N_IMAGES} maps {GRID[0]}x{GRID[1]} float32 -> {N_SAMPLES} distinct cells each; "
+                   f"same cells: " + ", ".join(f"{name} {value}" for name, value in same.items()))
+    return description, rows
+
+
 def bench_extractor(args):
     rng = np.random.default_rng(args.seed)
     height, width = GRID[0] * SCALE, GRID[1] * SCALE
@@ -218,7 +276,7 @@ def bench_extractor(args):
     return description, rows
 
 
-WORKLOADS = {"sampler": bench_sampler, "extractor": bench_extractor}
+WORKLOADS = {"sampler": bench_sampler, "without": bench_without, "extractor": bench_extractor}
 
 
 def print_results(results):
@@ -246,8 +304,8 @@ def main(argv=None):
                         help="timed runs of the Numba and NumPy rows (and the Python extractor) (default 10)")
     parser.add_argument("--python-repeat", type=int, default=5,
                         help="timed runs of the pure-Python sampler, ~100x slower than Numba (default 5)")
-    parser.add_argument("--workloads", default="sampler,extractor",
-                        help=f"comma-separated, from {sorted(WORKLOADS)} (default both)")
+    parser.add_argument("--workloads", default="sampler,without,extractor",
+                        help=f"comma-separated, from {sorted(WORKLOADS)} (default all)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.python_repeat < 1:
