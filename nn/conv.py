@@ -157,7 +157,7 @@ class Conv2d(Layer):
         self.input = padded  # dL/dw correlates the padded input with dL/dy
         if global_max:
             maxima, self.global_argmax = self._correlate(padded, self.params["weight"], self.params.get("bias"),
-                                                         negative_slope, global_max=True)
+                                                         negative_slope, global_max=True, training=True)
             self.activation = (1.0 if negative_slope is None else negative_slope, maxima)
             return maxima.copy()  # the caller's to keep or change: backward reads its own
         out = self._output_map(x, padded, self.params["weight"], self.params.get("bias"), negative_slope)
@@ -206,14 +206,16 @@ class Conv2d(Layer):
         check_spatial(self, input_shape, (out_h, out_w))
         return out_h, out_w
 
-    def _correlate(self, x, weight, bias, negative_slope=None, global_max=False):
-        """The output map, or with global_max its (maxima, positions) (conv_kernels.correlate_max)."""
+    def _correlate(self, x, weight, bias, negative_slope=None, global_max=False, training=False):
+        """The output map, or with global_max its (maxima, positions) (conv_kernels.correlate_max, told whether
+        this is a training pass: conv_kernels.correlate_build)."""
         top, _, left, _ = self.pads
         if bias is None:
             bias = np.zeros(weight.shape[-1], dtype=weight.dtype)
         out_h, out_w = self._output_hw(x.shape)
-        correlate = conv_kernels.correlate_max if global_max else conv_kernels.correlate
-        return correlate(x, weight, bias, top, left, out_h, out_w, negative_slope)
+        if global_max:
+            return conv_kernels.correlate_max(x, weight, bias, top, left, out_h, out_w, negative_slope, training)
+        return conv_kernels.correlate(x, weight, bias, top, left, out_h, out_w, negative_slope)
 
     def backward(self, grad_out, keep_sparse=False):
         """dL/dy -> dL/dx (None without input_gradient), the parameters' gradients into self.grads. dL/dy is

@@ -35,6 +35,22 @@ from .numba_cache import variant
 # False: always the direct kernel (tests compare the two; benchmarks can time both).
 WINOGRAD = True
 
+# In a training pass the direct correlation with the global max pool fused in and 16-channel tiles (the feature
+# network's last layer, on 640 patches) runs Numba's parallel build, whatever the process runs: its serial build
+# runs 2.2 times slower on one thread (LLVM makes worse code of the same loops outside a gufunc; the layer 117 ms
+# against 48 in a step). Its other variants keep the process's build: the feature network's first layer gains
+# 12 ms a step, less than the second a cold start would spend compiling its parallel build, and inference's
+# pool builds compile in half the time. (python -m benchmarks.bench_step, bench_cold; docs/performance.md,
+# "The direct correlation's build".)
+PARALLEL_BLOCKS = (16,)
+
+
+def correlate_build(block, maxima, training):
+    """The build the direct correlation with `block`-channel tiles, and its global max pool fused in or not
+    (maxima), runs in: "numba", or None (the process's)."""
+    return "numba" if training and maxima and block in PARALLEL_BLOCKS else None
+
+
 # Output pixels per register tile in the correlation, by channel block: 64 accumulators either way (eight
 # pixels of a half-register block beat four; wider tiles spill; python -m benchmarks.bench_nn).
 TILE_PIXELS = {16: 4, 8: 8}
@@ -134,7 +150,7 @@ def border_applies(x_shape, weight_shape):
     return WINOGRAD and winograd.applies(x_shape, weight_shape, 1, 1, x_shape[1], x_shape[2])
 
 
-def _correlate_call(x, weight, bias, top, left, out_h, out_w, negative_slope, maxima, border="zero"):
+def _correlate_call(x, weight, bias, top, left, out_h, out_w, negative_slope, maxima, border="zero", training=False):
     """The correlation kernel's call for correlate (maxima False: fills and returns the map) and correlate_max
     (True: returns the per-row maxima and their columns, (N·out_h, C_out) each)."""
     # One compiled kernel per float type: bring x, weight and bias to their common type first.
@@ -155,7 +171,8 @@ def _correlate_call(x, weight, bias, top, left, out_h, out_w, negative_slope, ma
     out = np.empty((1, 1, 1, 1) if maxima else (x.shape[0], out_h, out_w, c_out), dtype=dtype)
     slope = dtype.type(1.0 if negative_slope is None else negative_slope)
     _correlate_kernel(block, TILE_PIXELS[block], maxima)(x.shape[0] * out_h, x, weight, bias, out, row_max, row_arg,
-                                                        top, left, out_h, out_w, c_out, slope, vectorise=True)
+                                                        top, left, out_h, out_w, c_out, slope, vectorise=True,
+                                                        build=correlate_build(block, maxima, training))
     return (row_max, row_arg) if maxima else out
 
 
@@ -170,13 +187,15 @@ def correlate(x, weight, bias, top, left, out_h, out_w, negative_slope=None, bor
     return _correlate_call(x, weight, bias, top, left, out_h, out_w, negative_slope, False, border)
 
 
-def correlate_max(x, weight, bias, top, left, out_h, out_w, negative_slope=None):
+def correlate_max(x, weight, bias, top, left, out_h, out_w, negative_slope=None, training=False):
     """The global max pool of correlate(...) (leaky ReLU included), without making the map:
     (N, H, W, C_in) ... -> maxima (N, C_out) and the flat position p * out_w + q of each maximum's first
     occurrence in row-major order (N, C_out), which is where GlobalMaxPool2d sends the gradient.
     A NaN never wins a comparison here: a channel that is NaN everywhere gives -inf at position 0, where
-    GlobalMaxPool2d would give NaN (a diverged network is still caught: -inf is not finite either)."""
-    row_max, row_arg = _correlate_call(x, weight, bias, top, left, out_h, out_w, negative_slope, True)
+    GlobalMaxPool2d would give NaN (a diverged network is still caught: -inf is not finite either).
+    training: a training pass, which runs Numba's build of the kernel (correlate_build); the same numbers."""
+    row_max, row_arg = _correlate_call(x, weight, bias, top, left, out_h, out_w, negative_slope, True,
+                                       training=training)
     n, c_out = x.shape[0], row_max.shape[1]
     row_max, row_arg = row_max.reshape(n, out_h, c_out), row_arg.reshape(n, out_h, c_out)
     maxima = row_max.max(axis=1)

@@ -45,24 +45,33 @@ def _cached(kernel, dtype):
     return os.path.exists(index) and any(str(dtype) in str(key[0]) for key in overloads)
 
 
-def feature_kernels_cached(dtype, width=16, build=None):
+def feature_kernels_cached(dtype, width=16, build=None, training=False):
     """Whether the on-disk cache already holds, for `dtype`, the kernel every feature network of `width`
-    channels ends in (its last convolution with the global max pool fused in) in `build` (default: the one in
-    use, nn/threads.py): on a warm cache there is nothing to compile ahead."""
-    from nn import conv_kernels
+    channels ends in (its last convolution with the global max pool fused in, in the build
+    conv_kernels.correlate_build gives a training pass or inference) and its Winograd kernel (the layers before
+    it, where it has one) in `build` (default: the one in use, nn/threads.py): on a warm cache there is nothing
+    to compile ahead."""
+    from nn import conv_kernels, winograd
 
     block = conv_kernels.channel_block(width)
-    return _cached(conv_kernels._correlate_kernel(block, conv_kernels.TILE_PIXELS[block], True).build(build), dtype)
+    last = conv_kernels._correlate_kernel(block, conv_kernels.TILE_PIXELS[block], True)
+    return _cached(last.build(conv_kernels.correlate_build(block, True, training) or build), dtype) and (
+        width not in winograd.CHANNELS or _cached(_winograd(width, build), dtype))
 
 
 def inference_kernels_cached(dtype, width=16, build=None):
-    """Whether the cache holds, in `build`, the attention network's first convolution (8 channels out) and the
-    feature network's last (feature_kernels_cached): the first and last kernels a prediction compiles."""
-    from nn import conv_kernels
-
-    block = conv_kernels.channel_block(8)
-    first = conv_kernels._correlate_kernel(block, conv_kernels.TILE_PIXELS[block], False).build(build)
+    """Whether the cache holds, in `build`, the attention network's 8 -> 8 convolutions (Winograd) and the feature
+    network's kernels (feature_kernels_cached): the first and last kernels of a prediction that follow the build."""
+    first = _winograd(8, build)
     return _cached(first, dtype) and feature_kernels_cached(dtype, width, build)
+
+
+def _winograd(channels, build):
+    """The dispatcher of nn/winograd.py's kernel for `channels` in `build` (the process's, unlike a training pass's
+    fused max pool, conv_kernels.correlate_build)."""
+    from nn import winograd
+
+    return winograd._kernel(channels, winograd.TILES).build(build)
 
 
 def _spawn(spec):
@@ -82,7 +91,7 @@ def start(model, training=True):
     child process, unless they are cached already -> the subprocess.Popen, or None. Nothing waits for it:
     a kernel this process reaches first it compiles itself, and the child's copy only fills the cache."""
     spec = _spec(model, training)
-    if feature_kernels_cached(spec["dtype"], spec["feature_width"], spec["build"]):
+    if feature_kernels_cached(spec["dtype"], spec["feature_width"], spec["build"], training):
         return None
     return _spawn(spec)
 

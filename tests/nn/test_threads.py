@@ -180,3 +180,31 @@ def test_the_shared_kernels_give_the_same_numbers_in_both_builds(dtype):
 def rng_weight(c_in, c_out, dtype):
     """A fixed 3x3 weight (the same in every call, so the two builds see the same arguments)."""
     return np.random.default_rng(c_in * 100 + c_out).standard_normal((3, 3, c_in, c_out)).astype(dtype)
+
+
+def test_a_training_pass_runs_the_fused_max_pool_in_numbas_build_with_the_same_numbers(monkeypatch):
+    """conv_kernels.correlate_build: in the pool's process a training forward's 16-channel direct correlation
+    with the global max pool fused in runs Numba's parallel build; inference, the plain map and 8-channel tiles
+    the process's. Both builds are one source: the training pass's numbers are the inference's, bit for bit."""
+    import nn
+    from nn import conv_kernels
+
+    assert conv_kernels.correlate_build(16, maxima=True, training=True) == "numba"
+    assert conv_kernels.correlate_build(16, maxima=True, training=False) is None
+    assert conv_kernels.correlate_build(16, maxima=False, training=True) is None
+    assert conv_kernels.correlate_build(8, maxima=True, training=True) is None
+    on_the_pool = []
+    run = threads.run
+    monkeypatch.setattr(threads, "run", lambda kernel, *args, **kw: (on_the_pool.append(kernel), run(kernel, *args, **kw)))
+    previous = threads.use("pool")
+    try:
+        x = np.random.default_rng(2).random((3, 12, 10, 3)).astype(np.float32)
+        layer = nn.Conv2d(3, 16, 3, rng=0)
+        serial_max = conv_kernels._correlate_kernel(16, conv_kernels.TILE_PIXELS[16], True).pool
+        trained = layer.forward(x, training=True, global_max=True, negative_slope=0.01)
+        assert serial_max not in on_the_pool
+        inferred = layer.infer(x, negative_slope=0.01, global_max=True)
+        assert serial_max in on_the_pool
+    finally:
+        threads.use(previous)
+    np.testing.assert_array_equal(trained, inferred)
