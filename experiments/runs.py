@@ -9,7 +9,8 @@ the sizes and scale given (on images reduced from the paper's, the same field of
 the test accuracy at the epoch chosen on validation and at the last epoch, and the time per run, beside
 the paper's numbers. Each finished run is appended to results.csv at once; a killed command resumes:
 finished rows are skipped and an unfinished run continues from its own checkpoint (more --epochs than a
-finished run had: it continues to the new count).
+finished run had: it continues to the new count). compare does the same with compare.csv; its random-crop runs
+start again.
 """
 import argparse
 import csv
