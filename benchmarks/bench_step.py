@@ -364,7 +364,7 @@ def main(argv=None):
     use_torch = torch is not None
     print(python_environment(torch))
     print("convolutions: " + ("the direct kernel only (--direct)" if args.direct else
-                              "Winograd F(2x2, 3x3) where it applies (3x3, 8 or 16 channels), else the direct kernel")
+                              "Winograd F(2x2, 3x3) where it applies (3x3, 8, 16 or 32 channels), else the direct kernel")
           + f"; kernels' build: {args.build}")
     print(f"{N_IMAGES} images {HEIGHT}x{WIDTH}x{CHANNELS} float32, {REPLICAS} replicas x P={N_PATCHES} patches of "
           f"S={PATCH_SIZE}, {N_CLASSES} classes; median of {args.repeat} steps after {args.warmup} warm-up")

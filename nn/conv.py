@@ -111,7 +111,7 @@ class Conv2d(Layer):
     (negative_slope only scales the Kaiming initialisation for a following leaky ReLU.)
 
     "reflect" and "edge" materialise the padded input (pad_map) and run the "valid" kernels on it, except where
-    nn/winograd.py computes the layer (3x3, C_in = C_out in 8 or 16), whose tiles read the border themselves;
+    nn/winograd.py computes the layer (3x3, C_in = C_out in 8, 16 or 32), whose tiles read the border themselves;
     backward folds the padded input's gradient back onto the input (fold_padding). Why they exist: zero padding makes
     border cells differ from the rest of a flat map, which the attention network turns into a border bias
     (docs/results/border/).

@@ -29,7 +29,7 @@ from . import threads, winograd
 from .kernel_tools import _stack_zeros, vectorised_call
 from .numba_cache import variant
 
-# 3x3 "same" correlations with as many output as input channels (8 or 16) go through nn/winograd.py:
+# 3x3 "same" correlations with as many output as input channels (8, 16 or 32) go through nn/winograd.py:
 # F(2x2, 3x3) needs 16 products per channel pair and 2x2 outputs where the direct kernel needs 36
 # (not the fused global max pool: correlate_max stays here).
 # False: always the direct kernel (tests compare the two; benchmarks can time both).

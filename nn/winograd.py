@@ -9,7 +9,7 @@ instead of 36 (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks"
 
 with d the 4 x 4 input tile, w the 3 x 3 kernel, o the elementwise product, and
 the constant matrices below. The products for a tile are 16 small matrix products (1 x C_in) @ (C_in x C_out),
-one per position of the 4 x 4 transformed tile; a task takes `TILES` tiles of a row of tiles at once, so each
+one per position of the 4 x 4 transformed tile; a task takes `TILES[C]` tiles of a row of tiles at once, so each
 row of the transformed weight is loaded once for all of them and the accumulators stay in registers.
 
 Outside the image a tile reads zeros ("same" padding) or, for nn.Conv2d's "reflect" and "edge" paddings, the
@@ -34,12 +34,14 @@ from .numba_cache import variant
 
 # Kernel transform G (4 x 3): U = G w G^T. B^T and A^T are written out in the kernel as additions.
 G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
-# Channel counts with a compiled kernel: the feature network's 16 and the attention network's 8.
-CHANNELS = (8, 16)
+# Channel counts with a compiled kernel: the feature network's 16 (32 with --feature-width 32) and the attention
+# network's 8.
+CHANNELS = (8, 16, 32)
 # What a tile reads outside the image, by the kernel's `border` argument (0, 1, 2).
 BORDERS = ("zero", "reflect", "edge")
-# Tiles per task: 4 tiles x 16 channels keep 8 AVX2 accumulators; 2 to 6 measured alike (within 10%), 8 spills.
-TILES = 4
+# Tiles per task, by channels: 4 tiles x 16 channels keep 8 AVX2 accumulators (2 to 6 measured alike, within 10%;
+# 8 spills); with 32 channels 4 tiles spill (23 times slower) and 2 do not (docs/performance.md, "32 channels").
+TILES = {8: 4, 16: 4, 32: 2}
 
 
 def applies(x_shape, weight_shape, top, left, out_h, out_w):
@@ -170,6 +172,6 @@ def correlate(x, weight, bias, negative_slope=None, border="zero"):
     taps read outside the image."""
     out = np.empty(x.shape, dtype=x.dtype)
     slope = x.dtype.type(1.0 if negative_slope is None else negative_slope)
-    _kernel(x.shape[3], TILES)(x.shape[0] * ((x.shape[1] + 1) // 2), x, transform_weight(weight), bias, out, slope,
+    _kernel(x.shape[3], TILES[x.shape[3]])(x.shape[0] * ((x.shape[1] + 1) // 2), x, transform_weight(weight), bias, out, slope,
                                BORDERS.index(border), vectorise=True)
     return out

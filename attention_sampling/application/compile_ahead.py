@@ -71,7 +71,7 @@ def _winograd(channels, build):
     fused max pool, conv_kernels.correlate_build)."""
     from nn import winograd
 
-    return winograd._kernel(channels, winograd.TILES).build(build)
+    return winograd._kernel(channels, winograd.TILES[channels]).build(build)
 
 
 def _spawn(spec):
