@@ -335,14 +335,19 @@ def predict(model, images, rng, n_patches=None, estimator=None, replace=None, lo
     weights = sampled.weights.reshape(n * looks, p)
     features = patch_features(model, patches, training=False,
                               draws=DistinctDraws(sampled.cells, sampled.log_attention.shape[1:]))
-    if estimator == "expectation":
-        logits = expectation_logits(features, estimator_weights(weights, replace), model.temperature)
-    else:
-        logits = expected_logits(features, classification_weights(model, weights, estimator_weights(weights, replace)),
-                                 model.temperature)
-    per_look = nn.softmax(logits, axis=-1).reshape(n, looks, -1)
+    per_look = nn.softmax(look_logits(model, features, weights, estimator, replace), axis=-1).reshape(n, looks, -1)
     return Prediction(per_look.mean(axis=1), np.exp(sampled.log_attention), sampled.patches[:, :p], per_look,
                       sampled.cells.reshape(n, looks, p, 2), sampled.weights.reshape(n, looks, p))
+
+
+def look_logits(model, features, weights, estimator, replace):
+    """(M, P, C) features of M looks, (M, P) a_i of their drawn cells -> (M, C) logits, as `estimator` classifies
+    a look drawn with or without replacement: the unbiased expectation weights, or REINFORCE's classifier
+    (classification_weights)."""
+    draw_weights = estimator_weights(weights, replace)
+    if estimator == "expectation":
+        return expectation_logits(features, draw_weights, model.temperature)
+    return expected_logits(features, classification_weights(model, weights, draw_weights), model.temperature)
 
 
 def _with_patches(model, n_patches):

@@ -44,9 +44,10 @@ def test_eq1_and_the_mean_are_scored_on_the_same_draws_and_agree_with_one_patch(
     model = AttentionSamplingModel(n_classes=3, scale=4, patch_size=8, n_patches=1, seed=0)
     images = np.random.default_rng(1).random((5, 32, 32, 3), dtype=np.float32)
     hits = aggregate.accuracies(model, images, np.arange(5) % 3, np.random.default_rng(2))
-    assert hits["eq1"].shape == hits["mean"].shape == hits["single"].shape == (5, aggregate.LOOKS)
-    np.testing.assert_array_equal(hits["eq1"], hits["mean"])
-    np.testing.assert_array_equal(hits["eq1"], hits["single"] == 1)
+    assert set(hits) == set(aggregate.KEYS)
+    for key in aggregate.KEYS:
+        assert hits[key].shape == (5, aggregate.LOOKS)
+        np.testing.assert_array_equal(hits[key] if key != "single" else hits[key] == 1, hits["eq1"], err_msg=key)
 
 
 def test_aggregate_prints_both_splits(trained, capsys):
@@ -88,3 +89,19 @@ def test_bag_reading_trains_either_head_and_reports_both_accuracies(trained, cap
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("step 3 ")
     assert all(0 <= float(last.split(name)[1].split()[0]) <= 1 for name in ("test bags", "test digits"))
+
+
+def test_the_votes_count_each_patchs_class_where_the_mean_follows_the_strongest(monkeypatch):
+    """Three of five patches lean to class 2, two point firmly at class 0: the mean reads 0, the votes 2."""
+    from attention_sampling import training
+    from attention_sampling.models import AttentionSamplingModel
+
+    model = AttentionSamplingModel(n_classes=3, scale=4, patch_size=8, n_patches=5, seed=0)
+    leaning, firm = np.array([0.6, 0.0, 0.8]), np.array([1.0, 0.0, 0.0])
+    monkeypatch.setattr(training, "patch_features",
+                        lambda model, patches, training: np.broadcast_to(
+                            np.stack([leaning] * 3 + [firm] * 2), (len(patches), 5, 3)).astype(np.float32))
+    images = np.random.default_rng(1).random((2, 32, 32, 3), dtype=np.float32)
+    hits = aggregate.accuracies(model, images, np.array([2, 2]), np.random.default_rng(2))
+    assert hits["votes"].all() and not hits["mean"].any()
+    np.testing.assert_allclose(hits["single"], 0.6)
