@@ -157,7 +157,7 @@ class Conv2d(Layer):
         self.input = padded  # dL/dw correlates the padded input with dL/dy
         if global_max:
             maxima, self.global_argmax = self._correlate(padded, self.params["weight"], self.params.get("bias"),
-                                                         negative_slope, global_max=True, training=True)
+                                                         negative_slope, global_max=True, training=training)
             self.activation = (1.0 if negative_slope is None else negative_slope, maxima)
             return maxima.copy()  # the caller's to keep or change: backward reads its own
         out = self._output_map(x, padded, self.params["weight"], self.params.get("bias"), negative_slope)
