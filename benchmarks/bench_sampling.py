@@ -66,20 +66,23 @@ def sample_cells_numpy(attention, n_samples, rng):
     return np.stack(np.divmod(indices, w), axis=-1)
 
 
-def sample_cells_python(attention, n_samples, rng):
-    """(N, h, w) -> (N, P, 2): the same uniforms and the same float64 cdf as the kernel, searched by bisect."""
+def sample_cells_python(attention, n_samples, rng, replace=True):
+    """(N, h, w) -> (N, P, 2): the same uniforms and the same float64 cdf as the kernel, searched by bisect;
+    without replacement the drawn cell's mass is removed and the cdf built again for the next draw."""
     n, h, w = attention.shape
     uniforms = rng.random((n, n_samples))
     cells = []
     for image in range(n):
-        cumulative = list(itertools.accumulate(attention[image].ravel().tolist()))
-        total = cumulative[-1]
-        row = []
-        for u in uniforms[image].tolist():
+        mass = attention[image].ravel().astype(np.float64).tolist()
+        cumulative = list(itertools.accumulate(mass))
+        for draw, u in enumerate(uniforms[image].tolist()):
+            if not replace and draw:
+                cumulative = list(itertools.accumulate(mass))
             # bisect_right finds the first cumulative entry > u * total, as the kernel's binary search does.
-            index = min(bisect.bisect_right(cumulative, u * total), len(cumulative) - 1)
-            row.append(divmod(index, w))
-        cells.append(row)
+            index = min(bisect.bisect_right(cumulative, u * cumulative[-1]), len(cumulative) - 1)
+            if not replace:
+                mass[index] = 0.0
+            cells.append(divmod(index, w))
     return np.array(cells, dtype=np.int64).reshape(n, n_samples, 2)
 
 
@@ -95,21 +98,6 @@ def sample_without_numpy(attention, n_samples, rng):
             indices[row, draw] = min(np.searchsorted(cdf, uniforms[row, draw] * cdf[-1], side="right"), h * w - 1)
             mass[indices[row, draw]] = 0.0
     return np.stack(np.divmod(indices, w), axis=-1)
-
-
-def sample_without_python(attention, n_samples, rng):
-    """The same, the cdf built by itertools.accumulate and searched by bisect."""
-    n, h, w = attention.shape
-    uniforms = rng.random((n, n_samples))
-    cells = []
-    for image in range(n):
-        mass = attention[image].ravel().astype(np.float64).tolist()
-        for u in uniforms[image].tolist():
-            cumulative = list(itertools.accumulate(mass))
-            index = min(bisect.bisect_right(cumulative, u * cumulative[-1]), len(cumulative) - 1)
-            mass[index] = 0.0
-            cells.append(divmod(index, w))
-    return np.array(cells, dtype=np.int64).reshape(n, n_samples, 2)
 
 
 def padding_for(images_shape, patch_size, scale):
@@ -236,14 +224,15 @@ def bench_without(args):
         return np.stack(np.divmod(indices, GRID[1]), axis=-1)
 
     sample = lambda attention, n_samples, rng: sample_cells(attention, n_samples, rng, replace=False)
+    sample_python_without = lambda attention, n_samples, rng: sample_cells_python(attention, n_samples, rng, False)
     rows = [timed_row("numba", f"sample_cells, blocks of {sampling_module.block_size(cells_per_map)}", run(sample),
                       args.repeat, kernel=sampling_module._sample_without_replacement),
             timed_row("", "one block of all cells", run(one_block), args.repeat),
             timed_row("numpy", "cumsum + searchsorted per draw", run(sample_without_numpy), args.repeat),
-            timed_row("python", "accumulate + bisect per draw", run(sample_without_python), args.python_repeat)]
+            timed_row("python", "accumulate + bisect per draw", run(sample_python_without), args.python_repeat)]
     cells = run(sample)()
     same = {name: np.array_equal(run(f)(), cells) for name, f in
-            (("one block", one_block), ("numpy", sample_without_numpy), ("python", sample_without_python))}
+            (("one block", one_block), ("numpy", sample_without_numpy), ("python", sample_python_without))}
     description = (f"without: {N_IMAGES} maps {GRID[0]}x{GRID[1]} float32 -> {N_SAMPLES} distinct cells each; "
                    f"same cells: " + ", ".join(f"{name} {value}" for name, value in same.items()))
     return description, rows
